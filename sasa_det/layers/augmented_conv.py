@@ -1,0 +1,206 @@
+"""Attention-augmented convolution (Bello et al. 2019, "AA")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .relative_position import relative_logits_2d, slice_relative_table
+
+__all__ = ["AugmentedConv2d"]
+
+
+def _channels_from_ratio(ratio: float, out_channels: int, heads: int) -> int:
+    """``ratio * out_channels`` rounded to the nearest positive multiple of ``heads``."""
+    return heads * max(1, round(ratio * out_channels / heads))
+
+
+class AugmentedConv2d(nn.Module):
+    """``AAConv(X) = Concat[Conv(X), MHA(X)]`` (Bello et al. 2019, Eq. 5), conv channels first.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H/stride), ceil(W/stride))``, any ``H, W >= 1``.
+
+    * ``conv``: ``k×k`` convolution (padding ``k//2``, given stride, no bias) with ``C_out - d_v``
+      outputs.
+    * ``qkv``: one 1×1 convolution with ``2·d_k + d_v`` outputs (queries, keys, values, in that order),
+      split into ``heads`` heads; queries are scaled by ``d_kh^-0.5`` before both content and relative
+      logits (Sec. 3.1). Attention is global over the map; ``attention_output`` is the 1×1 ``W^O``
+      (``d_v -> d_v``) that merges the heads (channel order: head-major).
+    * Relative logits (Sec. 3.2): ``q_i·(r^W_{x_j-x_i} + r^H_{y_j-y_i})`` with tables ``rel_width``
+      ``(2·W_max-1, d_kh)`` and ``rel_height`` ``(2·H_max-1, d_kh)`` shared across heads, computed with
+      the relative-to-absolute trick (O(HW·d_kh) extra memory; never an (HW, HW, d_kh) tensor). For
+      maps up to ``max_size`` the tables are sliced around offset 0 (exact); for larger maps they are
+      resampled with linear interpolation (an approximation; see
+      :func:`sasa_det.layers.relative_position.slice_relative_table`).
+    * ``stride > 1``: the conv is strided and the attention runs on the 3×3/stride-2 average-pooled
+      input (padding 1, padding excluded from the average), so both parts have the output's size.
+    * ``pool_attention=True`` (for large detection maps, where global attention's O((HW)²) memory is
+      prohibitive): the attention runs on the 3×3/stride-2 average-pooled input and is bilinearly
+      upsampled (``align_corners=False``) to the conv output's size before the concatenation. With
+      ``stride=2`` this is the same as the strided layer.
+    * Channel counts: ``d_k = dk_ratio·C_out`` and ``d_v = dv_ratio·C_out`` rounded to the nearest
+      positive multiple of ``heads`` (the paper's ratios give fractions for ResNet widths, e.g.
+      0.2·128 = 25.6, and do not say how they were rounded). Exact counts can be given with ``dk`` and
+      ``dv``; they must be divisible by ``heads``.
+
+    Args:
+        in_channels, out_channels: ``C_in``, ``C_out``.
+        kernel_size: the convolution's (odd) size.
+        stride: 1 or 2.
+        dk_ratio: ``κ = d_k / C_out``.
+        dv_ratio: ``υ = d_v / C_out``.
+        heads: ``N_h``.
+        relative: add the 2-D relative logits.
+        max_size: ``(H_max, W_max)`` of the attention map the tables are built for.
+        pool_attention: attention on the 3×3/2 average-pooled map, upsampled back.
+        dk, dv: explicit ``d_k``/``d_v`` overriding the ratios.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dk_ratio: float = 0.2,  # Sec. 4.1: κ = 0.2
+        dv_ratio: float = 0.1,  # Sec. 4.1: υ = 0.1
+        heads: int = 8,  # Sec. 4.1: N_h = 8
+        relative: bool = True,  # Sec. 3.2: 2-D relative position embeddings
+        max_size: tuple[int, int] = (64, 64),
+        pool_attention: bool = False,
+        *,
+        dk: int | None = None,
+        dv: int | None = None,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if dk is None:
+            if dk_ratio <= 0:
+                raise ValueError(f"dk_ratio must be > 0, got {dk_ratio}")
+            dk = _channels_from_ratio(dk_ratio, out_channels, heads)
+        if dv is None:
+            if dv_ratio <= 0:
+                raise ValueError(f"dv_ratio must be > 0, got {dv_ratio}")
+            dv = _channels_from_ratio(dv_ratio, out_channels, heads)
+        if dk < 1 or dk % heads != 0:
+            raise ValueError(f"dk={dk} must be a positive multiple of heads={heads}")
+        if dv < 1 or dv % heads != 0:
+            raise ValueError(f"dv={dv} must be a positive multiple of heads={heads}")
+        if dv >= out_channels:
+            raise ValueError(
+                f"dv={dv} leaves no channels for the convolution (out_channels={out_channels}); lower dv_ratio"
+            )
+        max_h, max_w = (int(s) for s in max_size)
+        if max_h < 1 or max_w < 1:
+            raise ValueError(f"max_size must be positive, got {max_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.heads = heads
+        self.dk = dk
+        self.dv = dv
+        self.relative = relative
+        self.max_size = (max_h, max_w)
+        self.pool_attention = pool_attention
+        self.conv = nn.Conv2d(
+            in_channels, out_channels - dv, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+        )
+        self.qkv = nn.Conv2d(in_channels, 2 * dk + dv, 1, bias=False)
+        self.attention_output = nn.Conv2d(dv, dv, 1, bias=False)
+        if relative:
+            self.rel_width = nn.Parameter(torch.empty(2 * max_w - 1, dk // heads))
+            self.rel_height = nn.Parameter(torch.empty(2 * max_h - 1, dk // heads))
+        else:
+            self.register_parameter("rel_width", None)
+            self.register_parameter("rel_height", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the layer.
+
+        * ``conv``, ``qkv``, ``attention_output``: Kaiming normal (fan-out, ReLU), as torchvision's
+          ResNet initialises its convolutions (the paper does not say).
+        * ``rel_width``/``rel_height``: normal with std ``d_kh^-0.5`` (the paper's appendix code passes
+          this value as the mean by mistake; std is what is meant).
+        """
+        for conv in (self.conv, self.qkv, self.attention_output):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        if self.relative:
+            std = (self.dk // self.heads) ** -0.5
+            nn.init.normal_(self.rel_width, std=std)
+            nn.init.normal_(self.rel_height, std=std)
+
+    def attention_input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size of the map the attention runs on for an ``height × width`` input."""
+        if self.stride > 1 or self.pool_attention:
+            return (height + 1) // 2, (width + 1) // 2
+        return height, width
+
+    def relative_logits(self, q: Tensor) -> Tensor:
+        """Relative logits for scaled queries ``q`` ``(N, heads, H, W, d_kh)`` -> ``(N, heads, HW, HW)``."""
+        n, heads, height, width, dkh = q.shape
+        rel_w = slice_relative_table(self.rel_width, width)
+        rel_h = slice_relative_table(self.rel_height, height)
+        logits = relative_logits_2d(q.reshape(n * heads, height, width, dkh), rel_w, rel_h)
+        return logits.view(n, heads, height * width, height * width)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """Multi-head attention branch: ``(N, C_in, H, W) -> (N, d_v, H, W)`` (no pooling here)."""
+        n, _, height, width = x.shape
+        heads = self.heads
+        dkh, dvh = self.dk // heads, self.dv // heads
+        q, k, v = torch.split(self.qkv(x), [self.dk, self.dk, self.dv], dim=1)
+        q = q * dkh**-0.5  # out of place: q is a view of the qkv output
+        q = q.reshape(n, heads, dkh, height * width).transpose(2, 3)  # (N, heads, HW, d_kh)
+        k = k.reshape(n, heads, dkh, height * width).transpose(2, 3)
+        v = v.reshape(n, heads, dvh, height * width).transpose(2, 3)  # (N, heads, HW, d_vh)
+        mask = None
+        if self.relative:
+            mask = self.relative_logits(q.reshape(n, heads, height, width, dkh))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)  # (N, heads, HW, d_vh)
+        out = out.transpose(2, 3).reshape(n, self.dv, height, width)  # heads back to channels
+        return self.attention_output(out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C_in, H, W) -> (N, C_out, ceil(H/stride), ceil(W/stride))``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        conv_out = self.conv(x)
+        attention_input = x
+        if self.stride > 1 or self.pool_attention:
+            attention_input = F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False)
+        attention = self.attention(attention_input)
+        if attention.shape[-2:] != conv_out.shape[-2:]:
+            attention = F.interpolate(attention, size=conv_out.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([conv_out, attention], dim=1)
+
+    def attention_flops(self, height: int, width: int) -> int:
+        """FLOPs (multiply-add = 2) of the attention for one ``height × width`` input.
+
+        On the attention map of ``L = h·w`` positions (pooled when the layer pools): content logits
+        ``2·L²·d_k``, relative logits as computed (every query against ``2w-1`` width and ``2h-1``
+        height embeddings: ``2·L·(2w-1 + 2h-1)·d_k``) and the weighted sum ``2·L²·d_v``. The 1×1/k×k
+        convolutions are counted elsewhere.
+        """
+        h, w = self.attention_input_size(height, width)
+        positions = h * w
+        flops = 2 * positions * positions * (self.dk + self.dv)
+        if self.relative:
+            flops += 2 * positions * ((2 * w - 1) + (2 * h - 1)) * self.dk
+        return flops
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"dk={self.dk}, dv={self.dv}, heads={self.heads}, relative={self.relative}, "
+            f"max_size={self.max_size}, pool_attention={self.pool_attention}"
+        )

@@ -1,0 +1,243 @@
+"""Speed and memory of the attention layers against convolutions of the same width.
+
+:func:`benchmark_layers` times forward + backward (median of ``repeats`` runs after warm-up) and
+measures the peak memory of one forward + backward for:
+
+* ``conv3x3``: a 3×3 convolution C -> C (the baseline of the layer rows),
+* ``sasa`` (the fast ``shift`` path) and ``sasa_unfold`` (the unfold implementation),
+* ``aa`` (global attention, stride 1) and ``aa_pooled`` (``pool_attention=True``),
+* ``conv_stem`` (7×7/2 conv, BN, ReLU, 3×3/2 max-pool; the baseline of the stem rows) and
+  ``attention_stem`` (:class:`SpatiallyAwareStem`), both on a 3-channel image 4× the map size
+  so that their outputs have the layers' map size.
+
+Memory: on CUDA the increase of ``torch.cuda.max_memory_allocated`` over the memory held before
+the step; on CPU the increase of the process's peak resident set size (``ru_maxrss``) over the
+resident size before the step, each case in a fresh subprocess (so earlier cases do not hide a
+peak). The CPU figure includes allocator and library overheads and is coarser than the CUDA one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .augmented_conv import AugmentedConv2d
+from .local_attention import LocalSelfAttention2d
+from .spatially_aware_stem import SpatiallyAwareStem
+
+__all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_table"]
+
+
+@dataclass(frozen=True)
+class BenchmarkCase:
+    """One row: a module builder, its input, and the row it is compared with."""
+
+    name: str
+    baseline: str
+    description: str
+
+
+LAYER_CASES: list[BenchmarkCase] = [
+    BenchmarkCase("conv3x3", "conv3x3", "3×3 conv C->C"),
+    BenchmarkCase("sasa", "conv3x3", "LocalSelfAttention2d, fast path"),
+    BenchmarkCase("sasa_unfold", "conv3x3", "LocalSelfAttention2d, unfold"),
+    BenchmarkCase("aa", "conv3x3", "AugmentedConv2d, stride 1"),
+    BenchmarkCase("aa_pooled", "conv3x3", "AugmentedConv2d, pool_attention"),
+    BenchmarkCase("conv_stem", "conv_stem", "7×7/2 conv+BN+ReLU+maxpool"),
+    BenchmarkCase("attention_stem", "conv_stem", "SpatiallyAwareStem"),
+]
+
+
+def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
+    channels, heads, kernel_size = settings["channels"], settings["heads"], settings["kernel_size"]
+    batch, height, width = settings["batch"], settings["height"], settings["width"]
+    map_shape = (batch, channels, height, width)
+    image_shape = (batch, 3, 4 * height, 4 * width)
+    builders: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
+        "conv3x3": lambda: (nn.Conv2d(channels, channels, 3, padding=1, bias=False), map_shape),
+        "sasa": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="shift"), map_shape),
+        "sasa_unfold": lambda: (
+            LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="unfold"),
+            map_shape,
+        ),
+        "aa": lambda: (AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width)), map_shape),
+        "aa_pooled": lambda: (
+            AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width), pool_attention=True),
+            map_shape,
+        ),
+        "conv_stem": lambda: (
+            nn.Sequential(
+                nn.Conv2d(3, channels, 7, stride=2, padding=3, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            ),
+            image_shape,
+        ),
+        "attention_stem": lambda: (SpatiallyAwareStem(3, channels), image_shape),
+    }
+    return builders[name]()
+
+
+def _attention_bytes(name: str, settings: dict) -> int:
+    """Rough size of the (HW)² attention tensors an AA case needs (logits, weights and their grads)."""
+    if not name.startswith("aa"):
+        return 0
+    height, width = settings["height"], settings["width"]
+    if name == "aa_pooled":
+        height, width = (height + 1) // 2, (width + 1) // 2
+    element = torch.finfo(getattr(torch, settings["dtype"])).bits // 8
+    return 4 * settings["batch"] * settings["heads"] * (height * width) ** 2 * element
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _run_case(name: str, settings: dict) -> dict:
+    """Peak memory of one forward+backward, then the median time of ``repeats`` of them."""
+    device = torch.device(settings["device"])
+    dtype = getattr(torch, settings["dtype"])
+    torch.manual_seed(0)
+    module, shape = _build(name, settings)
+    module = module.to(device=device, dtype=dtype).train()
+    x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    # one step on a small input first, so lazy library set-up is not counted as the layer's memory
+    small = torch.randn((*shape[:2], min(shape[2], 16), min(shape[3], 16)), device=device, dtype=dtype)
+
+    def step(inputs: torch.Tensor = x) -> None:
+        out = module(inputs)
+        out.backward(torch.ones_like(out))
+        inputs.grad = None
+        module.zero_grad(set_to_none=True)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step(small.requires_grad_())
+    if device.type == "cuda":
+        synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        synchronize()
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        before = _rss_bytes()
+        step()
+        peak = max(0, _peak_rss_bytes() - before)
+    for _ in range(settings["warmup"]):
+        step()
+    times = []
+    for _ in range(settings["repeats"]):
+        synchronize()
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return {"time_ms": 1000 * statistics.median(times), "peak_mib": peak / 2**20, "input": list(shape)}
+
+
+def _run_case_in_subprocess(name: str, settings: dict) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_run_case, (name, settings))
+
+
+def benchmark_layers(
+    device: str = "cpu",
+    dtype: str = "float32",
+    channels: int = 64,
+    heads: int = 8,
+    kernel_size: int = 7,
+    height: int = 96,
+    width: int = 160,
+    batch: int = 1,
+    repeats: int = 5,
+    warmup: int = 1,
+    cases: list[str] | None = None,
+    max_attention_bytes: int = 4 * 2**30,
+    isolate: bool | None = None,
+) -> list[dict]:
+    """Measure the cases of :data:`LAYER_CASES` (or the named subset) in one run.
+
+    Args:
+        device, dtype: where and in which precision (``"float32"``, ``"float16"``, ...).
+        channels, heads, kernel_size: layer width, attention heads, SASA window.
+        height, width, batch: the feature map (the stems get a ``4·height × 4·width`` image).
+        repeats, warmup: timed and untimed forward+backward steps per case.
+        cases: names to run; baselines of the chosen rows are added.
+        max_attention_bytes: AA cases whose (HW)² attention tensors would exceed this are skipped.
+        isolate: run each case in a fresh subprocess (default: on CPU, where it is needed for the
+            peak-RSS measurement).
+
+    Returns:
+        One dict per case: ``name``, ``description``, ``baseline``, ``input``, ``time_ms``,
+        ``peak_mib``, ``time_ratio``, ``memory_ratio`` (vs the baseline row) or ``skipped`` (reason).
+    """
+    known = {case.name: case for case in LAYER_CASES}
+    names = list(known) if cases is None else list(cases)
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown case {name!r}; choose from {list(known)}")
+    selected = [case for case in LAYER_CASES if case.name in names or case.name in {known[n].baseline for n in names}]
+    if isolate is None:
+        isolate = device.startswith("cpu")
+    settings = {
+        "device": device,
+        "dtype": dtype,
+        "channels": channels,
+        "heads": heads,
+        "kernel_size": kernel_size,
+        "height": height,
+        "width": width,
+        "batch": batch,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+    results: dict[str, dict] = {}
+    for case in selected:
+        row = asdict(case)
+        needed = _attention_bytes(case.name, settings)
+        if needed > max_attention_bytes:
+            row["skipped"] = f"needs ~{needed / 2**30:.1f} GiB of attention tensors"
+        else:
+            runner = _run_case_in_subprocess if isolate else _run_case
+            row.update(runner(case.name, settings))
+        results[case.name] = row
+    for row in results.values():
+        base = results.get(row["baseline"], {})
+        if "time_ms" in row and "time_ms" in base:
+            row["time_ratio"] = row["time_ms"] / base["time_ms"]
+            row["memory_ratio"] = row["peak_mib"] / base["peak_mib"] if base["peak_mib"] > 0 else float("nan")
+    return list(results.values())
+
+
+def format_layer_table(results: list[dict], device: str) -> str:
+    """A plain-text table of :func:`benchmark_layers` results."""
+    memory = "peak CUDA alloc" if device.startswith("cuda") else "peak RSS incr."
+    header = f"{'case':<15} {'input (N,C,H,W)':<20} {'fwd+bwd ms':>11} {'× base':>7} {memory + ' MiB':>20} {'× base':>7}  module"
+    lines = [header, "-" * len(header)]
+    for row in results:
+        shape = "×".join(str(s) for s in row.get("input", [])) or "-"
+        if "skipped" in row:
+            lines.append(f"{row['name']:<15} {shape:<20} {'skipped: ' + row['skipped']:>48}  {row['description']}")
+            continue
+        lines.append(
+            f"{row['name']:<15} {shape:<20} {row['time_ms']:>11.1f} {row.get('time_ratio', float('nan')):>7.2f} "
+            f"{row['peak_mib']:>20.1f} {row.get('memory_ratio', float('nan')):>7.2f}  {row['description']}"
+        )
+    return "\n".join(lines)

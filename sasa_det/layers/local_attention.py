@@ -1,0 +1,138 @@
+"""Stand-alone self-attention over a local window (Ramachandran et al. 2019, "SASA")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .local_attention_kernels import available_local_attention_impls, resolve_local_attention_impl
+
+__all__ = ["LocalSelfAttention2d"]
+
+
+class LocalSelfAttention2d(nn.Module):
+    """SASA layer, Eq. 3: ``y_ij = sum_{ab in N_k(i,j)} softmax_ab(q_ij·k_ab + q_ij·r_{a-i,b-j}) v_ab``.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H/stride), ceil(W/stride))``, any ``H, W >= 1``.
+
+    * ``query``, ``key``, ``value``: dense 1×1 convolutions without bias (C_in -> C_out each); their
+      outputs are split into ``heads`` heads of ``d = C_out / heads`` channels. Dense projections are
+      what reproduce the paper's parameter counts (Table 1). There is no output projection (the
+      bottleneck's following 1×1 conv mixes the heads).
+    * Relative embedding (Sec. 2.2): within every head the first ``d/2`` channels of the query meet
+      the row-offset embedding ``rel_row[a-i]`` and the last ``d/2`` the column-offset embedding
+      ``rel_col[b-j]``; both tables have ``k`` entries of ``d/2`` and are shared across heads.
+    * Borders (the paper is silent): keys and values outside the image are zero and still take part in
+      the softmax (``mask_padding=False``, what public reimplementations do), or are excluded
+      (``mask_padding=True``).
+    * ``stride > 1``: attention at full resolution, then ``avg_pool2d(stride, stride, ceil_mode=True)``
+      (Sec. 3.1: spatial downsampling by 2×2 average pooling with stride 2 after the attention).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels; divisible by ``heads`` with an even per-head width.
+        kernel_size: odd window size ``k``.
+        heads: attention heads.
+        stride: output stride (average pooling after the attention).
+        scaled: divide logits by ``sqrt(d)``; the paper's Eq. 3 has no scaling.
+        mask_padding: exclude out-of-image keys from the softmax instead of zero keys/values.
+        impl: ``"auto"`` (fastest registered implementation for the input's device), ``"shift"``
+            (fast path, CPU and GPU), ``"unfold"`` or ``"reference"``; further implementations can be
+            registered with :func:`sasa_det.layers.register_local_attention_impl`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 7,  # Sec. 4.1: spatial extent k = 7 everywhere
+        heads: int = 8,  # Sec. 4.1: 8 attention heads
+        stride: int = 1,
+        scaled: bool = False,  # Eq. 3: no 1/sqrt(d) scaling
+        mask_padding: bool = False,  # paper silent; zero padding as in public reimplementations
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        if heads < 1 or out_channels % heads != 0:
+            raise ValueError(f"out_channels={out_channels} must be divisible by heads={heads}")
+        if (out_channels // heads) % 2 != 0:
+            raise ValueError(
+                f"the per-head width out_channels/heads={out_channels // heads} must be even "
+                "(half of it meets the row embedding, half the column embedding)"
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if impl not in available_local_attention_impls():
+            raise ValueError(f"unknown impl {impl!r}; choose one of {available_local_attention_impls()}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.heads = heads
+        self.head_channels = out_channels // heads
+        self.stride = stride
+        self.scaled = scaled
+        self.mask_padding = mask_padding
+        self.impl = impl
+        self.query = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.key = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.value = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.rel_row = nn.Parameter(torch.empty(kernel_size, self.head_channels // 2))
+        self.rel_col = nn.Parameter(torch.empty(kernel_size, self.head_channels // 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the layer (the paper gives no initialisation; these are our choices).
+
+        * ``query``/``key``/``value``: normal with std ``1/sqrt(C_in)`` (variance preserving for a
+          linear map, as a 1×1 conv's fan-in init would be).
+        * ``rel_row``/``rel_col``: normal with std ``1/sqrt(d)``, ``d`` the per-head width, so the
+          relative logits start at the scale of the content logits of unit-variance features.
+        """
+        std = 1.0 / math.sqrt(self.in_channels)
+        for projection in (self.query, self.key, self.value):
+            nn.init.normal_(projection.weight, std=std)
+        nn.init.normal_(self.rel_row, std=self.head_channels**-0.5)
+        nn.init.normal_(self.rel_col, std=self.head_channels**-0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C_in, H, W) -> (N, C_out, ceil(H/stride), ceil(W/stride))``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        n, _, height, width = x.shape
+        shape = (n, self.heads, self.head_channels, height, width)
+        q = self.query(x).reshape(shape)
+        k = self.key(x).reshape(shape)
+        v = self.value(x).reshape(shape)
+        if self.scaled:
+            q = q * self.head_channels**-0.5
+        impl = resolve_local_attention_impl(self.impl, q)
+        out = impl.fn(q, k, v, self.rel_row, self.rel_col, self.kernel_size, self.mask_padding)
+        out = out.reshape(n, self.out_channels, height, width)
+        if self.stride > 1:
+            out = F.avg_pool2d(out, self.stride, self.stride, ceil_mode=True)
+        return out
+
+    def attention_flops(self, height: int, width: int) -> int:
+        """FLOPs (multiply-add = 2) of the attention for one ``height × width`` input.
+
+        Counts, for every query at full input resolution and each of its ``k²`` window positions,
+        the ``d``-wide dot products ``q·k`` and ``q·r`` and the weighted sum ``a·v``, summed over heads
+        (``3 · 2 · H·W·k²·C_out``). The relative term is counted as Eq. 3 writes it (one dot product per
+        key); the implementation factorises it into row and column parts and does less. The 1×1
+        projections are convolutions and counted elsewhere.
+        """
+        positions = height * width * self.kernel_size**2
+        return 3 * 2 * positions * self.out_channels
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, heads={self.heads}, "
+            f"stride={self.stride}, scaled={self.scaled}, mask_padding={self.mask_padding}, impl={self.impl!r}"
+        )

@@ -1,0 +1,238 @@
+"""Implementations of SASA's windowed attention and the registry that chooses among them.
+
+Every implementation has the same signature (see :data:`LocalAttentionFn`)::
+
+    fn(q, k, v, rel_row, rel_col, kernel_size, mask_padding) -> out
+
+    q, k, v:   (N, heads, d, H, W)   queries (already scaled if the layer scales), keys, values
+    rel_row:   (k, d/2)              row-offset embeddings, entry a <-> offset a - k//2
+    rel_col:   (k, d/2)              column-offset embeddings
+    out:       (N, heads, d, H, W)   y_ij = sum_ab softmax_ab(q_ij·k_ab + q_ij·r_{a-i,b-j}) v_ab
+
+Keys and values outside the image are zeros that still take part in the softmax
+(``mask_padding=False``) or are excluded from it (``mask_padding=True``).
+
+Registered implementations:
+
+* ``"reference"`` -- dense attention over the zero-padded map with an explicit window mask
+  (:func:`sasa_det.layers.reference.local_attention_reference`); slow, for tests.
+* ``"unfold"`` -- gathers the k² neighbours of every pixel with ``F.unfold`` (k² copies of K and V);
+  simple, memory hungry.
+* ``"shift"`` -- the fast path for CPU and GPU: loops over the k² window offsets, each a shifted view
+  of the padded K/V (no copies), accumulating logits and outputs in place; exact softmax over the
+  offset axis; hand-written backward that accumulates gradients into the padded K/V the same way.
+  Memory: one (N, heads, k², H, W) logit tensor is kept instead of k² copies of K and V.
+
+A fused kernel (e.g. FlexAttention or Triton on CUDA) plugs in with
+:func:`register_local_attention_impl` and a ``supports`` predicate; ``impl="auto"`` picks the first
+registered implementation in :data:`AUTO_PREFERENCE` that supports the inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .reference import local_attention_reference
+from .relative_position import window_relative_logits
+
+__all__ = [
+    "AUTO_PREFERENCE",
+    "LocalAttentionFn",
+    "LocalAttentionImpl",
+    "available_local_attention_impls",
+    "local_attention_shifted",
+    "local_attention_unfold",
+    "register_local_attention_impl",
+    "resolve_local_attention_impl",
+]
+
+LocalAttentionFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, int, bool], Tensor]
+
+
+@dataclass(frozen=True)
+class LocalAttentionImpl:
+    """A registered implementation: its function and a predicate on the query tensor."""
+
+    name: str
+    fn: LocalAttentionFn
+    supports: Callable[[Tensor], bool]
+
+
+_REGISTRY: dict[str, LocalAttentionImpl] = {}
+
+#: Order in which ``impl="auto"`` tries implementations (names not registered are skipped).
+AUTO_PREFERENCE: list[str] = ["fused", "shift"]
+
+
+def _always(_: Tensor) -> bool:
+    return True
+
+
+def register_local_attention_impl(
+    name: str, fn: LocalAttentionFn, supports: Callable[[Tensor], bool] = _always
+) -> None:
+    """Register ``fn`` under ``name`` (replacing an earlier one); ``supports(q)`` says if it can run."""
+    if name == "auto":
+        raise ValueError("'auto' is reserved for automatic selection; choose another name")
+    _REGISTRY[name] = LocalAttentionImpl(name, fn, supports)
+
+
+def available_local_attention_impls() -> list[str]:
+    """Names accepted by ``LocalSelfAttention2d(impl=...)``, ``"auto"`` included."""
+    return ["auto", *_REGISTRY]
+
+
+def resolve_local_attention_impl(name: str, q: Tensor | None = None) -> LocalAttentionImpl:
+    """The implementation for ``name``; ``"auto"`` picks by :data:`AUTO_PREFERENCE` for ``q``."""
+    if name == "auto":
+        for candidate in AUTO_PREFERENCE:
+            impl = _REGISTRY.get(candidate)
+            if impl is not None and (q is None or impl.supports(q)):
+                return impl
+        return _REGISTRY["shift"]
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown local attention impl {name!r}; choose one of {available_local_attention_impls()}")
+    impl = _REGISTRY[name]
+    if q is not None and not impl.supports(q):
+        raise ValueError(f"local attention impl {name!r} does not support {q.device.type} {q.dtype} inputs; use impl='auto'")
+    return impl
+
+
+def _outside_image_mask(kernel_size: int, height: int, width: int, device: torch.device) -> Tensor:
+    """Boolean ``(k, k, H, W)``: True where the key at offset (a, b) of query (i, j) is outside."""
+    radius = kernel_size // 2
+    offsets = torch.arange(kernel_size, device=device) - radius
+    rows = torch.arange(height, device=device)[None, :] + offsets[:, None]  # (k, H)
+    cols = torch.arange(width, device=device)[None, :] + offsets[:, None]  # (k, W)
+    row_out = (rows < 0) | (rows >= height)
+    col_out = (cols < 0) | (cols >= width)
+    return row_out[:, None, :, None] | col_out[None, :, None, :]
+
+
+def local_attention_unfold(
+    q: Tensor, k: Tensor, v: Tensor, rel_row: Tensor, rel_col: Tensor, kernel_size: int, mask_padding: bool
+) -> Tensor:
+    """Windowed attention with ``F.unfold`` (k² copies of K and V); shapes as in the module doc."""
+    n, heads, d, height, width = q.shape
+    kk = kernel_size * kernel_size
+    radius = kernel_size // 2
+
+    def neighbours(t: Tensor) -> Tensor:  # (N, heads, d, H, W) -> (N, heads, d, k*k, H, W)
+        cols = F.unfold(t.reshape(n, heads * d, height, width), kernel_size, padding=radius)
+        return cols.view(n, heads, d, kk, height, width)
+
+    row, col = window_relative_logits(q, rel_row, rel_col)  # (N, heads, k, H, W) each
+    rel = (row.unsqueeze(3) + col.unsqueeze(2)).flatten(2, 3)  # (N, heads, k*k, H, W)
+    logits = (q.unsqueeze(3) * neighbours(k)).sum(2) + rel
+    if mask_padding:
+        outside = _outside_image_mask(kernel_size, height, width, q.device).flatten(0, 1)
+        logits = logits.masked_fill(outside, float("-inf"))
+    attn = logits.softmax(dim=2)
+    return (attn.unsqueeze(2) * neighbours(v)).sum(3)
+
+
+def _row_windows(padded: Tensor, a: int, height: int, width: int) -> Tensor:
+    """View ``(N, heads, d, k, H, W)`` of ``padded[..., a + i, b + j]`` for all column offsets ``b``."""
+    band = padded[..., a : a + height, :]  # (N, heads, d, H, W + 2r)
+    return band.unfold(4, width, 1).transpose(3, 4)  # (N, heads, d, k, H, W), no copy
+
+
+class _ShiftedLocalAttention(torch.autograd.Function):
+    """Windowed attention by accumulation over shifted views; forward and backward by hand.
+
+    Logits and outputs are accumulated one row offset ``a`` at a time (all ``k`` column offsets of
+    that row through one strided view of the padded K/V); gradients of K/V are scattered offset by
+    offset into the padded gradient buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rel_row, rel_col, kernel_size, mask_padding):  # type: ignore[override]
+        n, heads, d, height, width = q.shape
+        radius = kernel_size // 2
+        pad = (radius, radius, radius, radius)
+        k_pad = F.pad(k, pad)  # (N, heads, d, H+2r, W+2r)
+        v_pad = F.pad(v, pad)
+        row, col = window_relative_logits(q, rel_row, rel_col)  # (N, heads, k, H, W)
+        logits = row.unsqueeze(3) + col.unsqueeze(2)  # (N, heads, k_a, k_b, H, W), relative part
+        q_wide = q.unsqueeze(3)
+        for a in range(kernel_size):
+            logits[:, :, a] += (q_wide * _row_windows(k_pad, a, height, width)).sum(2)
+        if mask_padding:
+            outside = _outside_image_mask(kernel_size, height, width, q.device)
+            logits.masked_fill_(outside, float("-inf"))
+        attn = logits.view(n, heads, kernel_size * kernel_size, height, width).softmax(dim=2)
+        attn = attn.view(n, heads, kernel_size, kernel_size, height, width)
+        out = torch.zeros_like(q)
+        for a in range(kernel_size):
+            out += (attn[:, :, a].unsqueeze(2) * _row_windows(v_pad, a, height, width)).sum(3)
+        ctx.save_for_backward(q, k_pad, v_pad, attn, rel_row, rel_col)
+        ctx.kernel_size = kernel_size
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        q, k_pad, v_pad, attn, rel_row, rel_col = ctx.saved_tensors
+        kernel_size = ctx.kernel_size
+        n, heads, d, height, width = q.shape
+        radius = kernel_size // 2
+        grad_out = grad_out.contiguous()
+        grad_wide = grad_out.unsqueeze(3)
+
+        grad_attn = torch.empty_like(attn)  # (N, heads, k_a, k_b, H, W)
+        for a in range(kernel_size):
+            torch.sum(grad_wide * _row_windows(v_pad, a, height, width), 2, out=grad_attn[:, :, a])
+        # softmax backward over the window; excluded offsets have attn == 0 and get 0.
+        grad_logits = grad_attn.sub_((attn * grad_attn).sum((2, 3), keepdim=True)).mul_(attn)
+
+        grad_q = torch.zeros_like(q)
+        for a in range(kernel_size):
+            grad_q += (grad_logits[:, :, a].unsqueeze(2) * _row_windows(k_pad, a, height, width)).sum(3)
+        grad_k_pad = torch.zeros_like(k_pad)
+        grad_v_pad = torch.zeros_like(v_pad)
+        for a in range(kernel_size):
+            for b in range(kernel_size):
+                window = (..., slice(a, a + height), slice(b, b + width))
+                grad_v_pad[window].addcmul_(grad_out, attn[:, :, a, b].unsqueeze(2))
+                grad_k_pad[window].addcmul_(q, grad_logits[:, :, a, b].unsqueeze(2))
+
+        grad_row = grad_logits.sum(3)  # (N, heads, k, H, W)
+        grad_col = grad_logits.sum(2)
+        half = d // 2
+        grad_q[:, :, :half] += torch.einsum("nhaij,ac->nhcij", grad_row, rel_row)
+        grad_q[:, :, half:] += torch.einsum("nhbij,bc->nhcij", grad_col, rel_col)
+        grad_rel_row = torch.einsum("nhaij,nhcij->ac", grad_row, q[:, :, :half])
+        grad_rel_col = torch.einsum("nhbij,nhcij->bc", grad_col, q[:, :, half:])
+        inner = (..., slice(radius, radius + height), slice(radius, radius + width))
+        return grad_q, grad_k_pad[inner], grad_v_pad[inner], grad_rel_row, grad_rel_col, None, None
+
+
+def local_attention_shifted(
+    q: Tensor, k: Tensor, v: Tensor, rel_row: Tensor, rel_col: Tensor, kernel_size: int, mask_padding: bool
+) -> Tensor:
+    """Windowed attention by accumulation over the k² shifted views (fast path, CPU and GPU).
+
+    All operands are brought to the query's dtype first (under autocast the projections may be
+    half precision while the embedding tables stay float32).
+    """
+    dtype = q.dtype
+    return _ShiftedLocalAttention.apply(
+        q.contiguous(),
+        k.to(dtype).contiguous(),
+        v.to(dtype).contiguous(),
+        rel_row.to(dtype),
+        rel_col.to(dtype),
+        kernel_size,
+        mask_padding,
+    )
+
+
+register_local_attention_impl("reference", local_attention_reference)
+register_local_attention_impl("unfold", local_attention_unfold)
+register_local_attention_impl("shift", local_attention_shifted)

@@ -1,0 +1,229 @@
+"""LocalSelfAttention2d (SASA): every implementation against the dense reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sasa_det.layers import LocalSelfAttention2d, available_local_attention_impls, resolve_local_attention_impl
+from sasa_det.layers import local_attention_kernels
+from sasa_det.layers.local_attention_kernels import local_attention_shifted, local_attention_unfold
+from sasa_det.layers.reference import local_attention_reference
+
+FAST_IMPLS = ["shift", "unfold"]
+SIZES = [(1, 1), (1, 5), (2, 3), (3, 1), (5, 7), (6, 4)]
+
+
+def make_layer(dtype=torch.float64, **kwargs) -> LocalSelfAttention2d:
+    kwargs = {"in_channels": 5, "out_channels": 8, "kernel_size": 3, "heads": 2, **kwargs}
+    layer = LocalSelfAttention2d(**kwargs).to(dtype)
+    with torch.no_grad():  # the default init is small; make the relative logits matter
+        layer.rel_row.normal_()
+        layer.rel_col.normal_()
+    return layer
+
+
+def forward_and_grads(layer: LocalSelfAttention2d, x: torch.Tensor, impl: str):
+    layer.impl = impl
+    x = x.detach().clone().requires_grad_()
+    out = layer(x)
+    loss = (out * torch.cos(out)).sum()  # a non-linear loss gives non-uniform output gradients
+    grads = torch.autograd.grad(loss, [x, *layer.parameters()])
+    return out, grads
+
+
+def max_error(first, second) -> float:
+    out_a, grads_a = first
+    out_b, grads_b = second
+    errors = [(out_a - out_b).abs().max().item()]
+    errors += [(a - b).abs().max().item() for a, b in zip(grads_a, grads_b)]
+    return max(errors)
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_matches_reference_float64(impl, size, stride, mask_padding):
+    torch.manual_seed(0)
+    layer = make_layer(stride=stride, mask_padding=mask_padding, scaled=(size[0] % 2 == 0))
+    x = torch.randn(2, 5, *size, dtype=torch.float64)
+    result = forward_and_grads(layer, x, impl)
+    expected = forward_and_grads(layer, x, "reference")
+    assert result[0].shape == (2, 8, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+    assert max_error(result, expected) <= 1e-9
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_kernel7_on_map_smaller_than_window(impl, mask_padding):
+    torch.manual_seed(1)
+    layer = make_layer(kernel_size=7, heads=2, out_channels=12, mask_padding=mask_padding)
+    x = torch.randn(1, 5, 4, 9, dtype=torch.float64)
+    assert max_error(forward_and_grads(layer, x, impl), forward_and_grads(layer, x, "reference")) <= 1e-9
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("scaled", [False, True])
+def test_matches_reference_float32(impl, scaled):
+    torch.manual_seed(2)
+    layer64 = make_layer(kernel_size=5, scaled=scaled, stride=2, out_channels=16, heads=4)
+    layer32 = make_layer(torch.float32, kernel_size=5, scaled=scaled, stride=2, out_channels=16, heads=4)
+    layer32.load_state_dict(layer64.state_dict())
+    x = torch.randn(2, 5, 7, 6, dtype=torch.float64)
+    out32, grads32 = forward_and_grads(layer32, x.float(), impl)
+    expected = forward_and_grads(layer64, x, "reference")
+    assert max_error((out32.double(), [g.double() for g in grads32]), expected) <= 1e-4
+
+
+def test_default_impl_is_the_fast_path():
+    layer = LocalSelfAttention2d(16, 16)
+    assert layer.impl == "auto"
+    assert resolve_local_attention_impl("auto", torch.zeros(1)).name == "shift"
+
+
+def test_auto_prefers_a_registered_fused_impl(monkeypatch):
+    calls = []
+
+    def fused(q, k, v, rel_row, rel_col, kernel_size, mask_padding):
+        calls.append(q.shape)
+        return local_attention_shifted(q, k, v, rel_row, rel_col, kernel_size, mask_padding)
+
+    impl = local_attention_kernels.LocalAttentionImpl("fused", fused, lambda q: q.dtype == torch.float64)
+    monkeypatch.setitem(local_attention_kernels._REGISTRY, "fused", impl)
+    layer = make_layer()
+    layer(torch.randn(1, 5, 4, 4, dtype=torch.float64))
+    assert len(calls) == 1
+    # a float32 input is not supported by the plug-in: auto falls back to the shifted path
+    assert resolve_local_attention_impl("auto", torch.zeros(1)).name == "shift"
+    with pytest.raises(ValueError, match="does not support"):
+        resolve_local_attention_impl("fused", torch.zeros(1))
+
+
+def test_gradcheck_shifted_kernel():
+    torch.manual_seed(3)
+    shape = (1, 2, 4, 3, 4)
+    tensors = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    rel = [torch.randn(3, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    for mask_padding in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, r, c: local_attention_shifted(q, k, v, r, c, 3, mask_padding), (*tensors, *rel)
+        )
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_gradcheck_layer(impl):
+    torch.manual_seed(4)
+    layer = make_layer(stride=2, impl=impl)
+    x = torch.randn(1, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_translation_equivariant_away_from_borders(impl):
+    torch.manual_seed(5)
+    layer = make_layer(kernel_size=5, impl=impl)
+    radius = 2
+    x = torch.randn(1, 5, 14, 15, dtype=torch.float64)
+    shift_y, shift_x = 2, 3
+    shifted = torch.roll(x, shifts=(shift_y, shift_x), dims=(2, 3))
+    out, out_shifted = layer(x), layer(shifted)
+    # positions whose window lies inside the image both before and after the shift
+    rows = slice(radius, 14 - radius - shift_y)
+    cols = slice(radius, 15 - radius - shift_x)
+    rows_shifted = slice(radius + shift_y, 14 - radius)
+    cols_shifted = slice(radius + shift_x, 15 - radius)
+    torch.testing.assert_close(out[..., rows, cols], out_shifted[..., rows_shifted, cols_shifted], rtol=0, atol=1e-12)
+
+
+def test_single_pixel_with_masking_returns_its_value():
+    layer = make_layer(mask_padding=True)
+    x = torch.randn(2, 5, 1, 1, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), layer.value(x))
+
+
+def test_relative_halves_are_per_head():
+    """Row embedding meets the first half of every head, column embedding the second half."""
+    torch.manual_seed(6)
+    q = torch.randn(1, 2, 4, 3, 3, dtype=torch.float64)
+    k = torch.zeros_like(q)
+    v = torch.randn_like(q)
+    rel_row = torch.randn(3, 2, dtype=torch.float64)
+    rel_col = torch.randn(3, 2, dtype=torch.float64)
+    out = local_attention_shifted(q, k, v, rel_row, rel_col, 3, False)
+    # brute force for the centre pixel of head 1
+    logits, values = [], []
+    vp = F.pad(v, (1, 1, 1, 1))
+    for a in range(3):
+        for b in range(3):
+            logits.append(q[0, 1, :2, 1, 1] @ rel_row[a] + q[0, 1, 2:, 1, 1] @ rel_col[b])
+            values.append(vp[0, 1, :, 1 + a, 1 + b])
+    expected = (torch.stack(logits).softmax(0)[:, None] * torch.stack(values)).sum(0)
+    torch.testing.assert_close(out[0, 1, :, 1, 1], expected)
+
+
+def test_parameter_names_and_shapes():
+    layer = LocalSelfAttention2d(32, 64)  # paper defaults: k=7, 8 heads
+    shapes = {name: tuple(p.shape) for name, p in layer.named_parameters()}
+    assert shapes == {
+        "query.weight": (64, 32, 1, 1),
+        "key.weight": (64, 32, 1, 1),
+        "value.weight": (64, 32, 1, 1),
+        "rel_row": (7, 4),
+        "rel_col": (7, 4),
+    }
+
+
+def test_attention_flops():
+    layer = LocalSelfAttention2d(64, 64, stride=2)
+    assert layer.attention_flops(56, 56) == 3 * 2 * 56 * 56 * 49 * 64
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"out_channels": 12, "heads": 8}, "divisible by heads"),
+        ({"out_channels": 24, "heads": 8}, "must be even"),
+        ({"kernel_size": 4}, "odd"),
+        ({"stride": 0}, "stride"),
+        ({"impl": "magic"}, "unknown impl"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LocalSelfAttention2d(**{"in_channels": 8, "out_channels": 16, **kwargs})
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError, match="expected input"):
+        LocalSelfAttention2d(8, 16)(torch.zeros(1, 3, 4, 4))
+
+
+def test_listed_impls():
+    assert {"auto", "reference", "unfold", "shift"} <= set(available_local_attention_impls())
+
+
+def test_unfold_and_reference_functions_agree_directly():
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(2, 1, 2, 3, 5, dtype=torch.float64) for _ in range(3))
+    rel_row, rel_col = torch.randn(3, 1, dtype=torch.float64), torch.randn(3, 1, dtype=torch.float64)
+    torch.testing.assert_close(
+        local_attention_unfold(q, k, v, rel_row, rel_col, 3, False),
+        local_attention_reference(q, k, v, rel_row, rel_col, 3, False),
+    )
+
+
+def test_channels_last_input_and_bfloat16_autocast():
+    torch.manual_seed(8)
+    layer = make_layer(torch.float32, stride=2)
+    x = torch.randn(2, 5, 6, 7)
+    expected = layer(x)
+    torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    out.float().sum().backward()
+    assert out.shape == expected.shape
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in layer.parameters())

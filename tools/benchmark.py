@@ -1,0 +1,74 @@
+"""Benchmarks from the command line.
+
+    python tools/benchmark.py layers [--device cpu] [--dtype float32] [--channels 64] [--heads 8]
+                                     [--kernel-size 7] [--height 96] [--width 160] [--batch 1]
+                                     [--repeats 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from sasa_det.layers.benchmark import LAYER_CASES, benchmark_layers, format_layer_table
+
+
+def add_layers_parser(subparsers) -> None:
+    parser = subparsers.add_parser("layers", help="forward+backward time and peak memory of the attention layers")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kernel-size", type=int, default=7)
+    parser.add_argument("--height", type=int, default=96)
+    parser.add_argument("--width", type=int, default=160)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per case (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per case")
+    parser.add_argument("--cases", nargs="+", choices=[case.name for case in LAYER_CASES], help="subset of rows")
+    parser.add_argument("--max-attention-gib", type=float, default=4.0, help="skip AA cases needing more")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.set_defaults(run=run_layers)
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    results = benchmark_layers(
+        device=args.device,
+        dtype=args.dtype,
+        channels=args.channels,
+        heads=args.heads,
+        kernel_size=args.kernel_size,
+        height=args.height,
+        width=args.width,
+        batch=args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        cases=args.cases,
+        max_attention_bytes=int(args.max_attention_gib * 2**30),
+    )
+    print(
+        f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} CPU threads; "
+        f"C={args.channels}, heads={args.heads}, k={args.kernel_size}, map {args.batch}×{args.height}×{args.width}; "
+        f"median of {args.repeats} runs after {args.warmup} warm-up; ratios vs the baseline row of the same run"
+    )
+    print(format_layer_table(results, args.device))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json), "run": None}, "results": results}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_layers_parser(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
