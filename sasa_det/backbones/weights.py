@@ -1,0 +1,101 @@
+"""Loading pre-trained backbone weights from classification checkpoints or plain state dicts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections import Counter
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["find_backbone_prefix", "load_backbone_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+def _read_state_dict(source: str | os.PathLike | Mapping) -> Mapping[str, torch.Tensor]:
+    if isinstance(source, Mapping):
+        obj = source
+    else:
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"backbone weights file not found: {source}")
+        try:
+            obj = torch.load(source, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"{source} holds objects other than tensors and plain containers, so it cannot be read "
+                f"with weights_only=True; save the model's state_dict (or a Lightning checkpoint whose "
+                f"hyper-parameters are plain values) instead. Loader message: {error}"
+            ) from error
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]  # Lightning checkpoint
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected a state dict or a checkpoint with a 'state_dict' entry, got {type(obj).__name__}")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def find_backbone_prefix(state_keys, backbone_keys) -> tuple[str, int]:
+    """The key prefix under which ``backbone_keys`` appear most often in ``state_keys``.
+
+    E.g. ``"model.backbone."`` for a Lightning classification checkpoint, ``"backbone."`` for a classifier
+    state dict, ``""`` for a plain backbone state dict. Returns ``(prefix, number of matching keys)``;
+    ties go to the shortest prefix.
+    """
+    wanted = set(backbone_keys)
+    counts: Counter[str] = Counter()
+    for key in state_keys:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            if ".".join(parts[i:]) in wanted:
+                counts[".".join(parts[:i]) + "." if i else ""] += 1
+    if not counts:
+        return "", 0
+    prefix, count = min(counts.items(), key=lambda item: (-item[1], len(item[0])))
+    return prefix, count
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping) -> tuple[list[str], list[str]]:
+    """Load backbone weights by parameter name from a checkpoint file (or an already-loaded mapping).
+
+    Accepts a Lightning checkpoint (a dict with ``state_dict``, e.g. keys ``model.backbone.layer1...``
+    from :class:`~sasa_det.engine.classification_module.ClassificationModule`), a classifier state dict
+    (``backbone.…`` plus ``fc.…``) or a plain backbone state dict (torchvision ResNet files included).
+    The prefix is found automatically (the one under which most backbone keys appear) and stripped.
+    Files are read with ``torch.load(weights_only=True)``.
+
+    Returns:
+        ``(missing, unexpected)``: backbone keys the file did not provide, and keys under the prefix the
+        backbone does not have (e.g. ``fc.weight`` of a torchvision file). Both are also logged.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: nothing in the file matches the backbone, or a matching key has another shape.
+    """
+    state = _read_state_dict(path)
+    own = backbone.state_dict()
+    prefix, matched = find_backbone_prefix(state.keys(), own.keys())
+    if matched == 0:
+        sample = list(state)[:5]
+        raise ValueError(
+            f"no key of the weights matches the backbone (weights keys start like {sample}, backbone keys "
+            f"like {list(own)[:5]}); is this a checkpoint of the same architecture?"
+        )
+    selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs backbone {tuple(own[k].shape)}"
+        for k, v in selected.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if mismatched:
+        raise ValueError(f"shape mismatch between the weights (prefix {prefix!r}) and the backbone: {mismatched[:10]}")
+    result = backbone.load_state_dict(selected, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    unexpected = list(result.unexpected_keys)
+    logger.info(
+        "loaded %d backbone tensors (prefix %r); missing %d: %s; unexpected %d: %s",
+        len(selected) - len(unexpected), prefix, len(missing), missing[:10], len(unexpected), unexpected[:10],
+    )
+    return missing, unexpected
