@@ -1,0 +1,22 @@
+"""Datasets, transforms and data modules: COCO-format detection data, the synthetic shapes set, and
+image-folder classification data."""
+
+from sasa_det.data.coco import CocoDetectionDataset, load_coco_quietly
+from sasa_det.data.collate import collate_detection
+from sasa_det.data.datamodule import CocoDataModule
+from sasa_det.data.image_folder import ImageFolderDataModule, make_image_folder_dataset
+from sasa_det.data.shapes import SHAPE_NAMES, make_shapes_dataset
+from sasa_det.data.transforms import build_train_transforms, build_val_transforms
+
+__all__ = [
+    "SHAPE_NAMES",
+    "CocoDataModule",
+    "CocoDetectionDataset",
+    "ImageFolderDataModule",
+    "build_train_transforms",
+    "build_val_transforms",
+    "collate_detection",
+    "load_coco_quietly",
+    "make_image_folder_dataset",
+    "make_shapes_dataset",
+]

@@ -1,0 +1,177 @@
+"""LightningDataModule over COCO-format train/val sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from sasa_det.data.coco import CocoDetectionDataset
+from sasa_det.data.collate import collate_detection
+from sasa_det.data.transforms import build_train_transforms, build_val_transforms
+
+__all__ = ["CocoDataModule"]
+
+
+class CocoDataModule(pl.LightningDataModule):
+    """Train and validation loaders for :class:`CocoDetectionDataset`.
+
+    Batches are ``(images, targets)`` lists (see :func:`collate_detection`). The train loader uses a
+    plain ``shuffle=True``: under DDP Lightning swaps in a ``DistributedSampler`` (shuffling, seeded,
+    ``set_epoch`` called each epoch), and the validation loader becomes a non-shuffling one whose
+    padding duplicates are removed by the evaluator. Validation images keep their original size.
+
+    Either split may be omitted (``None`` paths): e.g. evaluation needs only the validation set. The
+    datasets are built lazily on first use (``setup`` or the properties below), so ``num_classes`` is
+    available before the trainer starts; when both splits exist their categories must agree.
+
+    Args:
+        train_images, train_ann: image folder and instances json of the training split.
+        val_images, val_ann: same for the validation split.
+        batch_size: training images per device.
+        val_batch_size: validation images per device (default: ``batch_size``).
+        num_workers: loader worker processes (persistent when > 0).
+        min_sizes, max_size, flip_prob: training augmentation, see :func:`build_train_transforms`.
+        with_masks: load instance masks (Mask R-CNN).
+        keep_empty_train: keep training images without annotations (validation always keeps them).
+        pin_memory: pin batches for faster host-to-GPU copies (ignored without CUDA).
+    """
+
+    def __init__(
+        self,
+        train_images: str | os.PathLike | None,
+        train_ann: str | os.PathLike | None,
+        val_images: str | os.PathLike | None,
+        val_ann: str | os.PathLike | None,
+        batch_size: int = 2,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        min_sizes: Sequence[int] = (800,),
+        max_size: int | None = 1333,
+        flip_prob: float = 0.5,
+        with_masks: bool = False,
+        keep_empty_train: bool = False,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if (train_images is None) != (train_ann is None):
+            raise ValueError("train_images and train_ann must be given together (or both None).")
+        if (val_images is None) != (val_ann is None):
+            raise ValueError("val_images and val_ann must be given together (or both None).")
+        if train_ann is None and val_ann is None:
+            raise ValueError("CocoDataModule needs at least one split: give train_images/train_ann or val_images/val_ann.")
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
+            raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, val_batch_size={val_batch_size}.")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
+        self.train_images, self.train_ann = train_images, train_ann
+        self.val_images, self.val_ann = val_images, val_ann
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.with_masks = with_masks
+        self.keep_empty_train = keep_empty_train
+        self.pin_memory = pin_memory
+        # Built now so that bad augmentation settings fail before any file is read.
+        self.train_transforms = build_train_transforms(min_sizes=min_sizes, max_size=max_size, flip_prob=flip_prob)
+        self.val_transforms = build_val_transforms()
+        self._train_dataset: CocoDetectionDataset | None = None
+        self._val_dataset: CocoDetectionDataset | None = None
+
+    # ------------------------------------------------------------------ datasets
+    @property
+    def train_dataset(self) -> CocoDetectionDataset:
+        """Training split (built on first access)."""
+        if self.train_ann is None:
+            raise ValueError("This CocoDataModule has no training split (train_images/train_ann are None).")
+        if self._train_dataset is None:
+            self._train_dataset = CocoDetectionDataset(
+                self.train_images,
+                self.train_ann,
+                transforms=self.train_transforms,
+                with_masks=self.with_masks,
+                keep_empty=self.keep_empty_train,
+            )
+            self._check_categories()
+        return self._train_dataset
+
+    @property
+    def val_dataset(self) -> CocoDetectionDataset:
+        """Validation split, every image kept at its original size (built on first access)."""
+        if self.val_ann is None:
+            raise ValueError("This CocoDataModule has no validation split (val_images/val_ann are None).")
+        if self._val_dataset is None:
+            self._val_dataset = CocoDetectionDataset(
+                self.val_images,
+                self.val_ann,
+                transforms=self.val_transforms,
+                with_masks=self.with_masks,
+                keep_empty=True,
+            )
+            self._check_categories()
+        return self._val_dataset
+
+    def _reference_dataset(self) -> CocoDetectionDataset:
+        return self.val_dataset if self.val_ann is not None else self.train_dataset
+
+    def _check_categories(self) -> None:
+        if self._train_dataset is None or self._val_dataset is None:
+            return
+        train_cats = {c: self._train_dataset.coco.cats[c].get("name") for c in self._train_dataset.category_to_label}
+        val_cats = {c: self._val_dataset.coco.cats[c].get("name") for c in self._val_dataset.category_to_label}
+        if train_cats != val_cats:
+            raise ValueError(
+                f"Train ({self.train_ann}) and validation ({self.val_ann}) annotation files define different "
+                f"categories: {sorted(train_cats.items())} vs {sorted(val_cats.items())}; labels would not match. "
+                "Use files with the same 'categories' list."
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of foreground classes K (labels are 1..K)."""
+        return self._reference_dataset().num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Category names, index ``label - 1``."""
+        return self._reference_dataset().class_names
+
+    @property
+    def label_to_category(self) -> dict[int, int]:
+        """Contiguous label -> COCO category id."""
+        return self._reference_dataset().label_to_category
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets the stage needs ("fit": both given splits; otherwise validation)."""
+        if stage in (None, "fit") and self.train_ann is not None:
+            _ = self.train_dataset
+        if self.val_ann is not None:
+            _ = self.val_dataset
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: CocoDetectionDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_detection,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training loader (Lightning adds the DistributedSampler under DDP)."""
+        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation loader in file order."""
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Same as :meth:`val_dataloader` (COCO has no public test annotations)."""
+        return self.val_dataloader()

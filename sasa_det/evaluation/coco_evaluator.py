@@ -1,0 +1,359 @@
+"""COCO evaluation of detector outputs with pycocotools, safe under torch.distributed.
+
+Predictions arrive as torchvision detector outputs in original-image coordinates with contiguous
+labels; they are turned into COCO result dicts right away (``bbox`` in xywh, the original category
+id, masks as compressed RLE) so that only small Python objects are kept and gathered.
+
+Evaluation covers only the images that were predicted (``COCOeval.params.imgIds``): a validation
+run limited to a few batches (e.g. Lightning's sanity check or ``limit_val_batches``) then scores
+those images instead of counting every unseen image's objects as missed. Official numbers need
+every image of the split to be predicted.
+
+Under ``torch.distributed`` every rank calls :meth:`CocoEvaluator.compute`; predictions of all
+ranks are gathered, images seen more than once (``DistributedSampler`` pads the last batch by
+repeating images) keep their first set of detections, rank 0 runs COCOeval, and the metrics are
+broadcast so every rank returns (and can log) the same numbers.
+
+Metric values are COCOeval's: ``-1`` where an area range has no ground truth at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CocoEvaluator", "STAT_NAMES", "merge_rank_results"]
+
+#: Names of COCOeval.stats entries, in order.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+_IOU_TYPES = ("bbox", "segm")
+
+# image id -> iou type -> list of COCO result dicts
+ImageResults = dict[int, dict[str, list[dict[str, Any]]]]
+
+
+def merge_rank_results(per_rank: Sequence[ImageResults]) -> tuple[ImageResults, int]:
+    """Merge per-rank results, keeping the first occurrence of each image id.
+
+    Args:
+        per_rank: one ``{image_id: {iou_type: [result, ...]}}`` dict per rank, in rank order.
+
+    Returns:
+        ``(merged, duplicates)``: the merged dict and how many repeated image ids were dropped.
+    """
+    merged: ImageResults = {}
+    duplicates = 0
+    for results in per_rank:
+        for image_id, per_type in results.items():
+            if image_id in merged:
+                duplicates += 1
+                continue
+            merged[image_id] = per_type
+    return merged, duplicates
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class CocoEvaluator:
+    """Accumulate predictions over a validation pass and compute COCO metrics.
+
+    Args:
+        coco_gt: ground truth (``dataset.coco`` of the validation :class:`CocoDetectionDataset`).
+        label_to_category: contiguous label (1..K) -> COCO category id.
+        iou_types: any of ``"bbox"``, ``"segm"`` (segm needs ``masks`` in the predictions).
+        score_threshold: detections with a lower score are not kept (COCO practice: 0.05).
+        mask_threshold: mask probabilities above this are foreground (torchvision practice: 0.5).
+
+    Usage::
+
+        evaluator.update(model(images), [t["image_id"] for t in targets])  # per batch
+        metrics = evaluator.compute()       # {"bbox/AP": ..., "bbox/AP50": ..., "segm/AP": ...}
+        print(evaluator.summary_text()); print(evaluator.per_class_table())
+        evaluator.reset()
+    """
+
+    def __init__(
+        self,
+        coco_gt: COCO,
+        label_to_category: Mapping[int, int],
+        iou_types: Sequence[str] = ("bbox",),
+        score_threshold: float = 0.05,
+        mask_threshold: float = 0.5,
+    ) -> None:
+        iou_types = tuple(iou_types)
+        if not iou_types or any(t not in _IOU_TYPES for t in iou_types) or len(set(iou_types)) != len(iou_types):
+            raise ValueError(f"iou_types must be distinct entries of {_IOU_TYPES}, got {iou_types!r}.")
+        unknown = sorted(c for c in label_to_category.values() if c not in coco_gt.cats)
+        if unknown:
+            raise ValueError(
+                f"label_to_category maps to category ids {unknown} that the ground truth does not define "
+                f"(it has {sorted(coco_gt.cats)}); use the mapping of the dataset that owns coco_gt."
+            )
+        self.coco_gt = coco_gt
+        self.label_to_category = {int(k): int(v) for k, v in label_to_category.items()}
+        self.iou_types = iou_types
+        self.score_threshold = float(score_threshold)
+        self.mask_threshold = float(mask_threshold)
+        self.reset()
+
+    # ------------------------------------------------------------------ accumulation
+    def reset(self) -> None:
+        """Forget all predictions and results."""
+        self._results: ImageResults = {}
+        self._merged: ImageResults | None = None
+        self.duplicates = 0
+        self._metrics: dict[str, float] | None = None
+        self._summaries: dict[str, str] = {}
+        self._per_class: dict[str, list[dict[str, Any]]] = {}
+        self._coco_evals: dict[str, COCOeval] = {}
+
+    def update(self, predictions: Sequence[Mapping[str, torch.Tensor]], image_ids: Iterable[int]) -> None:
+        """Add one batch of predictions.
+
+        Args:
+            predictions: per image ``boxes`` float [N, 4] (xyxy, original image pixels), ``scores``
+                [N], ``labels`` int [N] (1..K) and, for ``"segm"``, ``masks`` [N, 1, H, W] (or
+                [N, H, W]) probabilities at the original image size (H, W).
+            image_ids: the COCO image id of each prediction. An image already seen keeps its first
+                predictions (the later ones are counted in ``duplicates``).
+        """
+        image_ids = [int(i) for i in image_ids]
+        if len(image_ids) != len(predictions):
+            raise ValueError(f"got {len(predictions)} predictions but {len(image_ids)} image ids; pass one id per image.")
+        for prediction, image_id in zip(predictions, image_ids):
+            if image_id not in self.coco_gt.imgs:
+                raise ValueError(
+                    f"image id {image_id} is not in the ground truth; predictions must come from the dataset whose "
+                    "'coco' object was given to the evaluator."
+                )
+            if image_id in self._results:
+                self.duplicates += 1
+                continue
+            self._results[image_id] = self._to_coco_results(prediction, image_id)
+        self._merged = None
+        self._metrics = None
+
+    def _to_coco_results(self, prediction: Mapping[str, torch.Tensor], image_id: int) -> dict[str, list[dict]]:
+        for key in ("boxes", "scores", "labels") + (("masks",) if "segm" in self.iou_types else ()):
+            if key not in prediction:
+                raise ValueError(f"prediction for image id {image_id} has no {key!r} (keys: {sorted(prediction)}).")
+        scores = prediction["scores"].detach().float().cpu()
+        keep = scores >= self.score_threshold
+        scores = scores[keep].tolist()
+        boxes = prediction["boxes"].detach().float().cpu()[keep]
+        labels = prediction["labels"].detach().cpu()[keep].tolist()
+        try:
+            category_ids = [self.label_to_category[int(label)] for label in labels]
+        except KeyError as err:
+            raise ValueError(
+                f"prediction for image id {image_id} has label {err.args[0]}, which label_to_category does not "
+                f"map (known labels: {sorted(self.label_to_category)})."
+            ) from None
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist() if len(boxes) else []
+        out: dict[str, list[dict]] = {}
+        if "bbox" in self.iou_types:
+            out["bbox"] = [
+                {"image_id": image_id, "category_id": c, "bbox": b, "score": s}
+                for c, b, s in zip(category_ids, xywh, scores)
+            ]
+        if "segm" in self.iou_types:
+            out["segm"] = [
+                {"image_id": image_id, "category_id": c, "segmentation": rle, "score": s}
+                for c, rle, s in zip(category_ids, self._encode_masks(prediction["masks"], keep, image_id), scores)
+            ]
+        return out
+
+    def _encode_masks(self, masks: torch.Tensor, keep: torch.Tensor, image_id: int) -> list[dict]:
+        info = self.coco_gt.imgs[image_id]
+        if masks.dim() == 4 and masks.shape[1] == 1:
+            masks = masks[:, 0]
+        if masks.dim() != 3 or (info.get("height"), info.get("width")) != tuple(masks.shape[-2:]):
+            raise ValueError(
+                f"masks for image id {image_id} have shape {tuple(masks.shape)}; expected [N, 1, H, W] at the "
+                f"original image size H={info.get('height')}, W={info.get('width')}."
+            )
+        binary = (masks[keep.to(masks.device)] > self.mask_threshold).to(torch.uint8).cpu().numpy()
+        if binary.shape[0] == 0:
+            return []
+        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+        for rle in rles:
+            rle["counts"] = rle["counts"].decode("ascii")
+        return rles
+
+    # ------------------------------------------------------------------ evaluation
+    def compute(self) -> dict[str, float]:
+        """Evaluate everything accumulated so far; returns ``{"<iou_type>/<stat>": value}``.
+
+        Under torch.distributed every rank must call it (collective operations); all ranks return
+        the same dict.
+        """
+        if _distributed():
+            gathered: list[tuple[ImageResults, int] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (self._results, self.duplicates))
+            self._merged, cross_rank_duplicates = merge_rank_results([g[0] for g in gathered])
+            duplicates = cross_rank_duplicates + sum(g[1] for g in gathered)
+            if dist.get_rank() == 0:
+                payload = [self._evaluate(self._merged, duplicates)]
+            else:
+                payload = [None]
+            dist.broadcast_object_list(payload, src=0)
+            self._metrics, self._summaries, self._per_class = payload[0]
+        else:
+            self._merged = dict(self._results)
+            self._metrics, self._summaries, self._per_class = self._evaluate(self._merged, self.duplicates)
+        return dict(self._metrics)
+
+    def _evaluate(
+        self, merged: ImageResults, duplicates: int
+    ) -> tuple[dict[str, float], dict[str, str], dict[str, list[dict[str, Any]]]]:
+        if duplicates:
+            logger.info("CocoEvaluator: ignored %d repeated predictions of already-seen images.", duplicates)
+        image_ids = sorted(merged)
+        metrics: dict[str, float] = {}
+        summaries: dict[str, str] = {}
+        per_class: dict[str, list[dict[str, Any]]] = {}
+        self._coco_evals = {}
+        if not image_ids:
+            logger.warning("CocoEvaluator.compute() called without any predictions; all metrics are -1.")
+            for iou_type in self.iou_types:
+                metrics.update({f"{iou_type}/{name}": -1.0 for name in STAT_NAMES})
+                summaries[iou_type] = "no predictions"
+                per_class[iou_type] = []
+            return metrics, summaries, per_class
+        for iou_type in self.iou_types:
+            detections = [r for image_id in image_ids for r in merged[image_id][iou_type]]
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_dt = self._load_results(detections)
+                coco_eval = COCOeval(self.coco_gt, coco_dt, iouType=iou_type)
+                coco_eval.params.imgIds = image_ids
+                coco_eval.evaluate()
+                coco_eval.accumulate()
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer):
+                coco_eval.summarize()
+            self._coco_evals[iou_type] = coco_eval
+            metrics.update({f"{iou_type}/{name}": float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)})
+            summaries[iou_type] = buffer.getvalue()
+            per_class[iou_type] = self._per_class_ap(coco_eval)
+        return metrics, summaries, per_class
+
+    def _load_results(self, detections: list[dict[str, Any]]) -> COCO:
+        """``coco_gt.loadRes`` on copies of ``detections``; an empty list gives an empty result set
+        (pycocotools' loadRes fails on one)."""
+        if detections:
+            return self.coco_gt.loadRes([dict(d) for d in detections])
+        coco_dt = COCO()
+        coco_dt.dataset = {
+            "images": list(self.coco_gt.dataset.get("images", [])),
+            "categories": copy.deepcopy(self.coco_gt.dataset.get("categories", [])),
+            "annotations": [],
+        }
+        coco_dt.createIndex()
+        return coco_dt
+
+    def _per_class_ap(self, coco_eval: COCOeval) -> list[dict[str, Any]]:
+        # precision: [T iou thresholds, R recall points, K categories, A area ranges, M max dets]
+        precision = coco_eval.eval["precision"]
+        iou_thresholds = coco_eval.params.iouThrs
+        rows = []
+        for k, category_id in enumerate(coco_eval.params.catIds):
+            row = {"category_id": int(category_id), "name": str(self.coco_gt.cats[category_id].get("name", category_id))}
+            for key, t in (("AP", None), ("AP50", 0.5), ("AP75", 0.75)):
+                values = precision[:, :, k, 0, -1] if t is None else precision[np.isclose(iou_thresholds, t), :, k, 0, -1]
+                valid = values[values > -1]
+                row[key] = float(valid.mean()) if valid.size else float("nan")
+            rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------------ reports
+    def _require_computed(self) -> None:
+        if self._metrics is None:
+            raise RuntimeError("call compute() first.")
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The result of the last :meth:`compute`."""
+        self._require_computed()
+        return dict(self._metrics)
+
+    def summary_text(self) -> str:
+        """pycocotools' printed summary of each iou type (captured, not printed)."""
+        self._require_computed()
+        return "\n".join(f"IoU type: {t}\n{self._summaries[t]}" for t in self.iou_types)
+
+    def per_class_ap(self, iou_type: str = "bbox") -> list[dict[str, Any]]:
+        """Per-category ``{"category_id", "name", "AP", "AP50", "AP75"}`` (area all, 100 detections);
+        NaN for a category without ground truth in the evaluated images."""
+        self._require_computed()
+        self._check_type(iou_type)
+        return [dict(r) for r in self._per_class[iou_type]]
+
+    def per_class_table(self, iou_type: str | None = None) -> str:
+        """Markdown table of per-class AP/AP50/AP75 (in %) for one or (``None``) all iou types."""
+        self._require_computed()
+        lines = []
+        for t in [iou_type] if iou_type else self.iou_types:
+            self._check_type(t)
+            lines += [f"| {t} class | id | AP | AP50 | AP75 |", "| --- | ---: | ---: | ---: | ---: |"]
+            for r in self._per_class[t]:
+                cells = [" - " if math.isnan(r[k]) else f"{100 * r[k]:.1f}" for k in ("AP", "AP50", "AP75")]
+                lines.append(f"| {r['name']} | {r['category_id']} | " + " | ".join(cells) + " |")
+            lines.append("")
+        return "\n".join(lines).rstrip("\n")
+
+    def precision(self, iou_type: str = "bbox") -> np.ndarray:
+        """COCOeval's precision array [T=10 IoUs, R=101 recalls, K classes, A=4 areas, M=3 max dets]
+        (-1 where undefined). Available on the rank that ran COCOeval (rank 0)."""
+        self._require_computed()
+        self._check_type(iou_type)
+        if iou_type not in self._coco_evals:
+            raise RuntimeError("precision arrays exist only on the rank that evaluated (rank 0) and after predictions.")
+        return self._coco_evals[iou_type].eval["precision"]
+
+    def pr_curves(self, iou_type: str = "bbox", iou_threshold: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-class precision/recall curves at one IoU threshold (area all, 100 detections):
+        ``{class name: (recall [101], precision [101])}``, undefined points dropped."""
+        precision = self.precision(iou_type)
+        coco_eval = self._coco_evals[iou_type]
+        t = np.flatnonzero(np.isclose(coco_eval.params.iouThrs, iou_threshold))
+        if t.size == 0:
+            raise ValueError(f"iou_threshold must be one of {coco_eval.params.iouThrs.tolist()}, got {iou_threshold}.")
+        recall = coco_eval.params.recThrs
+        curves = {}
+        for k, category_id in enumerate(coco_eval.params.catIds):
+            p = precision[t[0], :, k, 0, -1]
+            valid = p > -1
+            curves[str(self.coco_gt.cats[category_id].get("name", category_id))] = (recall[valid], p[valid])
+        return curves
+
+    def detections_json(self, iou_type: str = "bbox") -> list[dict[str, Any]]:
+        """COCO result dicts of one iou type (after :meth:`compute`: of all ranks, de-duplicated),
+        ready for ``json.dump`` and ``COCO.loadRes``."""
+        self._check_type(iou_type)
+        results = self._merged if self._merged is not None else self._results
+        return [copy.copy(r) for image_id in sorted(results) for r in results[image_id][iou_type]]
+
+    def _check_type(self, iou_type: str) -> None:
+        if iou_type not in self.iou_types:
+            raise ValueError(f"iou_type {iou_type!r} was not evaluated; this evaluator has {self.iou_types}.")
+
+    @property
+    def num_images(self) -> int:
+        """Number of distinct images predicted on this rank."""
+        return len(self._results)

@@ -1,0 +1,95 @@
+"""Drawing predictions (boxes, labels, scores, masks) on images and saving them as a PNG grid."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
+
+__all__ = ["draw_detections", "save_detection_grid", "to_uint8_image"]
+
+# Distinct colours, indexed by label (cycled).
+_PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+)
+
+
+def to_uint8_image(image: torch.Tensor) -> torch.Tensor:
+    """Float image [3, H, W] in 0..1 (or uint8) -> uint8 [3, H, W] on the CPU."""
+    image = image.detach().cpu()
+    if image.dtype == torch.uint8:
+        return image
+    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def draw_detections(
+    image: torch.Tensor,
+    prediction: Mapping[str, torch.Tensor],
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    box_width: int = 1,
+) -> torch.Tensor:
+    """Draw one image's detections.
+
+    Args:
+        image: [3, H, W] float in 0..1 or uint8.
+        prediction: ``boxes`` [N, 4] xyxy in this image's pixels, ``labels`` [N] (1..K), optional
+            ``scores`` [N] (detections below ``score_threshold`` are skipped; ground-truth targets
+            without scores are drawn in full) and optional ``masks`` [N, 1, H, W] / [N, H, W].
+        class_names: names indexed by ``label - 1`` (default: the label number).
+
+    Returns:
+        uint8 [3, H, W].
+    """
+    canvas = to_uint8_image(image)
+    boxes = prediction["boxes"].detach().float().cpu()
+    labels = prediction["labels"].detach().cpu().tolist()
+    scores = prediction.get("scores")
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    if scores is not None:
+        scores = scores.detach().float().cpu()
+        keep = scores >= score_threshold
+    index = keep.nonzero().flatten().tolist()
+    if not index:
+        return canvas
+    colours = [_PALETTE[(labels[i] - 1) % len(_PALETTE)] for i in index]
+    if prediction.get("masks") is not None:
+        masks = prediction["masks"].detach().cpu()
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        canvas = draw_segmentation_masks(canvas, masks[index] > mask_threshold, alpha=0.4, colors=colours)
+    texts = []
+    for i in index:
+        name = class_names[labels[i] - 1] if class_names and 0 < labels[i] <= len(class_names) else str(labels[i])
+        texts.append(f"{name} {scores[i]:.2f}" if scores is not None else name)
+    return draw_bounding_boxes(canvas, boxes[index], labels=texts, colors=colours, width=box_width)
+
+
+def save_detection_grid(
+    images: Sequence[torch.Tensor],
+    predictions: Sequence[Mapping[str, torch.Tensor]],
+    path: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.5,
+    nrow: int = 4,
+) -> Path:
+    """Draw each image's detections and save them as one PNG grid (smaller images are zero-padded
+    to the largest). Returns the written path."""
+    if len(images) != len(predictions) or not images:
+        raise ValueError(f"need as many predictions as images (and at least one), got {len(images)} and {len(predictions)}.")
+    drawn = [draw_detections(img, pred, class_names, score_threshold) for img, pred in zip(images, predictions)]
+    height = max(d.shape[1] for d in drawn)
+    width = max(d.shape[2] for d in drawn)
+    padded = [F.pad(d, (0, width - d.shape[2], 0, height - d.shape[1])) for d in drawn]
+    grid = make_grid(torch.stack(padded), nrow=nrow, padding=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    return path
