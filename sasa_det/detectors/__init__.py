@@ -1,0 +1,34 @@
+"""Detectors: torchvision's RetinaNet / Faster R-CNN / Mask R-CNN over our backbones, and the SASA attention
+pyramid and heads. :func:`build_detector` is the entry point."""
+
+from sasa_det.detectors.attention_fpn import AttentionFeaturePyramidNetwork, AttentionLastLevelP6P7
+from sasa_det.detectors.attention_retinanet_head import (
+    AttentionRetinaNetClassificationHead,
+    AttentionRetinaNetHead,
+    AttentionRetinaNetRegressionHead,
+)
+from sasa_det.detectors.backbone_with_fpn import BackboneWithFPN, backbone_with_fpn, build_fpn
+from sasa_det.detectors.build import ARCHS, build_detector
+from sasa_det.detectors.complexity import measure_detector, measure_paper_detectors, paper_detector_table
+from sasa_det.detectors.rcnn import faster_rcnn_from_backbone, mask_rcnn_from_backbone
+from sasa_det.detectors.retinanet import ForegroundRetinaNet, retinanet_from_backbone
+
+__all__ = [
+    "ARCHS",
+    "AttentionFeaturePyramidNetwork",
+    "AttentionLastLevelP6P7",
+    "AttentionRetinaNetClassificationHead",
+    "AttentionRetinaNetHead",
+    "AttentionRetinaNetRegressionHead",
+    "BackboneWithFPN",
+    "ForegroundRetinaNet",
+    "backbone_with_fpn",
+    "build_detector",
+    "build_fpn",
+    "faster_rcnn_from_backbone",
+    "mask_rcnn_from_backbone",
+    "measure_detector",
+    "measure_paper_detectors",
+    "paper_detector_table",
+    "retinanet_from_backbone",
+]

@@ -1,0 +1,68 @@
+"""Faster R-CNN and Mask R-CNN (torchvision's models) on a P2–P6 pyramid over any of our backbones.
+
+With a conv ResNet-50 and ``fpn="conv"`` these are torchvision's ``fasterrcnn_resnet50_fpn`` /
+``maskrcnn_resnet50_fpn`` (v1) layer for layer: backbone features C2–C5, a 256-channel FPN whose extra level P6 is
+P5 subsampled by 2 (``LastLevelMaxPool``, used by the RPN only), torchvision's RPN, RoI heads, losses and
+post-processing; their state dicts load into ours by name. RoIs are pooled from P2–P5 (``MultiScaleRoIAlign``,
+7×7 for boxes, 14×14 for masks, sampling ratio 2, as torchvision).
+"""
+
+from typing import Any
+
+from torch import nn
+from torchvision.models.detection.faster_rcnn import FasterRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNN
+from torchvision.ops import MultiScaleRoIAlign
+
+from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
+
+RCNN_FEATURES = ("C2", "C3", "C4", "C5")
+ROI_LEVELS = ["P2", "P3", "P4", "P5"]  # pyramid levels RoIs are pooled from (P6 feeds the RPN only)
+
+
+def faster_rcnn_from_backbone(
+    body: nn.Module,
+    num_classes: int,
+    fpn: str = "conv",
+    fpn_channels: int = 256,
+    **faster_rcnn_kwargs: Any,
+) -> FasterRCNN:
+    """torchvision ``FasterRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
+
+    Args:
+        body: backbone returning ``OrderedDict`` C2–C5 with ``out_channels``.
+        num_classes: torchvision's class count, i.e. foreground classes + 1 (index 0 = background).
+        fpn: ``"conv"`` or ``"attention"`` (3×3 output convs of the pyramid are SASA layers).
+        fpn_channels: channels of the pyramid.
+        **faster_rcnn_kwargs: passed to torchvision's ``FasterRCNN`` (``min_size``, ``box_score_thresh``, ...).
+
+    Returns the model: train mode ``model(images, targets) -> {"loss_classifier", "loss_box_reg",
+    "loss_objectness", "loss_rpn_box_reg"}``; eval mode ``model(images) -> [{"boxes", "scores", "labels"}]``.
+    """
+    backbone = backbone_with_fpn(
+        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool"
+    )
+    box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
+    return FasterRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, **faster_rcnn_kwargs)
+
+
+def mask_rcnn_from_backbone(
+    body: nn.Module,
+    num_classes: int,
+    fpn: str = "conv",
+    fpn_channels: int = 256,
+    **mask_rcnn_kwargs: Any,
+) -> MaskRCNN:
+    """torchvision ``MaskRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
+
+    Arguments as :func:`faster_rcnn_from_backbone`. Train mode adds ``"loss_mask"`` (targets need ``masks``
+    ``[N_i, H, W]`` uint8); eval mode adds ``"masks" [D, 1, H, W]`` (probabilities in the input image's size).
+    """
+    backbone = backbone_with_fpn(
+        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool"
+    )
+    box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
+    mask_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)
+    return MaskRCNN(
+        backbone, num_classes, box_roi_pool=box_roi_pool, mask_roi_pool=mask_roi_pool, **mask_rcnn_kwargs
+    )

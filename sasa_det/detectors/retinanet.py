@@ -1,0 +1,77 @@
+"""RetinaNet (Lin et al. 2017) on P3–P7 over any of our backbones: torchvision's model, our backbone and pyramid.
+
+With a conv ResNet-50, ``fpn="conv"`` and ``head="conv"`` the model is torchvision's ``retinanet_resnet50_fpn``
+(v1) layer for layer: backbone features C3–C5, a 256-channel FPN with P6 from P5 and P7 from ReLU(P6)
+(``LastLevelP6P7(256, 256)``), torchvision's anchors (sizes 32–512 × {2^0, 2^1/3, 2^2/3}, ratios 0.5/1/2),
+heads (four 3×3 conv + ReLU layers shared across levels, no normalisation), sigmoid focal loss, L1 box loss and
+post-processing; its state dict loads into ours by name. ``fpn="attention"`` / ``head="attention"`` swap in the
+SASA paper's attention pyramid and heads.
+"""
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.retinanet import RetinaNet
+
+from sasa_det.detectors.attention_retinanet_head import AttentionRetinaNetHead
+from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
+
+RETINANET_FEATURES = ("C3", "C4", "C5")  # RetinaNet skips P2 (too many anchors); P6, P7 are extra levels
+HEAD_KINDS = ("conv", "attention")
+
+
+class ForegroundRetinaNet(RetinaNet):
+    """torchvision's ``RetinaNet`` that never reports class index 0.
+
+    Our labels are 1..K and the model has ``K + 1`` sigmoid outputs to keep torchvision's layout; index 0 is
+    never a training target (its logits only learn "no object"), but torchvision's post-processing would still
+    report it when its score passed ``score_thresh``. Here its scores are set to 0 before post-processing, so
+    detections are exactly torchvision's with class 0 removed before the per-level top-k. Training is unchanged.
+    """
+
+    def postprocess_detections(
+        self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """torchvision's post-processing with the class-0 logits (``[N, HWA_l, K + 1]`` per level) set to -inf."""
+        cls_logits = []
+        for logits in head_outputs["cls_logits"]:
+            logits = logits.clone()
+            logits[..., 0] = -torch.inf
+            cls_logits.append(logits)
+        return super().postprocess_detections({**head_outputs, "cls_logits": cls_logits}, anchors, image_shapes)
+
+
+def retinanet_from_backbone(
+    body: nn.Module,
+    num_classes: int,
+    fpn: str = "conv",
+    head: str = "conv",
+    fpn_channels: int = 256,
+    **retinanet_kwargs: Any,
+) -> ForegroundRetinaNet:
+    """:class:`ForegroundRetinaNet` (torchvision's ``RetinaNet``) over ``body`` with a P3–P7 pyramid.
+
+    Args:
+        body: backbone returning ``OrderedDict`` C3–C5 with ``out_channels`` (see :func:`backbone_with_fpn`).
+        num_classes: torchvision's class count, i.e. foreground classes + 1 (index 0 is never a target).
+        fpn: ``"conv"`` or ``"attention"`` (:class:`AttentionFeaturePyramidNetwork`).
+        head: ``"conv"`` (torchvision's ``RetinaNetHead``) or ``"attention"`` (:class:`AttentionRetinaNetHead`).
+        fpn_channels: channels of the pyramid and of the heads.
+        **retinanet_kwargs: passed to torchvision's ``RetinaNet`` (``min_size``, ``max_size``, ``score_thresh``,
+            ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``_skip_resize``, ...).
+
+    Returns the model: train mode ``model(images, targets) -> {"classification", "bbox_regression"}``; eval mode
+    ``model(images) -> [{"boxes" [D, 4], "scores" [D], "labels" [D] in 1..num_classes-1}]`` in the input images'
+    coordinates.
+    """
+    if head not in HEAD_KINDS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEAD_KINDS}")
+    backbone = backbone_with_fpn(
+        body, list(RETINANET_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="p6p7"
+    )
+    model = ForegroundRetinaNet(backbone, num_classes, **retinanet_kwargs)
+    if head == "attention":
+        num_anchors = model.anchor_generator.num_anchors_per_location()[0]
+        model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes)
+    return model

@@ -1,0 +1,236 @@
+"""build_detector: every architecture over conv, SASA and AA backbones trains and predicts; arguments and errors."""
+
+import logging
+import math
+
+import pytest
+import torch
+
+from sasa_det.backbones import build_backbone
+from sasa_det.detectors import AttentionFeaturePyramidNetwork, AttentionRetinaNetHead, build_detector
+
+# Tiny versions of the three backbone kinds (same code paths as the papers' networks, a fraction of the width).
+TINY_BACKBONES = {
+    "resnet26": {"base_width": 16},
+    "sasa_resnet26": {"base_width": 16, "sasa_heads": 4},
+    "aa_resnet50": {"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa_heads": 2},
+}
+SIZE = 64
+SHORT = 48
+RCNN_SMALL = {"rpn_pre_nms_top_n_train": 64, "rpn_post_nms_top_n_train": 32, "rpn_pre_nms_top_n_test": 64,
+              "rpn_post_nms_top_n_test": 16, "box_batch_size_per_image": 16, "box_score_thresh": 0.0,
+              "box_detections_per_img": 5}
+RETINANET_SMALL = {"score_thresh": 0.0, "topk_candidates": 20, "detections_per_img": 10}
+
+
+def _batch(with_masks):
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, SIZE, SIZE, generator=gen), torch.rand(3, SHORT, SIZE, generator=gen)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 44.0], [30.0, 30.0, 60.0, 62.0]]), "labels": torch.tensor([1, 2])},
+        {"boxes": torch.tensor([[10.0, 8.0, 50.0, 40.0]]), "labels": torch.tensor([2])},
+    ]
+    if with_masks:
+        for t, h in zip(targets, (SIZE, SHORT)):
+            masks = torch.zeros(len(t["boxes"]), h, SIZE, dtype=torch.uint8)
+            for i, (x1, y1, x2, y2) in enumerate(t["boxes"].int().tolist()):
+                masks[i, y1:y2, x1:x2] = 1
+            t["masks"] = masks
+    return images, targets
+
+
+def _build(arch, backbone, fpn="conv", head="conv", **kwargs):
+    small = RETINANET_SMALL if arch == "retinanet" else RCNN_SMALL
+    return build_detector(
+        arch, 2, backbone=backbone, backbone_overrides=TINY_BACKBONES[backbone], fpn=fpn, head=head,
+        fpn_channels=32, min_size=SIZE, max_size=SIZE, detector_kwargs=small, **kwargs,
+    )
+
+
+def _train_step_and_predict(model, arch):
+    images, targets = _batch(with_masks=arch == "mask_rcnn")
+    model.train()
+    losses = model(images, targets)
+    expected = {"classification", "bbox_regression"} if arch == "retinanet" else {
+        "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    if arch == "mask_rcnn":
+        expected.add("loss_mask")
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # DDP needs every trainable parameter in the graph.
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    model.eval()
+    with torch.no_grad():
+        predictions = model(images)
+    assert len(predictions) == 2
+    for pred, height in zip(predictions, (SIZE, SHORT)):
+        keys = {"boxes", "scores", "labels"} | ({"masks"} if arch == "mask_rcnn" else set())
+        assert set(pred) == keys
+        d = len(pred["scores"])
+        assert d > 0 and pred["boxes"].shape == (d, 4) and pred["labels"].shape == (d,)
+        assert pred["labels"].min() >= 1 and pred["labels"].max() <= 2
+        assert (pred["boxes"][:, 2] <= SIZE).all() and (pred["boxes"][:, 3] <= height).all()
+        if arch == "mask_rcnn":
+            assert pred["masks"].shape == (d, 1, height, SIZE)
+            assert pred["masks"].dtype == torch.float32
+            assert 0 <= pred["masks"].min() and pred["masks"].max() <= 1
+
+
+# The default run covers each architecture and each backbone kind and every attention part at least once;
+# the full grid is slow.
+DEFAULT_CASES = [
+    ("retinanet", "resnet26", "conv", "conv"),
+    ("retinanet", "sasa_resnet26", "attention", "attention"),
+    ("faster_rcnn", "aa_resnet50", "conv", "conv"),
+    ("mask_rcnn", "sasa_resnet26", "attention", "conv"),
+]
+ALL_CASES = [
+    (arch, backbone, fpn, head)
+    for arch in ("retinanet", "faster_rcnn", "mask_rcnn")
+    for backbone in TINY_BACKBONES
+    for fpn in ("conv", "attention")
+    for head in (("conv", "attention") if arch == "retinanet" else ("conv",))
+]
+
+
+@pytest.mark.parametrize("arch,backbone,fpn,head", DEFAULT_CASES)
+def test_detector_trains_and_predicts(arch, backbone, fpn, head):
+    torch.manual_seed(0)
+    model = _build(arch, backbone, fpn, head)
+    assert isinstance(model.backbone.fpn, AttentionFeaturePyramidNetwork) == (fpn == "attention")
+    if arch == "retinanet":
+        assert isinstance(model.head, AttentionRetinaNetHead) == (head == "attention")
+    _train_step_and_predict(model, arch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,backbone,fpn,head", [c for c in ALL_CASES if c not in DEFAULT_CASES])
+def test_detector_trains_and_predicts_full_grid(arch, backbone, fpn, head):
+    torch.manual_seed(0)
+    _train_step_and_predict(_build(arch, backbone, fpn, head), arch)
+
+
+@pytest.mark.parametrize("arch,levels", [("retinanet", ["P3", "P4", "P5", "P6", "P7"]),
+                                         ("mask_rcnn", ["P2", "P3", "P4", "P5", "P6"])])
+def test_pyramid_levels_and_strides(arch, levels):
+    model = _build(arch, "resnet26")
+    with torch.no_grad():
+        pyramid = model.backbone(torch.rand(1, 3, 96, 80))
+    assert list(pyramid) == levels
+    for name, p in pyramid.items():
+        stride = 2 ** int(name[1:])
+        assert p.shape == (1, 32, math.ceil(96 / stride), math.ceil(80 / stride))
+    assert sorted(model.backbone.body.out_channels) == (["C3", "C4", "C5"] if arch == "retinanet" else
+                                                         ["C2", "C3", "C4", "C5"])
+
+
+def test_class_counts_include_unused_background_index():
+    tiny = {"backbone": "resnet26", "backbone_overrides": {"base_width": 8}, "fpn_channels": 32}
+    retinanet = build_detector("retinanet", 5, **tiny)
+    assert retinanet.head.classification_head.num_classes == 6
+    assert retinanet.head.classification_head.cls_logits.out_channels == 9 * 6
+    mask_rcnn = build_detector("mask_rcnn", 5, **tiny)
+    assert mask_rcnn.roi_heads.box_predictor.cls_score.out_features == 6
+    assert mask_rcnn.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 6
+
+
+def test_retinanet_never_reports_class_zero():
+    torch.manual_seed(0)
+    model = _build("retinanet", "resnet26").eval()
+    with torch.no_grad():
+        bias = model.head.classification_head.cls_logits.bias
+        bias.view(9, 3)[:, 0] = 10.0  # class 0 would win every anchor in torchvision's post-processing
+        predictions = model(_batch(False)[0])
+    assert all(len(p["labels"]) > 0 and (p["labels"] > 0).all() for p in predictions)
+
+
+def test_arguments_reach_torchvision():
+    model = build_detector(
+        "retinanet", 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32,
+        min_size=[480, 512, 640], max_size=640,
+        detector_kwargs={"score_thresh": 0.3, "nms_thresh": 0.6, "detections_per_img": 7, "topk_candidates": 11,
+                         "fg_iou_thresh": 0.55},
+    )
+    assert (model.score_thresh, model.nms_thresh, model.detections_per_img, model.topk_candidates) == (0.3, 0.6, 7, 11)
+    assert model.proposal_matcher.high_threshold == 0.55
+    assert model.transform.min_size == (480, 512, 640) and model.transform.max_size == 640
+    assert model.transform._skip_resize is True
+    assert model.backbone.body.image_size == 640
+    rcnn = build_detector(
+        "faster_rcnn", 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32,
+        max_size=1333, detector_kwargs={"score_thresh": 0.25, "nms_thresh": 0.4, "detections_per_img": 9,
+                                        "rpn_nms_thresh": 0.65},
+    )
+    assert (rcnn.roi_heads.score_thresh, rcnn.roi_heads.nms_thresh, rcnn.roi_heads.detections_per_img) == (0.25, 0.4, 9)
+    assert rcnn.rpn.nms_thresh == 0.65
+    assert rcnn.backbone.body.image_size == 1344  # 1333 padded to a multiple of 32 by the batching
+    assert rcnn.transform.min_size == (800,)
+
+
+def test_backbone_overrides_and_image_size_override():
+    model = build_detector(
+        "retinanet", 3, backbone="aa_resnet50",
+        backbone_overrides={"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa_heads": 2, "image_size": 320,
+                            "norm": "frozen_bn", "frozen_stages": 2},
+        fpn_channels=32, max_size=640,
+    )
+    body = model.backbone.body
+    assert body.image_size == 320
+    trainable = {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
+    assert trainable == {"layer3", "layer4"}
+
+
+def test_backbone_weights_are_loaded_and_mismatches_logged(tmp_path, caplog):
+    overrides = {"base_width": 8}
+    torch.manual_seed(1)
+    source = build_backbone("resnet26", **overrides)
+    path = tmp_path / "backbone.pt"
+    torch.save(source.state_dict(), path)
+    torch.manual_seed(2)
+    model = build_detector("retinanet", 3, backbone="resnet26", backbone_overrides=overrides, backbone_weights=path,
+                           fpn_channels=32)
+    loaded = model.backbone.body.state_dict()
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(loaded[name], tensor)
+
+    state = source.state_dict()
+    state["fc.weight"] = torch.zeros(10, 256)
+    del state["layer4.0.conv3.weight"]
+    torch.save(state, path)
+    with caplog.at_level(logging.WARNING, logger="sasa_det.detectors.build"):
+        build_detector("retinanet", 3, backbone="resnet26", backbone_overrides=overrides, backbone_weights=path,
+                       fpn_channels=32)
+    message = " ".join(r.getMessage() for r in caplog.records if r.name == "sasa_det.detectors.build")
+    assert "1 missing" in message and "layer4.0.conv3.weight" in message
+    assert "1 unexpected" in message and "fc.weight" in message
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"arch": "yolo"}, "unknown arch 'yolo'"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": 2.0}, "num_classes"),
+        ({"fpn": "bifpn"}, "unknown fpn 'bifpn'"),
+        ({"head": "mlp"}, "unknown head 'mlp'"),
+        ({"arch": "mask_rcnn", "head": "attention"}, "head='attention' exists for arch='retinanet' only"),
+        ({"fpn_channels": 0}, "fpn_channels"),
+        ({"min_size": []}, "min_size"),
+        ({"min_size": [800, -1]}, "min_size"),
+        ({"min_size": "800"}, "min_size"),
+        ({"max_size": 0}, "max_size"),
+        ({"detector_kwargs": {"score_treshold": 0.1}}, r"unknown detector_kwargs \['score_treshold'\]"),
+        ({"detector_kwargs": {"head": None}}, "set by build_detector's own arguments"),
+        ({"arch": "faster_rcnn", "detector_kwargs": {"score_thresh": 0.1, "box_score_thresh": 0.2}}, "keep one"),
+        ({"backbone_overrides": {"out_features": ["C5"]}}, "must not set out_features"),
+        ({"backbone": "vgg16"}, "unknown backbone 'vgg16'"),
+    ],
+)
+def test_bad_arguments_are_rejected_with_clear_errors(kwargs, match):
+    arguments = {"arch": "retinanet", "num_classes": 3, "backbone": "resnet26", "backbone_overrides": {"base_width": 8},
+                 "fpn_channels": 32}
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        build_detector(**arguments)
