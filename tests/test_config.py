@@ -1,0 +1,150 @@
+"""Config schema, ``_base_`` inheritance, command-line overrides and error reporting."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sasa_det.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file():
+    cfg = load_config()
+    assert cfg.task == "detection"
+    assert cfg.model.arch == "retinanet"
+    assert cfg.optim.name == "sgd"
+    assert cfg.eval.score_threshold == pytest.approx(0.05)
+
+
+def test_base_chain_is_recursive_relative_and_ordered(tmp_path):
+    _write(tmp_path / "_base_" / "root.yaml", "optim:\n  lr: 0.1\n  momentum: 0.8\ntrainer:\n  max_epochs: 3\n")
+    _write(tmp_path / "_base_" / "mid.yaml", "_base_: root.yaml\noptim:\n  lr: 0.2\n")  # relative to mid.yaml
+    _write(tmp_path / "_base_" / "other.yaml", "trainer:\n  max_epochs: 5\nmodel:\n  backbone_overrides: {norm: frozen_bn}\n")
+    exp = _write(
+        tmp_path / "exp" / "run.yaml",
+        "_base_: [../_base_/mid.yaml, ../_base_/other.yaml]\nmodel:\n  backbone_overrides: {frozen_stages: 1}\n",
+    )
+    cfg = load_config(exp)
+    assert cfg.optim.lr == pytest.approx(0.2)  # mid overrides root
+    assert cfg.optim.momentum == pytest.approx(0.8)  # inherited from root through mid
+    assert cfg.trainer.max_epochs == 5  # later base wins over earlier
+    assert dict(cfg.model.backbone_overrides) == {"norm": "frozen_bn", "frozen_stages": 1}  # dicts merge by key
+
+
+def test_file_overrides_base_and_cli_overrides_file(tmp_path):
+    _write(tmp_path / "base.yaml", "optim:\n  lr: 0.1\n")
+    exp = _write(tmp_path / "exp.yaml", "_base_: base.yaml\noptim:\n  lr: 0.3\ndata:\n  min_sizes: [64, 96]\n")
+    cfg = load_config(exp, ["optim.lr=0.05", "data.min_sizes=[128]", "trainer.devices=2", "model.backbone_overrides.stage_ops=[conv,sasa]"])
+    assert cfg.optim.lr == pytest.approx(0.05)
+    assert list(cfg.data.min_sizes) == [128]  # lists are replaced, not merged
+    assert cfg.trainer.devices == 2
+    assert list(cfg.model.backbone_overrides.stage_ops) == ["conv", "sasa"]
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    _write(tmp_path / "base.yaml", "optim:\n  lr: 0.1\n")
+    exp = _write(tmp_path / "exp.yaml", "_base_: base.yaml\noptim:\n  weight_decy: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(exp)
+    message = str(info.value)
+    assert "optim.weight_decy" in message and str(exp) in message and "weight_decay" in message
+
+
+def test_unknown_key_in_base_names_the_base_file(tmp_path):
+    base = _write(tmp_path / "base.yaml", "trainer:\n  max_epoch: 3\n")
+    exp = _write(tmp_path / "exp.yaml", "_base_: base.yaml\n")
+    with pytest.raises(ConfigError, match=r"trainer\.max_epoch") as info:
+        load_config(exp)
+    assert str(base) in str(info.value)
+
+
+def test_unknown_top_level_section(tmp_path):
+    exp = _write(tmp_path / "exp.yaml", "modle:\n  arch: retinanet\n")
+    with pytest.raises(ConfigError, match="'modle'.*did you mean 'model'"):
+        load_config(exp)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    exp = _write(tmp_path / "exp.yaml", "trainer:\n  max_epochs: many\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml.*trainer\.max_epochs"):
+        load_config(exp)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["optim.lr"])
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(None, ["optim.lr=fast"])
+
+
+def test_include_cycle_is_detected(tmp_path):
+    _write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    _write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_missing_base_file_names_includer(tmp_path):
+    exp = _write(tmp_path / "exp.yaml", "_base_: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml.*exp.yaml"):
+        load_config(exp)
+
+
+def test_bad_base_value_and_bad_top_level(tmp_path):
+    with pytest.raises(ConfigError, match="_base_"):
+        load_config(_write(tmp_path / "a.yaml", "_base_: {x: 1}\n"))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(_write(tmp_path / "b.yaml", "- 1\n- 2\n"))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("task=segmentation", "task"),
+        ("optim.milestones=[8,11]", "fractions"),
+        ("data.min_sizes=[]", "min_sizes"),
+        ("eval.iou_types=[keypoints]", "iou_types"),
+        ("data.flip_prob=2", "flip_prob"),
+    ],
+)
+def test_value_validation(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_interpolation_resolves_in_saved_and_stored_config(tmp_path):
+    exp = _write(tmp_path / "exp.yaml", "data:\n  max_size: 640\nmodel:\n  max_size: ${data.max_size}\n")
+    cfg = load_config(exp)
+    stored = config_to_dict(cfg)
+    assert stored["model"]["max_size"] == 640
+    saved = save_config(cfg, tmp_path / "out" / "config.yaml")
+    assert OmegaConf.load(saved).model.max_size == 640
+    # a saved file loads back to the same config
+    assert config_to_dict(load_config(saved)) == stored
+
+
+def test_config_from_dict_round_trip_and_overrides():
+    cfg = load_config(None, ["optim.lr=0.07"])
+    rebuilt = config_from_dict(config_to_dict(cfg), ["eval.score_threshold=0.3"])
+    assert rebuilt.optim.lr == pytest.approx(0.07)
+    assert rebuilt.eval.score_threshold == pytest.approx(0.3)
+    with pytest.raises(ConfigError, match="stored config"):
+        config_from_dict({"optim": {"bogus": 1}})
+
+
+def test_every_shipped_config_loads():
+    files = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "_base_" not in p.parts)
+    assert files, "no experiment configs found"
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.task in ("detection", "classification"), path
