@@ -10,12 +10,10 @@ import torch
 
 from sasa_det.config import load_config
 from sasa_det.engine.runner import evaluate, load_checkpoint_config, predict, train
+from sasa_det.layers.relative_position import slice_relative_table
 
 # A small attention backbone: SASA in stage 3 and AA in stage 4 of a quarter-width ResNet-26.
 TINY_BACKBONE = "{base_width: 16, stage_ops: [conv, conv, sasa, aa]}"
-# AA relative tables are sized for one input resolution, so the fine-tuning check (32-px classifier -> 96-px
-# detector) uses SASA only, whose relative embeddings depend on the kernel size alone.
-TINY_SASA_BACKBONE = "{base_width: 16, stage_ops: [conv, conv, sasa, sasa]}"
 IMAGE_SIZE = 96
 
 
@@ -155,7 +153,7 @@ def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
             "data.batch_size=4",
             "data.num_workers=0",
             "classifier.backbone=resnet26",
-            f"classifier.overrides={TINY_SASA_BACKBONE}",
+            f"classifier.overrides={TINY_BACKBONE}",
             "classifier.image_size=32",
             "trainer.max_steps=2",
             "trainer.accelerator=cpu",
@@ -169,17 +167,23 @@ def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
     det_cfg = load_config(
         None,
         _overrides(shapes, tmp_path / "det", f"model.backbone_weights={cls_result['last_checkpoint']}", "model.num_classes=3",
-                   f"model.backbone_overrides={TINY_SASA_BACKBONE}", "trainer.max_steps=2"),
+                   "trainer.max_steps=2"),
     )
     from sasa_det.engine.detection_module import DetectionModule
 
     detector = DetectionModule(det_cfg)
     body = detector.model.backbone.body.state_dict()
     loaded = 0
+    resized = 0
     for name, tensor in classifier.model.backbone.state_dict().items():
         if name in body:
+            if name.endswith((".rel_width", ".rel_height")) and body[name].shape != tensor.shape:
+                # AA tables built for 32-px inputs, resized to the 96-px detector's
+                tensor = slice_relative_table(tensor, (body[name].shape[0] + 1) // 2)
+                resized += 1
             torch.testing.assert_close(body[name], tensor, msg=name)
             loaded += 1
     assert loaded > 50
+    assert resized == 2  # stage 4's AA layer: rel_width and rel_height
     result = train(det_cfg)
     assert math.isfinite(result["metrics"]["val/mAP"])

@@ -11,6 +11,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from sasa_det.layers.augmented_conv import AugmentedConv2d
+from sasa_det.layers.relative_position import slice_relative_table
+
 __all__ = ["find_backbone_prefix", "load_backbone_weights"]
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,28 @@ def find_backbone_prefix(state_keys, backbone_keys) -> tuple[str, int]:
     return prefix, count
 
 
+_RELATIVE_TABLE_NAMES = ("rel_width", "rel_height")
+
+
+def _is_resizable_relative_table(backbone: nn.Module, key: str, source: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether ``key`` is an AA relative table whose source and target differ only in length."""
+    module_name, _, attribute = key.rpartition(".")
+    if attribute not in _RELATIVE_TABLE_NAMES:
+        return False
+    try:
+        module = backbone.get_submodule(module_name)
+    except AttributeError:
+        return False
+    return (
+        isinstance(module, AugmentedConv2d)
+        and source.dim() == 2
+        and target.dim() == 2
+        and source.shape[1] == target.shape[1]
+        and source.shape[0] % 2 == 1
+        and target.shape[0] % 2 == 1
+    )
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping) -> tuple[list[str], list[str]]:
     """Load backbone weights by parameter name from a checkpoint file (or an already-loaded mapping).
 
@@ -65,6 +90,15 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
     (``backbone.…`` plus ``fc.…``) or a plain backbone state dict (torchvision ResNet files included).
     The prefix is found automatically (the one under which most backbone keys appear) and stripped.
     Files are read with ``torch.load(weights_only=True)``.
+
+    AA relative-position tables (``….rel_width`` ``(2W-1, d_kh)`` / ``….rel_height`` ``(2H-1, d_kh)`` of an
+    :class:`~sasa_det.layers.augmented_conv.AugmentedConv2d`) are sized by the backbone's ``image_size``,
+    so a classifier trained at 224 px and a detector's backbone built for its largest input side hold
+    tables of different lengths. Such a table (only its first dimension differing) is converted to the
+    target length as the layer itself treats maps of another size
+    (:func:`~sasa_det.layers.relative_position.slice_relative_table`): the exact centre slice when the
+    target is shorter, linear resampling (``align_corners=True``; an approximation for offsets the source
+    never learned) when it is longer. Each resized table is logged.
 
     Returns:
         ``(missing, unexpected)``: backbone keys the file did not provide, and keys under the prefix the
@@ -84,6 +118,17 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
             f"like {list(own)[:5]}); is this a checkpoint of the same architecture?"
         )
     selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    for key, tensor in selected.items():
+        if key not in own or tensor.shape == own[key].shape:
+            continue
+        if _is_resizable_relative_table(backbone, key, tensor, own[key]):
+            length = (own[key].shape[0] + 1) // 2
+            selected[key] = slice_relative_table(tensor, length).to(dtype=own[key].dtype).contiguous()
+            logger.info(
+                "resized AA relative table %s from %d to %d offsets (%s)",
+                key, tensor.shape[0], own[key].shape[0],
+                "centre slice" if own[key].shape[0] < tensor.shape[0] else "linear resampling",
+            )
     mismatched = [
         f"{k}: file {tuple(v.shape)} vs backbone {tuple(own[k].shape)}"
         for k, v in selected.items()
