@@ -56,6 +56,7 @@ class ModelConfig:
     fpn: str = "conv"  # "conv" (torchvision FPN) | "attention" (SASA paper's attention FPN)
     head: str = "conv"  # "conv" (torchvision heads) | "attention" (SASA paper's attention heads; RetinaNet)
     fpn_channels: int = 256  # FPN width (SASA paper: d=256)
+    head_norm: Optional[str] = None  # RetinaNet heads: "none" | "group" (GroupNorm); null = conv head none, attention head group
     min_size: int = 800  # evaluation resize: shorter side (torchvision GeneralizedRCNNTransform)
     max_size: int = 1333  # evaluation resize: longest side cap
     detector_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the torchvision detector (e.g. detections_per_img)

@@ -207,6 +207,18 @@ def test_backbone_weights_are_loaded_and_mismatches_logged(tmp_path, caplog):
     assert "1 unexpected" in message and "fc.weight" in message
 
 
+@pytest.mark.parametrize("head,head_norm,expect_group_norm", [
+    ("conv", None, False), ("conv", "none", False), ("conv", "group", True),
+    ("attention", None, True), ("attention", "none", False),
+])
+def test_head_norm_choice(head, head_norm, expect_group_norm):
+    model = build_detector("retinanet", 3, backbone="resnet26", backbone_overrides={"base_width": 8},
+                           fpn_channels=64, head=head, head_norm=head_norm)
+    for tower in (model.head.classification_head.conv, model.head.regression_head.conv):
+        norms = [m for m in tower.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert (len(norms) == 4) if expect_group_norm else not norms
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -217,6 +229,8 @@ def test_backbone_weights_are_loaded_and_mismatches_logged(tmp_path, caplog):
         ({"head": "mlp"}, "unknown head 'mlp'"),
         ({"arch": "mask_rcnn", "head": "attention"}, "head='attention' exists for arch='retinanet' only"),
         ({"fpn_channels": 0}, "fpn_channels"),
+        ({"head_norm": "batch"}, "unknown head_norm 'batch'"),
+        ({"arch": "faster_rcnn", "head_norm": "group"}, "head_norm exists for arch='retinanet' only"),
         ({"min_size": []}, "min_size"),
         ({"min_size": [800, -1]}, "min_size"),
         ({"min_size": "800"}, "min_size"),

@@ -81,6 +81,7 @@ def build_detector(
     fpn: str = "conv",
     head: str = "conv",
     fpn_channels: int = 256,
+    head_norm: str | None = None,
     min_size: int | Sequence[int] = 800,
     max_size: int = 1333,
     detector_kwargs: dict[str, Any] | None = None,
@@ -101,6 +102,8 @@ def build_detector(
         fpn: ``"conv"`` (torchvision's FPN) or ``"attention"`` (3×3 convs → SASA layers).
         head: ``"conv"`` or ``"attention"`` (SASA RetinaNet heads; RetinaNet only).
         fpn_channels: channels of the pyramid (and of RetinaNet's heads).
+        head_norm: RetinaNet only: ``"none"`` or ``"group"`` (GroupNorm after each tower layer of the heads);
+            ``None`` = the head's default (none for the conv head, as torchvision's v1; group for attention).
         min_size: shorter side the EVAL transform resizes to; a list gives torchvision's multi-scale choice (in
             eval, its last entry). Training images are not resized by the model (``_skip_resize=True``): the
             data pipeline has already resized them.
@@ -124,6 +127,8 @@ def build_detector(
         raise ValueError(f"unknown head {head!r}; choose one of {HEAD_KINDS}")
     if head == "attention" and arch != "retinanet":
         raise ValueError(f"head='attention' exists for arch='retinanet' only, got arch={arch!r}; use head='conv'")
+    if head_norm is not None and arch != "retinanet":
+        raise ValueError(f"head_norm exists for arch='retinanet' only, got arch={arch!r}; leave it null")
     if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 1:
         raise ValueError(f"fpn_channels must be a positive int, got {fpn_channels!r}")
     min_sizes = _check_sizes(min_size, max_size)
@@ -152,7 +157,8 @@ def build_detector(
     size_kwargs = {"min_size": min_sizes, "max_size": max_size}
     if arch == "retinanet":
         return retinanet_from_backbone(
-            body, num_classes + 1, fpn=fpn, head=head, fpn_channels=fpn_channels, **size_kwargs, **kwargs
+            body, num_classes + 1, fpn=fpn, head=head, fpn_channels=fpn_channels, head_norm=head_norm,
+            **size_kwargs, **kwargs
         )
     if arch == "faster_rcnn":
         return faster_rcnn_from_backbone(

@@ -8,17 +8,20 @@ post-processing; its state dict loads into ours by name. ``fpn="attention"`` / `
 SASA paper's attention pyramid and heads.
 """
 
+import functools
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
 from sasa_det.detectors.attention_retinanet_head import AttentionRetinaNetHead
 from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
 
 RETINANET_FEATURES = ("C3", "C4", "C5")  # RetinaNet skips P2 (too many anchors); P6, P7 are extra levels
 HEAD_KINDS = ("conv", "attention")
+# Normalisation choices of the RetinaNet heads' towers (None = the head's own default).
+HEAD_NORM_CHOICES = (None, "none", "group")
 
 
 class ForegroundRetinaNet(RetinaNet):
@@ -48,6 +51,7 @@ def retinanet_from_backbone(
     fpn: str = "conv",
     head: str = "conv",
     fpn_channels: int = 256,
+    head_norm: str | None = None,
     **retinanet_kwargs: Any,
 ) -> ForegroundRetinaNet:
     """:class:`ForegroundRetinaNet` (torchvision's ``RetinaNet``) over ``body`` with a P3–P7 pyramid.
@@ -58,6 +62,9 @@ def retinanet_from_backbone(
         fpn: ``"conv"`` or ``"attention"`` (:class:`AttentionFeaturePyramidNetwork`).
         head: ``"conv"`` (torchvision's ``RetinaNetHead``) or ``"attention"`` (:class:`AttentionRetinaNetHead`).
         fpn_channels: channels of the pyramid and of the heads.
+        head_norm: normalisation after each 3×3 layer of the heads' towers: ``"none"`` or ``"group"``
+            (GroupNorm, 32 groups; torchvision's v2 RetinaNet head). ``None`` takes each head's default:
+            none for the conv head (torchvision's v1 ``retinanet_resnet50_fpn``), group for the attention head.
         **retinanet_kwargs: passed to torchvision's ``RetinaNet`` (``min_size``, ``max_size``, ``score_thresh``,
             ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``_skip_resize``, ...).
 
@@ -70,8 +77,14 @@ def retinanet_from_backbone(
     backbone = backbone_with_fpn(
         body, list(RETINANET_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="p6p7"
     )
+    if head_norm not in HEAD_NORM_CHOICES:
+        raise ValueError(f"unknown head_norm {head_norm!r}; choose one of {HEAD_NORM_CHOICES}")
     model = ForegroundRetinaNet(backbone, num_classes, **retinanet_kwargs)
+    num_anchors = model.anchor_generator.num_anchors_per_location()[0]
     if head == "attention":
-        num_anchors = model.anchor_generator.num_anchors_per_location()[0]
-        model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes)
+        model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes, norm=head_norm or "group")
+    elif head_norm == "group":
+        # torchvision's v2 head: GroupNorm(32) after every tower conv; trains much faster from scratch.
+        norm_layer = functools.partial(nn.GroupNorm, 32)
+        model.head = RetinaNetHead(fpn_channels, num_anchors, num_classes, norm_layer=norm_layer)
     return model
