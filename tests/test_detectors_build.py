@@ -230,6 +230,7 @@ def test_head_norm_choice(head, head_norm, expect_group_norm):
         ({"arch": "mask_rcnn", "head": "attention"}, "head='attention' exists for arch='retinanet' only"),
         ({"fpn_channels": 0}, "fpn_channels"),
         ({"head_norm": "batch"}, "unknown head_norm 'batch'"),
+        ({"head_norm": "group", "fpn_channels": 48}, "needs fpn_channels divisible by 32"),
         ({"arch": "faster_rcnn", "head_norm": "group"}, "head_norm exists for arch='retinanet' only"),
         ({"min_size": []}, "min_size"),
         ({"min_size": [800, -1]}, "min_size"),

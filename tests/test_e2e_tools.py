@@ -37,7 +37,7 @@ def _tiny_detection_overrides(root: Path, out: Path) -> list[str]:
         "model.backbone=resnet26",
         "model.backbone_overrides={base_width: 8, stage_ops: [conv, conv, sasa, aa]}",
         "model.head=conv",
-        "model.fpn_channels=16",
+        "model.fpn_channels=64",  # GroupNorm(32) heads on a 1x1 P7 need 2+ channels per group
         "model.min_size=64",
         "model.max_size=64",
         "trainer.max_steps=2",

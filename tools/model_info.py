@@ -1,9 +1,10 @@
-"""Print parameters and FLOPs of backbone presets beside the papers' values.
+"""Print parameters and FLOPs of backbone presets and of the papers' detectors beside the papers' values.
 
 Usage::
 
     python tools/model_info.py resnet50 sasa_resnet50      # named presets
     python tools/model_info.py --all --markdown             # every preset, as a Markdown table
+    python tools/model_info.py --detectors                  # the SASA paper's RetinaNets (640x640, 80 classes)
 
 Each preset is measured as a classifier with a 1000-class linear head on one square image
 (``--image-size``, 224 by default, the papers' setting); FLOPs count a multiply-add as 2.
@@ -29,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224, help="side of the square input (default 224)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classes of the linear head (default 1000)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--detectors", action="store_true",
+                        help="measure the SASA paper's RetinaNet rows instead (several minutes on a CPU)")
     args = parser.parse_args(argv)
+    if args.detectors:
+        from sasa_det.detectors import paper_detector_table
+
+        print(paper_detector_table(markdown=args.markdown))
+        return 0
     names = list_backbones() if args.all else args.names
     if not names:
         parser.error("give one or more preset names, or --all")

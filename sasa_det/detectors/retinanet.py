@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
-from sasa_det.detectors.attention_retinanet_head import AttentionRetinaNetHead
+from sasa_det.detectors.attention_retinanet_head import GROUP_NORM_GROUPS, AttentionRetinaNetHead
 from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
 
 RETINANET_FEATURES = ("C3", "C4", "C5")  # RetinaNet skips P2 (too many anchors); P6, P7 are extra levels
@@ -85,6 +85,11 @@ def retinanet_from_backbone(
         model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes, norm=head_norm or "group")
     elif head_norm == "group":
         # torchvision's v2 head: GroupNorm(32) after every tower conv; trains much faster from scratch.
-        norm_layer = functools.partial(nn.GroupNorm, 32)
+        if fpn_channels % GROUP_NORM_GROUPS != 0:
+            raise ValueError(
+                f"head_norm='group' needs fpn_channels divisible by {GROUP_NORM_GROUPS}, got {fpn_channels}; "
+                "change model.fpn_channels or use head_norm='none'"
+            )
+        norm_layer = functools.partial(nn.GroupNorm, GROUP_NORM_GROUPS)
         model.head = RetinaNetHead(fpn_channels, num_anchors, num_classes, norm_layer=norm_layer)
     return model
