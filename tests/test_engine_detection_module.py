@@ -5,7 +5,8 @@ import torch
 
 from sasa_det.config import ConfigError, config_to_dict, load_config
 from sasa_det.engine.callbacks import ExperimentConfigInCheckpoint, format_coco_summary
-from sasa_det.engine.detection_module import DetectionModule, detector_kwargs, iou_types_for, schedule_lengths
+from sasa_det.engine.detection_module import DetectionModule, detector_kwargs, iou_types_for
+from sasa_det.engine.optim import schedule_lengths
 
 TINY = [
     "model.num_classes=3",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sasa_det.backbones import build_classifier, load_backbone_weights
-from sasa_det.engine.optim import build_optimizer, build_scheduler
+from sasa_det.engine.optim import build_optimizer, build_scheduler, schedule_lengths, training_steps
 
 __all__ = ["ClassificationModule", "topk_correct"]
 
@@ -142,19 +141,6 @@ class ClassificationModule(pl.LightningModule):
         for k, correct in zip(self.topk, topk_correct(logits, labels, self.topk)):
             self.log(f"val/top{k}", correct.float() / n, prog_bar=k == 1, batch_size=n, sync_dist=True)
 
-    def _schedule_arguments(self, total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
-        hp = self.hparams
-        total_steps = max(1, int(total_steps))
-        warmup = hp.warmup_steps if hp.warmup_steps is not None else round(hp.warmup_epochs * steps_per_epoch)
-        return {
-            "name": hp.schedule,
-            "total_steps": total_steps,
-            "warmup_steps": min(int(warmup), total_steps),
-            "warmup_factor": hp.warmup_factor,
-            "milestones": [int(round(m * total_steps)) for m in hp.milestones],
-            "gamma": hp.gamma,
-        }
-
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = build_optimizer(
@@ -166,9 +152,7 @@ class ClassificationModule(pl.LightningModule):
             weight_decay=hp.weight_decay,
             betas=tuple(hp.betas),
         )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        accumulate = max(1, int(self.trainer.accumulate_grad_batches))
-        batches = self.trainer.num_training_batches
-        steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
-        scheduler = build_scheduler(optimizer, **self._schedule_arguments(total_steps, steps_per_epoch))
+        schedule = {key: hp[key] for key in ("warmup_steps", "warmup_epochs", "warmup_factor", "milestones", "gamma")}
+        schedule["schedule"] = hp.schedule
+        scheduler = build_scheduler(optimizer, **schedule_lengths(schedule, *training_steps(self.trainer)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

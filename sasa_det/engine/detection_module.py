@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -12,9 +11,9 @@ from omegaconf import DictConfig
 
 from sasa_det.config import config_from_dict, config_to_dict
 from sasa_det.detectors import build_detector
-from sasa_det.engine.optim import build_optimizer, build_scheduler
+from sasa_det.engine.optim import build_optimizer, build_scheduler, schedule_lengths, training_steps
 
-__all__ = ["DetectionModule", "detector_kwargs", "iou_types_for", "schedule_lengths"]
+__all__ = ["DetectionModule", "detector_kwargs", "iou_types_for"]
 
 # Metrics logged under short names besides their full "val/<iou>/<metric>" names.
 _SHORT_NAMES = {"bbox/AP": "val/mAP", "bbox/AP50": "val/AP50", "bbox/AP75": "val/AP75", "segm/AP": "val/mask_mAP"}
@@ -36,29 +35,6 @@ def iou_types_for(config: Mapping[str, Any]) -> tuple[str, ...]:
     if chosen:
         return chosen
     return ("bbox", "segm") if config["model"]["arch"] == "mask_rcnn" else ("bbox",)
-
-
-def schedule_lengths(optim_cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
-    """Turn the config's epoch-based warm-up and fractional milestones into optimizer steps.
-
-    Returns ``build_scheduler`` keyword arguments: ``total_steps``, ``warmup_steps`` (``warmup_steps`` if
-    set, else ``round(warmup_epochs * steps_per_epoch)``, capped at ``total_steps``), ``milestones``
-    (``round(fraction * total_steps)``), ``warmup_factor``, ``gamma`` and ``name``.
-    """
-    total_steps = max(1, int(total_steps))
-    if optim_cfg.get("warmup_steps") is not None:
-        warmup = int(optim_cfg["warmup_steps"])
-    else:
-        warmup = int(round(float(optim_cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
-    milestones = [int(round(float(f) * total_steps)) for f in optim_cfg.get("milestones", ())]
-    return {
-        "name": optim_cfg["schedule"],
-        "total_steps": total_steps,
-        "warmup_steps": min(warmup, total_steps),
-        "warmup_factor": float(optim_cfg["warmup_factor"]),
-        "milestones": milestones,
-        "gamma": float(optim_cfg["gamma"]),
-    }
 
 
 class DetectionModule(pl.LightningModule):
@@ -155,11 +131,7 @@ class DetectionModule(pl.LightningModule):
             weight_decay=float(optim_cfg["weight_decay"]),
             betas=tuple(optim_cfg["betas"]),
         )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        accumulate = max(1, int(self.trainer.accumulate_grad_batches))
-        batches = self.trainer.num_training_batches
-        steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
-        scheduler = build_scheduler(optimizer, **schedule_lengths(optim_cfg, total_steps, steps_per_epoch))
+        scheduler = build_scheduler(optimizer, **schedule_lengths(optim_cfg, *training_steps(self.trainer)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     # ------------------------------------------------------------------ validation

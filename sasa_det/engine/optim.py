@@ -22,7 +22,8 @@ cosine starts where the warm-up ends, so the peak rate is reached exactly once.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +37,8 @@ __all__ = [
     "lr_multiplier",
     "no_weight_decay",
     "parameter_groups",
+    "schedule_lengths",
+    "training_steps",
 ]
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -188,3 +191,35 @@ def build_scheduler(
         return lr_multiplier(step, key, total_steps, warmup_steps, float(warmup_factor), steps, float(gamma))
 
     return LambdaLR(optimizer, lr_lambda=factor)
+
+
+def schedule_lengths(optim_cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
+    """Turn the config's epoch-based warm-up and fractional milestones into optimizer steps.
+
+    Returns ``build_scheduler`` keyword arguments: ``total_steps``, ``warmup_steps`` (``warmup_steps`` if
+    set, else ``round(warmup_epochs * steps_per_epoch)``, capped at ``total_steps``), ``milestones``
+    (``round(fraction * total_steps)``), ``warmup_factor``, ``gamma`` and ``name``.
+    """
+    total_steps = max(1, int(total_steps))
+    if optim_cfg.get("warmup_steps") is not None:
+        warmup = int(optim_cfg["warmup_steps"])
+    else:
+        warmup = int(round(float(optim_cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
+    milestones = [int(round(float(f) * total_steps)) for f in optim_cfg.get("milestones", ())]
+    return {
+        "name": optim_cfg["schedule"],
+        "total_steps": total_steps,
+        "warmup_steps": min(warmup, total_steps),
+        "warmup_factor": float(optim_cfg["warmup_factor"]),
+        "milestones": milestones,
+        "gamma": float(optim_cfg["gamma"]),
+    }
+
+
+def training_steps(trainer: Any) -> tuple[int, int]:
+    """``(total optimizer steps of the run, optimizer steps per epoch)`` of a fitted Lightning trainer."""
+    total_steps = int(trainer.estimated_stepping_batches)
+    accumulate = max(1, int(trainer.accumulate_grad_batches))
+    batches = trainer.num_training_batches
+    steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
+    return total_steps, steps_per_epoch
