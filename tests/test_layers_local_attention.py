@@ -10,10 +10,14 @@ import torch.nn.functional as F
 
 from sasa_det.layers import LocalSelfAttention2d, available_local_attention_impls, resolve_local_attention_impl
 from sasa_det.layers import local_attention_kernels
-from sasa_det.layers.local_attention_kernels import local_attention_shifted, local_attention_unfold
+from sasa_det.layers.local_attention_kernels import (
+    local_attention_halo,
+    local_attention_shifted,
+    local_attention_unfold,
+)
 from sasa_det.layers.reference import local_attention_reference
 
-FAST_IMPLS = ["shift", "unfold"]
+FAST_IMPLS = ["shift", "unfold", "halo"]
 SIZES = [(1, 1), (1, 5), (2, 3), (3, 1), (5, 7), (6, 4)]
 
 
@@ -114,6 +118,43 @@ def test_gradcheck_shifted_kernel():
         )
 
 
+def test_gradcheck_halo_kernel_with_several_blocks():
+    torch.manual_seed(3)
+    shape = (1, 2, 4, 3, 5)  # blocks of 2: padded to 4×6, 2×3 blocks
+    tensors = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    rel = [torch.randn(3, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    for mask_padding in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, r, c: local_attention_halo(q, k, v, r, c, 3, mask_padding, block_size=2), (*tensors, *rel)
+        )
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_halo_block_sizes_match_reference(block_size, kernel_size, mask_padding):
+    """Several blocks, maps not a multiple of the block, windows wider than a block."""
+    torch.manual_seed(9)
+    for size in [(1, 1), (1, 5), (3, 1), (7, 9)]:
+        tensors = [torch.randn(2, 2, 4, *size, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+        rel = [torch.randn(kernel_size, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+        args = (*tensors, *rel, kernel_size, mask_padding)
+        out = local_attention_halo(*args, block_size=block_size)
+        expected = local_attention_reference(*args)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, [*tensors, *rel], grad_out)
+        expected_grads = torch.autograd.grad(expected, [*tensors, *rel], grad_out)
+        assert (out - expected).abs().max().item() <= 1e-9
+        assert max((a - b).abs().max().item() for a, b in zip(grads, expected_grads)) <= 1e-9
+
+
+def test_halo_rejects_bad_block_size():
+    q = torch.zeros(1, 1, 2, 3, 3)
+    rel = torch.zeros(3, 1)
+    with pytest.raises(ValueError, match="block_size"):
+        local_attention_halo(q, q, q, rel, rel, 3, False, block_size=0)
+
+
 @pytest.mark.parametrize("impl", FAST_IMPLS)
 def test_gradcheck_layer(impl):
     torch.manual_seed(4)
@@ -203,7 +244,7 @@ def test_bad_input_shape():
 
 
 def test_listed_impls():
-    assert {"auto", "reference", "unfold", "shift"} <= set(available_local_attention_impls())
+    assert {"auto", "reference", "unfold", "shift", "halo"} <= set(available_local_attention_impls())
 
 
 def test_unfold_and_reference_functions_agree_directly():
@@ -216,9 +257,10 @@ def test_unfold_and_reference_functions_agree_directly():
     )
 
 
-def test_channels_last_input_and_bfloat16_autocast():
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_channels_last_input_and_bfloat16_autocast(impl):
     torch.manual_seed(8)
-    layer = make_layer(torch.float32, stride=2)
+    layer = make_layer(torch.float32, stride=2, impl=impl)
     x = torch.randn(2, 5, 6, 7)
     expected = layer(x)
     torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected)

@@ -40,8 +40,9 @@ class LocalSelfAttention2d(nn.Module):
         scaled: divide logits by ``sqrt(d)``; the paper's Eq. 3 has no scaling.
         mask_padding: exclude out-of-image keys from the softmax instead of zero keys/values.
         impl: ``"auto"`` (fastest registered implementation for the input's device), ``"shift"``
-            (fast path, CPU and GPU), ``"unfold"`` or ``"reference"``; further implementations can be
-            registered with :func:`sasa_det.layers.register_local_attention_impl`.
+            (fast path, CPU and GPU), ``"halo"`` (blocked queries with key/value halos),
+            ``"unfold"`` or ``"reference"``; further implementations can be registered with
+            :func:`sasa_det.layers.register_local_attention_impl`.
     """
 
     def __init__(

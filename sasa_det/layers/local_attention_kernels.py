@@ -22,6 +22,11 @@ Registered implementations:
   of the padded K/V (no copies), accumulating logits and outputs in place; exact softmax over the
   offset axis; hand-written backward that accumulates gradients into the padded K/V the same way.
   Memory: one (N, heads, k², H, W) logit tensor is kept instead of k² copies of K and V.
+* ``"halo"`` -- cuts the map into b×b query blocks (:data:`HALO_BLOCK_SIZE`) that attend to their
+  (b+k-1)² key/value halo with batched matmuls, out-of-window positions masked; autograd backward.
+  It computes (b+k-1)²/k² times the logits of the exact window (4× for b=8, k=7); with the few
+  channels per head of SASA the matmuls stay memory bound, so on CPU it is slower than ``"shift"``
+  and is not in :data:`AUTO_PREFERENCE`.
 
 A fused kernel (e.g. FlexAttention or Triton on CUDA) plugs in with
 :func:`register_local_attention_impl` and a ``supports`` predicate; ``impl="auto"`` picks the first
@@ -45,7 +50,9 @@ __all__ = [
     "AUTO_PREFERENCE",
     "LocalAttentionFn",
     "LocalAttentionImpl",
+    "HALO_BLOCK_SIZE",
     "available_local_attention_impls",
+    "local_attention_halo",
     "local_attention_shifted",
     "local_attention_unfold",
     "register_local_attention_impl",
@@ -233,6 +240,108 @@ def local_attention_shifted(
     )
 
 
+#: Side of the square query blocks of the ``"halo"`` implementation (smaller maps use their size).
+HALO_BLOCK_SIZE = 8
+
+
+def _halo_offset_bias(
+    block: int, kernel_size: int, blocks: int, size: int, mask_padding: bool, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Additive ``(blocks, block, block + k - 1)`` bias along one axis: 0 or ``-inf``.
+
+    Entry ``[n, i, p]`` is for query ``i`` of block ``n`` and halo position ``p`` (key at
+    ``n * block + p - k//2``): ``-inf`` outside the query's window and, with ``mask_padding``, for keys
+    outside the map when the query itself is inside (a padded query keeps its whole window, so
+    every row of the softmax has its own key as a finite entry).
+    """
+    radius = kernel_size // 2
+    halo = block + kernel_size - 1
+    query = torch.arange(block, device=device)[:, None]
+    position = torch.arange(halo, device=device)[None, :]
+    excluded = ((position - query) < 0) | ((position - query) >= kernel_size)  # (block, halo)
+    excluded = excluded.expand(blocks, block, halo)
+    if mask_padding:
+        start = torch.arange(blocks, device=device)[:, None, None] * block
+        key = start + position - radius
+        outside = (key < 0) | (key >= size)
+        excluded = excluded | (outside & (start + query < size))
+    bias = torch.zeros(excluded.shape, device=device, dtype=dtype)
+    return bias.masked_fill_(excluded, float("-inf"))
+
+
+def _halo_relative_table(table: Tensor, block: int) -> Tensor:
+    """``(block, d/2, block + k - 1)``: column ``p`` of slice ``i`` is ``table[p - i]`` (0 outside the window)."""
+    kernel_size = table.shape[0]
+    halo = block + kernel_size - 1
+    offset = torch.arange(halo, device=table.device)[None, :] - torch.arange(block, device=table.device)[:, None]
+    inside = (offset >= 0) & (offset < kernel_size)
+    spread = table[offset.clamp(0, kernel_size - 1)] * inside.unsqueeze(-1).to(table.dtype)  # (block, halo, d/2)
+    return spread.transpose(1, 2)
+
+
+def local_attention_halo(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    rel_row: Tensor,
+    rel_col: Tensor,
+    kernel_size: int,
+    mask_padding: bool,
+    block_size: int = HALO_BLOCK_SIZE,
+) -> Tensor:
+    """Windowed attention over blocked queries and their key/value halos (batched matmuls).
+
+    The map is cut into ``b×b`` query blocks (``b = block_size``, or the map's side when smaller;
+    the map is zero-padded up to a multiple of ``b``). Each block attends to the
+    ``(b+k-1)×(b+k-1)`` halo of the zero-padded keys/values around it with two batched matmuls;
+    halo positions outside a query's own k×k window get ``-inf`` (as do keys outside the map with
+    ``mask_padding``), so the result is exactly that of the other implementations. It computes
+    ``(b+k-1)²`` logits per query instead of ``k²``, but as dense matrix products. Autograd does
+    the backward. Shapes as in the module doc; operands are brought to the query's dtype.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    dtype = q.dtype
+    k, v, rel_row, rel_col = k.to(dtype), v.to(dtype), rel_row.to(dtype), rel_col.to(dtype)
+    n, heads, d, height, width = q.shape
+    half = d // 2
+    radius = kernel_size // 2
+    block_h, block_w = min(block_size, height), min(block_size, width)
+    blocks_h, blocks_w = -(-height // block_h), -(-width // block_w)
+    extra_h, extra_w = blocks_h * block_h - height, blocks_w * block_w - width
+    halo_h, halo_w = block_h + kernel_size - 1, block_w + kernel_size - 1
+    batch = n * heads
+
+    # queries: (B, nH, nW, bh, bw, d)
+    q_pad = F.pad(q.reshape(batch, d, height, width), (0, extra_w, 0, extra_h))
+    q_blocks = q_pad.view(batch, d, blocks_h, block_h, blocks_w, block_w).permute(0, 2, 4, 3, 5, 1)
+
+    def halos(t: Tensor) -> Tensor:  # (N, heads, d, H, W) -> (B, nH, nW, d, halo_h, halo_w), a view
+        padded = F.pad(t.reshape(batch, d, height, width), (radius, radius + extra_w, radius, radius + extra_h))
+        return padded.unfold(2, halo_h, block_h).unfold(3, halo_w, block_w).permute(0, 2, 3, 1, 4, 5)
+
+    halo_len = halo_h * halo_w
+    k_halo = halos(k).reshape(batch, blocks_h, blocks_w, d, halo_len)
+    v_halo = halos(v).permute(0, 1, 2, 4, 5, 3).reshape(batch, blocks_h, blocks_w, halo_len, d)
+
+    # relative logits: row part (B, nH, nW, bh, bw, halo_h), column part (..., halo_w), with window bias
+    row = torch.matmul(q_blocks[..., :half], _halo_relative_table(rel_row, block_h))
+    col = torch.matmul(q_blocks[..., half:].transpose(3, 4), _halo_relative_table(rel_col, block_w)).transpose(3, 4)
+    row_bias = _halo_offset_bias(block_h, kernel_size, blocks_h, height, mask_padding, q.device, dtype)
+    col_bias = _halo_offset_bias(block_w, kernel_size, blocks_w, width, mask_padding, q.device, dtype)
+    row = row + row_bias[:, None, :, None, :]
+    col = col + col_bias[None, :, None, :, :]
+    queries = block_h * block_w
+    relative = (row.unsqueeze(-1) + col.unsqueeze(-2)).view(-1, queries, halo_len)
+
+    logits = torch.baddbmm(relative, q_blocks.reshape(-1, queries, d), k_halo.reshape(-1, d, halo_len))
+    out = torch.bmm(logits.softmax(dim=-1), v_halo.reshape(-1, halo_len, d))  # (B·nH·nW, bh·bw, d)
+    out = out.view(batch, blocks_h, blocks_w, block_h, block_w, d).permute(0, 5, 1, 3, 2, 4)
+    out = out.reshape(n, heads, d, blocks_h * block_h, blocks_w * block_w)
+    return out[..., :height, :width]
+
+
 register_local_attention_impl("reference", local_attention_reference)
 register_local_attention_impl("unfold", local_attention_unfold)
 register_local_attention_impl("shift", local_attention_shifted)
+register_local_attention_impl("halo", local_attention_halo)
