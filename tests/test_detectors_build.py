@@ -8,6 +8,7 @@ import torch
 
 from sasa_det.backbones import build_backbone
 from sasa_det.detectors import AttentionFeaturePyramidNetwork, AttentionRetinaNetHead, build_detector
+from tests.helpers import masks_from_boxes
 
 # Tiny versions of the three backbone kinds (same code paths as the papers' networks, a fraction of the width).
 TINY_BACKBONES = {
@@ -32,10 +33,7 @@ def _batch(with_masks):
     ]
     if with_masks:
         for t, h in zip(targets, (SIZE, SHORT)):
-            masks = torch.zeros(len(t["boxes"]), h, SIZE, dtype=torch.uint8)
-            for i, (x1, y1, x2, y2) in enumerate(t["boxes"].int().tolist()):
-                masks[i, y1:y2, x1:x2] = 1
-            t["masks"] = masks
+            t["masks"] = masks_from_boxes(t["boxes"], h, SIZE)
     return images, targets
 
 

@@ -18,6 +18,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from sasa_det.detectors import build_detector
+from tests.helpers import masks_from_boxes
 
 SIZE = 64
 FROZEN_RESNET50 = {"norm": "frozen_bn", "frozen_stages": 1}
@@ -50,10 +51,7 @@ def _targets(with_masks: bool = False):
     ]
     if with_masks:
         for t, h in zip(targets, (SIZE, SHORT)):
-            masks = torch.zeros(len(t["boxes"]), h, SIZE, dtype=torch.uint8)
-            for i, (x1, y1, x2, y2) in enumerate(t["boxes"].int().tolist()):
-                masks[i, y1:y2, x1:x2] = 1
-            t["masks"] = masks
+            t["masks"] = masks_from_boxes(t["boxes"], h, SIZE)
     return targets
 
 
