@@ -14,3 +14,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+from sasa_det.layers import register_local_attention_impl  # noqa: E402
+from sasa_det.layers.reference import local_attention_reference  # noqa: E402
+
+# The slow dense reference is a test oracle, not a production path: the tests register it themselves so
+# that layers can be run through it with impl="reference".
+register_local_attention_impl("reference", local_attention_reference)

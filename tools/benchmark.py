@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sasa_det.layers.benchmark import LAYER_CASES, benchmark_layers, format_layer_table
+from sasa_det.analysis.layer_benchmark import LAYER_CASES, benchmark_layers, format_layer_table
 
 
 def add_layers_parser(subparsers) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sasa_det.backbones import list_backbones  # noqa: E402
-from sasa_det.model_info import format_table, measure_backbone  # noqa: E402
+from sasa_det.analysis.model_info import format_table, measure_backbone  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the SASA paper's RetinaNet rows instead (several minutes on a CPU)")
     args = parser.parse_args(argv)
     if args.detectors:
-        from sasa_det.detectors import paper_detector_table
+        from sasa_det.analysis.detector_complexity import paper_detector_table
 
         print(paper_detector_table(markdown=args.markdown))
         return 0

@@ -9,7 +9,6 @@ from sasa_det.detectors.attention_retinanet_head import (
 )
 from sasa_det.detectors.backbone_with_fpn import BackboneWithFPN, backbone_with_fpn, build_fpn
 from sasa_det.detectors.build import ARCHS, build_detector
-from sasa_det.detectors.complexity import measure_detector, measure_paper_detectors, paper_detector_table
 from sasa_det.detectors.rcnn import faster_rcnn_from_backbone, mask_rcnn_from_backbone
 from sasa_det.detectors.retinanet import ForegroundRetinaNet, retinanet_from_backbone
 
@@ -27,8 +26,5 @@ __all__ = [
     "build_fpn",
     "faster_rcnn_from_backbone",
     "mask_rcnn_from_backbone",
-    "measure_detector",
-    "measure_paper_detectors",
-    "paper_detector_table",
     "retinanet_from_backbone",
 ]

@@ -41,7 +41,7 @@ class LocalSelfAttention2d(nn.Module):
         mask_padding: exclude out-of-image keys from the softmax instead of zero keys/values.
         impl: ``"auto"`` (fastest registered implementation for the input's device), ``"shift"``
             (fast path, CPU and GPU), ``"halo"`` (blocked queries with key/value halos),
-            ``"unfold"`` or ``"reference"``; further implementations can be registered with
+            or ``"unfold"``; further implementations (the tests' ``"reference"``) can be registered with
             :func:`sasa_det.layers.register_local_attention_impl`.
     """
 

@@ -12,10 +12,10 @@ Every implementation has the same signature (see :data:`LocalAttentionFn`)::
 Keys and values outside the image are zeros that still take part in the softmax
 (``mask_padding=False``) or are excluded from it (``mask_padding=True``).
 
-Registered implementations:
+Registered implementations (the slow dense reference,
+:func:`sasa_det.layers.reference.local_attention_reference`, is registered as ``"reference"`` by the test
+suite only: production code never selects it):
 
-* ``"reference"`` -- dense attention over the zero-padded map with an explicit window mask
-  (:func:`sasa_det.layers.reference.local_attention_reference`); slow, for tests.
 * ``"unfold"`` -- gathers the k² neighbours of every pixel with ``F.unfold`` (k² copies of K and V);
   simple, memory hungry.
 * ``"shift"`` -- the fast path for CPU and GPU: loops over the k² window offsets, each a shifted view
@@ -43,7 +43,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .reference import local_attention_reference
 from .relative_position import window_relative_logits
 
 __all__ = [
@@ -341,7 +340,6 @@ def local_attention_halo(
     return out[..., :height, :width]
 
 
-register_local_attention_impl("reference", local_attention_reference)
 register_local_attention_impl("unfold", local_attention_unfold)
 register_local_attention_impl("shift", local_attention_shifted)
 register_local_attention_impl("halo", local_attention_halo)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sasa_det.layers import LocalSelfAttention2d
-from sasa_det.model_info import PAPER_VALUES, count_flops, count_parameters, format_table, measure_backbone
+from sasa_det.analysis.model_info import PAPER_VALUES, count_flops, count_parameters, format_table, measure_backbone
 
 
 class _ToyAttention(nn.Module):

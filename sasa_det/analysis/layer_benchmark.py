@@ -29,9 +29,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .augmented_conv import AugmentedConv2d
-from .local_attention import LocalSelfAttention2d
-from .spatially_aware_stem import SpatiallyAwareStem
+from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
 
 __all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_table"]
 

@@ -1,6 +1,6 @@
 """Parameters and FLOPs of detectors, beside the SASA paper's Table 2 (COCO RetinaNet, max side 640).
 
-FLOPs follow :mod:`sasa_det.model_info` (multiply-add = 2; convolutions and linear layers measured by
+FLOPs follow :mod:`sasa_det.analysis.model_info` (multiply-add = 2; convolutions and linear layers measured by
 ``FlopCounterMode``, attention products added from each layer's ``attention_flops``) for the dense part of the
 detector on one ``image_size × image_size`` input (the paper's TPU RetinaNet pads COCO images to 640×640): the
 backbone, the pyramid and the heads (RetinaNet's class/box heads; for the R-CNNs only the RPN head, as the RoI
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sasa_det.detectors.build import build_detector
-from sasa_det.model_info import FlopCount, ModelInfo, count_flops, count_parameters, format_table
+from sasa_det.analysis.model_info import FlopCount, ModelInfo, count_flops, count_parameters, format_table
 
 PAPER_IMAGE_SIZE = 640  # SASA paper, Sec. 4.2: max side 640
 COCO_CLASSES = 80

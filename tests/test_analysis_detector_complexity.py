@@ -7,8 +7,8 @@ import torch
 from torchvision.models.detection import retinanet_resnet50_fpn
 
 from sasa_det.detectors import build_detector
-from sasa_det.detectors.complexity import PAPER_DETECTORS, measure_detector, paper_detector_table
-from sasa_det.model_info import count_flops, count_parameters
+from sasa_det.analysis.detector_complexity import PAPER_DETECTORS, measure_detector, paper_detector_table
+from sasa_det.analysis.model_info import count_flops, count_parameters
 
 SIZE = 64
 TINY = {"base_width": 8, "norm": "bn"}
