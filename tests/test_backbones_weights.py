@@ -95,7 +95,7 @@ def test_shape_mismatch_is_an_error():
 
 
 def test_missing_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(ValueError, match="nope.pt: no such file"):
         load_backbone_weights(_fresh_backbone(), tmp_path / "nope.pt")
 
 

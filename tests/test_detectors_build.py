@@ -13,7 +13,7 @@ from tests.helpers import masks_from_boxes
 # Tiny versions of the three backbone kinds (same code paths as the papers' networks, a fraction of the width).
 TINY_BACKBONES = {
     "resnet26": {"base_width": 16},
-    "sasa_resnet26": {"base_width": 16, "sasa_heads": 4},
+    "sasa_resnet26": {"base_width": 16},
     "aa_resnet50": {"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa_heads": 2},
 }
 SIZE = 64
@@ -41,8 +41,24 @@ def _build(arch, backbone, fpn="conv", head="conv", **kwargs):
     small = RETINANET_SMALL if arch == "retinanet" else RCNN_SMALL
     return build_detector(
         arch, 2, backbone=backbone, backbone_overrides=TINY_BACKBONES[backbone], fpn=fpn, head=head,
-        fpn_channels=32, min_size=SIZE, max_size=SIZE, detector_kwargs=small, **kwargs,
+        fpn_channels=32, min_size=SIZE, max_size=SIZE, detector_kwargs=small, sasa={"heads": 4}, **kwargs,
     )
+
+
+def test_sasa_options_reach_every_sasa_layer():
+    """One set of SASA options configures the backbone's, the attention pyramid's and the heads' layers."""
+    from sasa_det.layers import LocalSelfAttention2d
+
+    model = build_detector(
+        "retinanet", 2, backbone="sasa_resnet26", backbone_overrides={"base_width": 16}, fpn="attention",
+        head="attention", fpn_channels=32, sasa={"heads": 2, "kernel_size": 5, "impl": "halo", "mask_padding": True},
+    )
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LocalSelfAttention2d)}
+    places = {name.split(".")[0] + "." + name.split(".")[1] for name in layers}
+    assert {"backbone.body", "backbone.fpn", "head.classification_head", "head.regression_head"} <= places
+    assert {(m.heads, m.kernel_size, m.impl, m.mask_padding) for m in layers.values()} == {(2, 5, "halo", True)}
+    with pytest.raises(ValueError, match="unknown SASA option.*kernel"):
+        build_detector("retinanet", 2, backbone="sasa_resnet26", sasa={"kernal_size": 5})
 
 
 def _train_step_and_predict(model, arch):

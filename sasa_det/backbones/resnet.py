@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
+from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem, check_sasa_options
 
 __all__ = [
     "FEATURE_NAMES",
@@ -172,10 +173,9 @@ class ResNet(nn.Module):
         out_features: names among ``C2``..``C5`` to return, in any order (returned in stage order).
         image_size: the largest input side expected; sizes the AA relative-position tables
             (each AA stage's table covers ``ceil(image_size / stride)`` positions per side).
-        sasa_kernel_size: SASA window k (SASA paper Sec. 4.1: k = 7).
-        sasa_heads: SASA heads (SASA paper Sec. 4.1: 8).
-        sasa_impl: SASA implementation (``"auto"`` picks the fastest available; see
-            :class:`LocalSelfAttention2d`).
+        sasa: keyword arguments of every :class:`LocalSelfAttention2d` of the SASA stages
+            (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``); unset ones keep the layer's
+            defaults, the SASA paper's values (Sec. 4.1: k = 7, 8 heads).
         stem_heads: attention-stem heads (SASA paper App. A.1 / Sec. 4.1: 4 heads in the stem).
         stem_mixtures: value-embedding mixtures m of the attention stem (not stated in the SASA paper;
             4 follows the layer's default).
@@ -203,9 +203,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         out_features: Sequence[str] = FEATURE_NAMES,
         image_size: int = 224,  # both papers' ImageNet resolution
-        sasa_kernel_size: int = 7,  # SASA Sec. 4.1: spatial extent k = 7
-        sasa_heads: int = 8,  # SASA Sec. 4.1: 8 heads
-        sasa_impl: str = "auto",
+        sasa: Mapping[str, Any] | None = None,
         stem_heads: int = 4,  # SASA Sec. 4.1 / App. A.1: 4 heads in the stem
         stem_mixtures: int = 4,  # SASA App. A.1: m not stated; 4
         aa_dk_ratio: float = 0.2,  # AA Sec. 4.2: kappa = 0.2
@@ -246,7 +244,7 @@ class ResNet(nn.Module):
         self.image_size = int(image_size)
         self.out_features = tuple(f for f in FEATURE_NAMES if f in out_features)
         num_stages = max(FEATURE_NAMES.index(f) for f in self.out_features) + 1
-        self._sasa_args = {"kernel_size": int(sasa_kernel_size), "heads": int(sasa_heads), "impl": sasa_impl}
+        self._sasa_args = check_sasa_options(sasa)
         self._aa_args = {"dk_ratio": float(aa_dk_ratio), "dv_ratio": float(aa_dv_ratio), "heads": int(aa_heads)}
         self._aa_pooled_stages = pooled
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections import Counter
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from sasa_det.checkpoint_file import read_checkpoint_file, tensors_of
 from sasa_det.layers.augmented_conv import AugmentedConv2d
 from sasa_det.layers.relative_position import slice_relative_table
 
@@ -21,23 +21,8 @@ logger = logging.getLogger(__name__)
 
 def _read_state_dict(source: str | os.PathLike | Mapping) -> Mapping[str, torch.Tensor]:
     if isinstance(source, Mapping):
-        obj = source
-    else:
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"backbone weights file not found: {source}")
-        try:
-            obj = torch.load(source, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"{source} holds objects other than tensors and plain containers, so it cannot be read "
-                f"with weights_only=True; save the model's state_dict (or a Lightning checkpoint whose "
-                f"hyper-parameters are plain values) instead. Loader message: {error}"
-            ) from error
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]  # Lightning checkpoint
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict or a checkpoint with a 'state_dict' entry, got {type(obj).__name__}")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        return tensors_of(source, "<state dict>", "backbone weights")
+    return tensors_of(read_checkpoint_file(source, "backbone weights"), source, "backbone weights")
 
 
 def find_backbone_prefix(state_keys, backbone_keys) -> tuple[str, int]:
@@ -105,7 +90,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
         backbone does not have (e.g. ``fc.weight`` of a torchvision file). Both are also logged.
 
     Raises:
-        FileNotFoundError: no such file.
+        CheckpointFileError: the file is missing, truncated, not a checkpoint or unsafe to load.
         ValueError: nothing in the file matches the backbone, or a matching key has another shape.
     """
     state = _read_state_dict(path)

@@ -9,11 +9,14 @@ Where the paper is silent we keep torchvision's v1 FPN: no normalisation and no 
 layers; P6 is computed from P5 (as torchvision's ``LastLevelP6P7(256, 256)``) with a ReLU between P6 and P7.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
 
-from sasa_det.layers import LocalSelfAttention2d
+from sasa_det.layers import LocalSelfAttention2d, check_sasa_options
 
 
 class AttentionLastLevelP6P7(ExtraFPNBlock):
@@ -28,12 +31,12 @@ class AttentionLastLevelP6P7(ExtraFPNBlock):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 7,  # SASA paper, Sec. 4.2: k = 7 in the FPN
-        heads: int = 8,  # SASA paper, Sec. 4.2: 8 heads
+        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
     ) -> None:
         super().__init__()
-        self.p6 = LocalSelfAttention2d(in_channels, out_channels, kernel_size=kernel_size, heads=heads, stride=2)
-        self.p7 = LocalSelfAttention2d(out_channels, out_channels, kernel_size=kernel_size, heads=heads, stride=2)
+        options = check_sasa_options(sasa)
+        self.p6 = LocalSelfAttention2d(in_channels, out_channels, stride=2, **options)
+        self.p7 = LocalSelfAttention2d(out_channels, out_channels, stride=2, **options)
         self.use_P5 = in_channels == out_channels
 
     def forward(self, p: list[Tensor], c: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
@@ -53,8 +56,8 @@ class AttentionFeaturePyramidNetwork(FeaturePyramidNetwork):
             width for the relative embedding).
         extra_blocks: extra levels (:class:`AttentionLastLevelP6P7` for RetinaNet, torchvision's
             ``LastLevelMaxPool`` for R-CNN), or ``None``.
-        kernel_size: attention window (SASA paper, Sec. 4.2: 7).
-        heads: attention heads (SASA paper, Sec. 4.2: 8).
+        sasa: options of every SASA layer (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``);
+            unset ones keep the layer defaults, the paper's values (Sec. 4.2: k = 7, 8 heads).
 
     Forward: ``OrderedDict`` of backbone features ``[N, C_l, H_l, W_l]`` → ``OrderedDict`` with the same names of
     ``[N, out_channels, H_l, W_l]``, then the extra levels. Parameter names: ``inner_blocks.<i>.0.*`` (1×1 conv
@@ -66,11 +69,10 @@ class AttentionFeaturePyramidNetwork(FeaturePyramidNetwork):
         in_channels_list: list[int],
         out_channels: int = 256,  # SASA paper, Sec. 4.2: d = 256
         extra_blocks: ExtraFPNBlock | None = None,
-        kernel_size: int = 7,  # SASA paper, Sec. 4.2
-        heads: int = 8,  # SASA paper, Sec. 4.2
+        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
     ) -> None:
         super().__init__(in_channels_list, out_channels, extra_blocks=extra_blocks)
+        options = check_sasa_options(sasa)
         self.layer_blocks = nn.ModuleList(
-            LocalSelfAttention2d(out_channels, out_channels, kernel_size=kernel_size, heads=heads)
-            for _ in in_channels_list
+            LocalSelfAttention2d(out_channels, out_channels, **options) for _ in in_channels_list
         )

@@ -27,6 +27,9 @@ Where the paper is silent, what we chose:
 
 import math
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 from torchvision.models.detection.retinanet import (
     RetinaNetClassificationHead,
@@ -34,7 +37,7 @@ from torchvision.models.detection.retinanet import (
     RetinaNetRegressionHead,
 )
 
-from sasa_det.layers import LocalSelfAttention2d
+from sasa_det.layers import LocalSelfAttention2d, check_sasa_options
 
 HEAD_NORMS = ("group", "none")
 GROUP_NORM_GROUPS = 32  # as torchvision's RetinaNet v2 heads
@@ -43,8 +46,7 @@ GROUP_NORM_GROUPS = 32  # as torchvision's RetinaNet v2 heads
 def attention_tower(
     channels: int,
     num_layers: int = 4,
-    kernel_size: int = 7,
-    heads: int = 8,
+    sasa: Mapping[str, Any] | None = None,
     norm: str = "group",
     value_init_std: float = 0.01,
 ) -> nn.Sequential:
@@ -62,7 +64,7 @@ def attention_tower(
         )
     blocks = []
     for _ in range(num_layers):
-        attention = LocalSelfAttention2d(channels, channels, kernel_size=kernel_size, heads=heads)
+        attention = LocalSelfAttention2d(channels, channels, **check_sasa_options(sasa))
         nn.init.normal_(attention.value.weight, std=value_init_std)
         layers: list[nn.Module] = [attention]
         if norm == "group":
@@ -79,8 +81,8 @@ class AttentionRetinaNetClassificationHead(RetinaNetClassificationHead):
         in_channels: pyramid channels ``d``.
         num_anchors: anchors per location ``A``.
         num_classes: classes ``K`` of torchvision's RetinaNet (including the unused background index 0).
-        kernel_size: attention window (SASA paper, Sec. 4.2: 7).
-        heads: attention heads (SASA paper, Sec. 4.2: 8).
+        sasa: options of every SASA layer (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``);
+            unset ones keep the layer defaults, the paper's values (Sec. 4.2: k = 7, 8 heads).
         num_layers: attention layers in the tower (RetinaNet: 4).
         norm: ``"group"`` or ``"none"`` after each attention layer (paper silent; see module docstring).
         prior_probability: initial foreground probability of every logit (RetinaNet: 0.01).
@@ -94,15 +96,14 @@ class AttentionRetinaNetClassificationHead(RetinaNetClassificationHead):
         in_channels: int,
         num_anchors: int,
         num_classes: int,
-        kernel_size: int = 7,  # SASA paper, Sec. 4.2
-        heads: int = 8,  # SASA paper, Sec. 4.2
+        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017): four layers per head
         norm: str = "group",  # paper silent; see module docstring
         prior_probability: float = 0.01,  # RetinaNet prior π
         value_init_std: float = 0.01,  # SASA paper, Sec. 4.2: W_V ~ N(0, 0.01)
     ) -> None:
         super().__init__(in_channels, num_anchors, num_classes, prior_probability=prior_probability)
-        self.conv = attention_tower(in_channels, num_layers, kernel_size, heads, norm, value_init_std)
+        self.conv = attention_tower(in_channels, num_layers, sasa, norm, value_init_std)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, kernel_size=1)
         nn.init.normal_(self.cls_logits.weight, std=0.01)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
@@ -120,14 +121,13 @@ class AttentionRetinaNetRegressionHead(RetinaNetRegressionHead):
         self,
         in_channels: int,
         num_anchors: int,
-        kernel_size: int = 7,  # SASA paper, Sec. 4.2
-        heads: int = 8,  # SASA paper, Sec. 4.2
+        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017)
         norm: str = "group",  # paper silent; see module docstring
         value_init_std: float = 0.01,  # SASA paper, Sec. 4.2
     ) -> None:
         super().__init__(in_channels, num_anchors)
-        self.conv = attention_tower(in_channels, num_layers, kernel_size, heads, norm, value_init_std)
+        self.conv = attention_tower(in_channels, num_layers, sasa, norm, value_init_std)
         self.bbox_reg = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1)
         nn.init.normal_(self.bbox_reg.weight, std=0.01)
         nn.init.zeros_(self.bbox_reg.bias)
@@ -145,8 +145,7 @@ class AttentionRetinaNetHead(RetinaNetHead):
         in_channels: int,
         num_anchors: int,
         num_classes: int,
-        kernel_size: int = 7,  # SASA paper, Sec. 4.2
-        heads: int = 8,  # SASA paper, Sec. 4.2
+        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017)
         norm: str = "group",  # paper silent; see module docstring
         prior_probability: float = 0.01,  # RetinaNet prior π
@@ -157,8 +156,7 @@ class AttentionRetinaNetHead(RetinaNetHead):
             in_channels,
             num_anchors,
             num_classes,
-            kernel_size=kernel_size,
-            heads=heads,
+            sasa=sasa,
             num_layers=num_layers,
             norm=norm,
             prior_probability=prior_probability,
@@ -167,8 +165,7 @@ class AttentionRetinaNetHead(RetinaNetHead):
         self.regression_head = AttentionRetinaNetRegressionHead(
             in_channels,
             num_anchors,
-            kernel_size=kernel_size,
-            heads=heads,
+            sasa=sasa,
             num_layers=num_layers,
             norm=norm,
             value_init_std=value_init_std,

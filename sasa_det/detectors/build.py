@@ -3,7 +3,7 @@
 import inspect
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any
 
@@ -14,6 +14,7 @@ from torchvision.models.detection.retinanet import RetinaNet
 
 from sasa_det.backbones import build_backbone, load_backbone_weights
 from sasa_det.detectors.backbone_with_fpn import FPN_KINDS
+from sasa_det.layers import check_sasa_options
 from sasa_det.detectors.rcnn import RCNN_FEATURES, faster_rcnn_from_backbone, mask_rcnn_from_backbone
 from sasa_det.detectors.retinanet import HEAD_KINDS, RETINANET_FEATURES, retinanet_from_backbone
 
@@ -82,6 +83,7 @@ def build_detector(
     head: str = "conv",
     fpn_channels: int = 256,
     head_norm: str | None = None,
+    sasa: Mapping[str, Any] | None = None,
     min_size: int | Sequence[int] = 800,
     max_size: int = 1333,
     detector_kwargs: dict[str, Any] | None = None,
@@ -104,6 +106,9 @@ def build_detector(
         fpn_channels: channels of the pyramid (and of RetinaNet's heads).
         head_norm: RetinaNet only: ``"none"`` or ``"group"`` (GroupNorm after each tower layer of the heads);
             ``None`` = the head's default (none for the conv head, as torchvision's v1; group for attention).
+        sasa: options of EVERY SASA layer of the model, backbone stages, attention pyramid and attention heads
+            alike (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``); unset ones keep the
+            SASA paper's values.
         min_size: shorter side the EVAL transform resizes to; a list gives torchvision's multi-scale choice (in
             eval, its last entry). Training images are not resized by the model (``_skip_resize=True``): the
             data pipeline has already resized them.
@@ -135,7 +140,11 @@ def build_detector(
     kwargs = _check_detector_kwargs(arch, detector_kwargs or {})
     kwargs.setdefault("_skip_resize", True)
 
+    sasa = check_sasa_options(sasa)
     overrides = dict(backbone_overrides or {})
+    if "sasa" in overrides:
+        raise ValueError("give the SASA options as build_detector(sasa=...), not in backbone_overrides: they apply to every SASA layer")
+    overrides["sasa"] = sasa
     if "out_features" in overrides:
         raise ValueError(
             f"backbone_overrides must not set out_features ({overrides['out_features']!r}): "
@@ -157,13 +166,13 @@ def build_detector(
     size_kwargs = {"min_size": min_sizes, "max_size": max_size}
     if arch == "retinanet":
         return retinanet_from_backbone(
-            body, num_classes + 1, fpn=fpn, head=head, fpn_channels=fpn_channels, head_norm=head_norm,
+            body, num_classes + 1, fpn=fpn, head=head, fpn_channels=fpn_channels, head_norm=head_norm, sasa=sasa,
             **size_kwargs, **kwargs
         )
     if arch == "faster_rcnn":
         return faster_rcnn_from_backbone(
-            body, num_classes + 1, fpn=fpn, fpn_channels=fpn_channels, **size_kwargs, **kwargs
+            body, num_classes + 1, fpn=fpn, fpn_channels=fpn_channels, sasa=sasa, **size_kwargs, **kwargs
         )
     return mask_rcnn_from_backbone(
-        body, num_classes + 1, fpn=fpn, fpn_channels=fpn_channels, **size_kwargs, **kwargs
+        body, num_classes + 1, fpn=fpn, fpn_channels=fpn_channels, sasa=sasa, **size_kwargs, **kwargs
     )

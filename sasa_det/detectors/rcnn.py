@@ -7,6 +7,7 @@ post-processing; their state dicts load into ours by name. RoIs are pooled from 
 7×7 for boxes, 14×14 for masks, sampling ratio 2, as torchvision).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -25,6 +26,7 @@ def faster_rcnn_from_backbone(
     num_classes: int,
     fpn: str = "conv",
     fpn_channels: int = 256,
+    sasa: Mapping[str, Any] | None = None,
     **faster_rcnn_kwargs: Any,
 ) -> FasterRCNN:
     """torchvision ``FasterRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
@@ -34,13 +36,14 @@ def faster_rcnn_from_backbone(
         num_classes: torchvision's class count, i.e. foreground classes + 1 (index 0 = background).
         fpn: ``"conv"`` or ``"attention"`` (3×3 output convs of the pyramid are SASA layers).
         fpn_channels: channels of the pyramid.
+        sasa: options of the attention pyramid's SASA layers (``kernel_size``, ``heads``, ``impl``, ...).
         **faster_rcnn_kwargs: passed to torchvision's ``FasterRCNN`` (``min_size``, ``box_score_thresh``, ...).
 
     Returns the model: train mode ``model(images, targets) -> {"loss_classifier", "loss_box_reg",
     "loss_objectness", "loss_rpn_box_reg"}``; eval mode ``model(images) -> [{"boxes", "scores", "labels"}]``.
     """
     backbone = backbone_with_fpn(
-        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool"
+        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool", sasa=sasa
     )
     box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
     return FasterRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, **faster_rcnn_kwargs)
@@ -51,6 +54,7 @@ def mask_rcnn_from_backbone(
     num_classes: int,
     fpn: str = "conv",
     fpn_channels: int = 256,
+    sasa: Mapping[str, Any] | None = None,
     **mask_rcnn_kwargs: Any,
 ) -> MaskRCNN:
     """torchvision ``MaskRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
@@ -59,7 +63,7 @@ def mask_rcnn_from_backbone(
     ``[N_i, H, W]`` uint8); eval mode adds ``"masks" [D, 1, H, W]`` (probabilities in the input image's size).
     """
     backbone = backbone_with_fpn(
-        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool"
+        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool", sasa=sasa
     )
     box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
     mask_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)

@@ -9,6 +9,7 @@ SASA paper's attention pyramid and heads.
 """
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -52,6 +53,7 @@ def retinanet_from_backbone(
     head: str = "conv",
     fpn_channels: int = 256,
     head_norm: str | None = None,
+    sasa: Mapping[str, Any] | None = None,
     **retinanet_kwargs: Any,
 ) -> ForegroundRetinaNet:
     """:class:`ForegroundRetinaNet` (torchvision's ``RetinaNet``) over ``body`` with a P3–P7 pyramid.
@@ -65,6 +67,8 @@ def retinanet_from_backbone(
         head_norm: normalisation after each 3×3 layer of the heads' towers: ``"none"`` or ``"group"``
             (GroupNorm, 32 groups; torchvision's v2 RetinaNet head). ``None`` takes each head's default:
             none for the conv head (torchvision's v1 ``retinanet_resnet50_fpn``), group for the attention head.
+        sasa: options of every SASA layer of the attention pyramid and heads (``kernel_size``, ``heads``,
+            ``impl``, ``scaled``, ``mask_padding``; the paper's values when unset).
         **retinanet_kwargs: passed to torchvision's ``RetinaNet`` (``min_size``, ``max_size``, ``score_thresh``,
             ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``_skip_resize``, ...).
 
@@ -75,14 +79,14 @@ def retinanet_from_backbone(
     if head not in HEAD_KINDS:
         raise ValueError(f"unknown head {head!r}; choose one of {HEAD_KINDS}")
     backbone = backbone_with_fpn(
-        body, list(RETINANET_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="p6p7"
+        body, list(RETINANET_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="p6p7", sasa=sasa
     )
     if head_norm not in HEAD_NORM_CHOICES:
         raise ValueError(f"unknown head_norm {head_norm!r}; choose one of {HEAD_NORM_CHOICES}")
     model = ForegroundRetinaNet(backbone, num_classes, **retinanet_kwargs)
     num_anchors = model.anchor_generator.num_anchors_per_location()[0]
     if head == "attention":
-        model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes, norm=head_norm or "group")
+        model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes, sasa=sasa, norm=head_norm or "group")
     elif head_norm == "group":
         # torchvision's v2 head: GroupNorm(32) after every tower conv; trains much faster from scratch.
         if fpn_channels % GROUP_NORM_GROUPS != 0:

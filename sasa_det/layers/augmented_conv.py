@@ -124,6 +124,10 @@ class AugmentedConv2d(nn.Module):
             self.register_parameter("rel_height", None)
         self.reset_parameters()
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of this layer's parameters that take no weight decay: the relative position tables."""
+        return {"rel_width", "rel_height"} if self.rel_width is not None else set()
+
     def reset_parameters(self) -> None:
         """Initialise the layer.
 

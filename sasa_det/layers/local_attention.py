@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,26 @@ from torch import Tensor, nn
 
 from .local_attention_kernels import available_local_attention_impls, resolve_local_attention_impl
 
-__all__ = ["LocalSelfAttention2d"]
+__all__ = ["SASA_OPTIONS", "LocalSelfAttention2d", "check_sasa_options"]
+
+#: Options of :class:`LocalSelfAttention2d` that describe the attention itself (not its width or stride);
+#: a network applies one set of them to every SASA layer it builds.
+SASA_OPTIONS = ("kernel_size", "heads", "impl", "scaled", "mask_padding")
+
+
+def check_sasa_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` as a plain dict of :data:`SASA_OPTIONS` keyword arguments.
+
+    Raises:
+        ValueError: an unknown option (naming the valid ones) or an unknown ``impl``.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(SASA_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown SASA option(s) {unknown}; valid ones are {list(SASA_OPTIONS)}")
+    if "impl" in options and options["impl"] not in available_local_attention_impls():
+        raise ValueError(f"unknown SASA impl {options['impl']!r}; choose one of {available_local_attention_impls()}")
+    return options
 
 
 class LocalSelfAttention2d(nn.Module):
@@ -101,6 +122,10 @@ class LocalSelfAttention2d(nn.Module):
             nn.init.normal_(projection.weight, std=std)
         nn.init.normal_(self.rel_row, std=self.head_channels**-0.5)
         nn.init.normal_(self.rel_col, std=self.head_channels**-0.5)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of this layer's parameters that take no weight decay: the relative position tables."""
+        return {"rel_row", "rel_col"}
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C_in, H, W) -> (N, C_out, ceil(H/stride), ceil(W/stride))``."""

@@ -95,6 +95,10 @@ class SpatiallyAwareStem(nn.Module):
         nn.init.normal_(self.pos_emb_mixture, std=self.out_channels**-0.5)
         self.bn.reset_parameters()
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of this layer's parameters that take no weight decay: the position embeddings."""
+        return {"pos_emb_row", "pos_emb_col", "pos_emb_mixture"}
+
     def mixture_weights(self) -> Tensor:
         """``p(a, b, m)`` as a ``(m, window, window)`` tensor (softmax over ``m``)."""
         position = self.pos_emb_row[:, None, :] + self.pos_emb_col[None, :, :]  # (w, w, C)

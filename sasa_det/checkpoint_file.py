@@ -1,0 +1,92 @@
+"""Reading checkpoint and weight files safely, with one clear message per way a file can be wrong.
+
+Every file a user hands to the package (``tools/eval.py`` / ``tools/predict.py`` checkpoints,
+``model.init_from``, backbone weights) is read here with ``torch.load(..., weights_only=True)``: only
+tensors and plain containers are rebuilt, so nothing in the file is ever executed. A file that needs more
+(a pickled model object, a pickle that would run code) is refused instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointFileError", "read_checkpoint_file", "tensors_of"]
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint or weight file cannot be used; the message names the file and what to do."""
+
+
+def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """Load ``path`` with ``weights_only=True`` on the CPU and return the object it holds.
+
+    Args:
+        path: the file.
+        what: what the file is meant to be, for the messages (e.g. ``"model.init_from weights"``).
+
+    Raises:
+        CheckpointFileError: the file does not exist, is a folder, is empty or truncated, is not a PyTorch
+            file at all, or holds objects that cannot be rebuilt without running code.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise CheckpointFileError(f"{what} {file}: no such file; check the path")
+    if file.is_dir():
+        raise CheckpointFileError(f"{what} {file}: is a folder; give the .ckpt/.pth file inside it")
+    if file.stat().st_size == 0:
+        raise CheckpointFileError(f"{what} {file}: the file is empty (an interrupted copy or save?); use another copy")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Unsupported global" in str(error) or "GLOBAL" in str(error):
+            raise CheckpointFileError(
+                f"{what} {file}: holds Python objects that could run code when loaded, so it is refused "
+                "(only tensors and plain containers are read). Save a state_dict instead "
+                "(torch.save(model.state_dict(), path)) or a checkpoint written by tools/train.py. "
+                f"Loader said: {first}"
+            ) from None
+        raise CheckpointFileError(
+            f"{what} {file}: not a PyTorch checkpoint (unreadable pickle: {first}); give a .ckpt written by "
+            "tools/train.py or a file written by torch.save"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        text = str(error)
+        if "zip archive" in text or "central directory" in text or isinstance(error, (EOFError, zipfile.BadZipFile)):
+            raise CheckpointFileError(
+                f"{what} {file}: the file is truncated or corrupt ({text.splitlines()[0] if text else type(error).__name__}); "
+                "it was probably cut off while being written or copied; use an intact copy (e.g. another "
+                "checkpoint of the run)"
+            ) from None
+        raise CheckpointFileError(
+            f"{what} {file}: cannot be read as a PyTorch checkpoint ({text.splitlines()[0] if text else type(error).__name__})"
+        ) from None
+
+
+def tensors_of(obj: Any, file: str | os.PathLike, what: str = "weights") -> dict[str, torch.Tensor]:
+    """The tensor entries of a state dict, or of a Lightning checkpoint's ``state_dict``.
+
+    Raises:
+        CheckpointFileError: ``obj`` is neither (naming ``file``).
+    """
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and not any(
+        isinstance(v, torch.Tensor) for v in obj.values()
+    ):
+        obj = obj["model"]  # {"model": state_dict, ...} as detectron2/mmdetection-style exports write
+    if not isinstance(obj, Mapping):
+        raise CheckpointFileError(
+            f"{what} {file}: holds a {type(obj).__name__}, not a state dict or a checkpoint with a 'state_dict'"
+        )
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointFileError(f"{what} {file}: holds no tensors (keys: {list(obj)[:8]}); is it a weights file?")
+    return tensors
