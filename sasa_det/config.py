@@ -6,9 +6,13 @@ wrong type is rejected the same way.
 
 A YAML file may start with ``_base_: path`` or ``_base_: [path, ...]`` (paths relative to that file).
 Bases are loaded recursively and merged in order, then the file itself is merged on top; mappings merge
-key by key (also the free-form ``backbone_overrides`` / ``detector_kwargs`` / ``overrides`` dicts), lists
-and scalars are replaced. Command-line overrides (``optim.lr=0.02``, ``trainer.devices=2``,
-``data.min_sizes=[96,128]``) are applied last.
+key by key (also the free-form ``detector_kwargs`` dict), lists and scalars are replaced. Command-line
+overrides (``optim.lr=0.02``, ``trainer.devices=2``, ``data.min_sizes=[96,128]``) are applied last.
+
+Values with a fixed set of choices (architectures, backbone presets, stage operations, the SASA
+implementation, optimizers, ...) are checked as each file or override is read, so a misspelt choice fails
+before any data is touched, naming the key, the file and the valid choices. ``model.backbone: NAME`` (a
+string) is shorthand for ``model.backbone.name: NAME``.
 
 Only builders read this config; every ``nn.Module`` takes plain arguments.
 """
@@ -19,18 +23,21 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 __all__ = [
+    "BackboneConfig",
     "ClassifierConfig",
+    "ConfigError",
     "DataConfig",
     "EvalConfig",
     "ExperimentConfig",
     "ModelConfig",
     "OptimConfig",
+    "SasaConfig",
     "ShapesConfig",
     "TrainerConfig",
     "config_from_dict",
@@ -45,14 +52,47 @@ TASKS = ("detection", "classification")
 
 
 @dataclass
+class SasaConfig:
+    """Options of every SASA layer of the model: backbone stages, attention FPN and attention heads alike."""
+
+    impl: str = "auto"  # implementation: "auto" (fastest for the device) | "shift" | "halo" | "unfold" | registered ones
+    kernel_size: int = 7  # window k (SASA Sec. 4.1: 7)
+    heads: int = 8  # attention heads (SASA Sec. 4.1: 8)
+    scaled: bool = False  # divide logits by sqrt(head width); the paper's Eq. 3 has no scaling
+    mask_padding: bool = False  # exclude out-of-image keys from the softmax instead of zero keys/values
+
+
+@dataclass
+class BackboneConfig:
+    """Backbone preset and its options (``sasa_det.backbones.build_backbone``); null = the preset's value."""
+
+    name: str = "resnet50"  # a preset of sasa_det.backbones.list_backbones()
+    weights: Optional[str] = None  # backbone weights to start from: a classification checkpoint, classifier or backbone state_dict, torchvision ResNet weights
+    stage_ops: Optional[list[str]] = None  # spatial op per stage, 4 of "conv" | "sasa" | "aa"
+    stem: Optional[str] = None  # "conv" | "attention" (SASA spatially-aware stem)
+    blocks_per_stage: Optional[list[int]] = None  # residual blocks of stages 1-4
+    base_width: Optional[int] = None  # stage-1 bottleneck width (64 in the papers)
+    norm: Optional[str] = None  # "bn" | "frozen_bn" (fixed statistics, for fine-tuning with small batches)
+    frozen_stages: Optional[int] = None  # 0 = train all; n = freeze the stem and stages 1..n
+    zero_init_residual: Optional[bool] = None  # start each residual branch as the identity
+    image_size: Optional[int] = None  # largest input side (sizes AA relative tables); null = derived from the data
+    stem_heads: Optional[int] = None  # attention-stem heads (SASA: 4)
+    stem_mixtures: Optional[int] = None  # attention-stem value mixtures m (SASA: unstated, 4)
+    aa_dk_ratio: Optional[float] = None  # AA kappa = d_k / F_out (AA: 0.2)
+    aa_dv_ratio: Optional[float] = None  # AA upsilon = d_v / F_out (AA: 0.1)
+    aa_heads: Optional[int] = None  # AA heads (AA: 8)
+    aa_pool_attention_stages: Optional[list[int]] = None  # stages whose AA attention runs 3x3/2-pooled (detection)
+
+
+@dataclass
 class ModelConfig:
-    """Detector: the keyword arguments of ``sasa_det.detectors.build_detector``."""
+    """Detector: what ``sasa_det.detectors.build_detector`` builds."""
 
     arch: str = "retinanet"  # "retinanet" | "faster_rcnn" | "mask_rcnn"
     num_classes: Optional[int] = None  # foreground classes; null = taken from the training dataset
-    backbone: str = "resnet50"  # a preset of sasa_det.backbones.list_backbones()
-    backbone_overrides: dict[str, Any] = field(default_factory=dict)  # extra build_backbone kwargs (norm, frozen_stages, stage_ops, ...)
-    backbone_weights: Optional[str] = None  # classification checkpoint or backbone state_dict to start from
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # backbone preset and options
+    sasa: SasaConfig = field(default_factory=SasaConfig)  # every SASA layer: backbone, attention FPN, attention heads
+    init_from: Optional[str] = None  # weights to start from (no optimizer state): our checkpoint, a state dict, torchvision weights; mismatched shapes are re-initialised
     fpn: str = "conv"  # "conv" (torchvision FPN) | "attention" (SASA paper's attention FPN)
     head: str = "conv"  # "conv" (torchvision heads) | "attention" (SASA paper's attention heads; RetinaNet)
     fpn_channels: int = 256  # FPN width (SASA paper: d=256)
@@ -66,12 +106,13 @@ class ModelConfig:
 class ClassifierConfig:
     """Image classifier for ``task: classification`` (backbone pre-training / fine-tuning)."""
 
-    backbone: str = "resnet50"  # a preset of sasa_det.backbones.list_backbones()
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # backbone preset and options
+    sasa: SasaConfig = field(default_factory=SasaConfig)  # every SASA layer of the backbone
     num_classes: Optional[int] = None  # null = number of class folders in data.train_dir
-    overrides: dict[str, Any] = field(default_factory=dict)  # extra build_classifier kwargs
-    weights: Optional[str] = None  # backbone weights to start from (checkpoint or state_dict)
+    init_from: Optional[str] = None  # weights to start from (no optimizer state); a new class count re-initialises the head
     image_size: int = 224  # training crop / evaluation size in pixels
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = off)
+    dropout: float = 0.0  # dropout before the linear head
 
 
 @dataclass
@@ -113,7 +154,9 @@ class OptimConfig:
     """Optimizer and per-step learning-rate schedule (``sasa_det.engine.optim``)."""
 
     name: str = "sgd"  # "sgd" | "adamw"
-    lr: float = 0.01  # peak learning rate for the global batch (not rescaled automatically)
+    lr: float = 0.01  # peak learning rate (for reference_batch_size images per step when that is set)
+    reference_batch_size: Optional[int] = None  # linear scaling rule: lr *= global batch / this (global = devices x nodes x batch x accumulation); null = lr as given
+    backbone_lr_mult: float = 1.0  # learning-rate multiplier of the backbone's parameters (e.g. 0.1 when fine-tuning)
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD Nesterov momentum
     weight_decay: float = 1e-4  # not applied to norms, biases and position embeddings
@@ -147,6 +190,7 @@ class TrainerConfig:
     seed: int = 0  # seed for python/numpy/torch and the data loaders
     accumulate_grad_batches: int = 1  # gradient accumulation
     enable_progress_bar: bool = True  # show a progress bar
+    checkpoint_every_n_steps: int = 500  # write checkpoints/last.ckpt every N optimizer steps (and at every epoch end); 0 = epoch ends only
 
 
 @dataclass
@@ -179,6 +223,86 @@ class ConfigError(ValueError):
 
 def _schema() -> DictConfig:
     return OmegaConf.structured(ExperimentConfig)
+
+
+def _choice_table() -> dict[str, Callable[[], list[str]]]:
+    """Config keys with a fixed set of values -> a function listing them (imports only when checked)."""
+
+    def backbones() -> list[str]:
+        from sasa_det.backbones import list_backbones
+
+        return list_backbones()
+
+    def resnet(attr: str) -> Callable[[], list[str]]:
+        def values() -> list[str]:
+            from sasa_det.backbones import resnet
+
+            return list(getattr(resnet, attr))
+
+        return values
+
+    def sasa_impls() -> list[str]:
+        from sasa_det.layers import available_local_attention_impls
+
+        return available_local_attention_impls()
+
+    def detectors(attr: str, module: str) -> Callable[[], list[str]]:
+        def values() -> list[str]:
+            import importlib
+
+            return list(getattr(importlib.import_module(f"sasa_det.detectors.{module}"), attr))
+
+        return values
+
+    def optim(attr: str) -> Callable[[], list[str]]:
+        def values() -> list[str]:
+            from sasa_det.engine import optim as optim_module
+
+            return list(getattr(optim_module, attr))
+
+        return values
+
+    table: dict[str, Callable[[], list[str]]] = {
+        "task": lambda: list(TASKS),
+        "model.arch": detectors("ARCHS", "build"),
+        "model.fpn": detectors("FPN_KINDS", "backbone_with_fpn"),
+        "model.head": detectors("HEAD_KINDS", "retinanet"),
+        "model.head_norm": lambda: ["none", "group"],
+        "optim.name": optim("OPTIMIZERS"),
+        "optim.schedule": optim("SCHEDULES"),
+        "eval.iou_types": lambda: ["bbox", "segm"],
+    }
+    for section in ("model", "classifier"):
+        table[f"{section}.backbone.name"] = backbones
+        table[f"{section}.backbone.stage_ops"] = resnet("STAGE_OPS")
+        table[f"{section}.backbone.stem"] = resnet("STEMS")
+        table[f"{section}.backbone.norm"] = resnet("NORMS")
+        table[f"{section}.sasa.impl"] = sasa_impls
+    return table
+
+
+def _check_choices(node: DictConfig, origin: str) -> None:
+    """Raise ConfigError for any key of ``node`` whose value (or list entry) is not one of its choices."""
+    for key, choices in _choice_table().items():
+        value = OmegaConf.select(node, key, default=None, throw_on_missing=False)
+        if value is None:
+            continue
+        values = list(value) if isinstance(value, ListConfig) else [value]
+        valid = choices()
+        bad = [v for v in values if v not in valid]
+        if bad:
+            hint = difflib.get_close_matches(str(bad[0]), [str(v) for v in valid], n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{origin}: {key}={bad[0]!r} is not one of {valid}{suggestion}")
+
+
+def _expand_shorthands(node: DictConfig) -> DictConfig:
+    """``model.backbone: NAME`` / ``classifier.backbone: NAME`` -> ``{name: NAME}`` (in place; returns ``node``)."""
+    for section in ("model", "classifier"):
+        part = node.get(section) if isinstance(node, DictConfig) else None
+        if isinstance(part, DictConfig) and isinstance(part.get("backbone"), str):
+            part.backbone = {"name": part.backbone}
+    return node
 
 
 def _known_keys(schema: DictConfig, full_key: str) -> list[str]:
@@ -237,7 +361,9 @@ def _load_file(path: Path, stack: tuple[Path, ...], included_by: Optional[Path])
         base_paths = list(bases)
     else:
         raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
+    _expand_shorthands(raw)
     _merge_checked(_schema(), raw, str(path))  # each file must be valid on its own: errors name this file
+    _check_choices(raw, str(path))
     merged = OmegaConf.create({})
     for base in base_paths:
         merged = OmegaConf.merge(merged, _load_file(path.parent / base, (*stack, path), path))
@@ -257,10 +383,11 @@ def apply_overrides(cfg: DictConfig, overrides: Optional[list[str]]) -> DictConf
         if not key.strip():
             raise ConfigError(f"command-line override {item!r} has an empty key")
         try:
-            update = OmegaConf.from_dotlist([item])
+            update = _expand_shorthands(OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise ConfigError(f"command-line override {item!r}: {str(err).splitlines()[0]}") from None
         cfg = _merge_checked(cfg, update, f"command-line override {item!r}")
+        _check_choices(update, f"command-line override {item!r}")
     return cfg
 
 
@@ -270,8 +397,7 @@ def validate_config(cfg: DictConfig) -> DictConfig:
     Raises:
         ConfigError: naming the key, the bad value and the accepted values.
     """
-    if cfg.task not in TASKS:
-        raise ConfigError(f"task={cfg.task!r} is not one of {list(TASKS)}")
+    _check_choices(cfg, "config")
     for frac in cfg.optim.milestones:
         if not 0.0 < float(frac) < 1.0:
             raise ConfigError(
@@ -284,9 +410,19 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError("data.min_sizes must list at least one training size, e.g. [800]")
     if not 0.0 <= cfg.data.flip_prob <= 1.0:
         raise ConfigError(f"data.flip_prob must be in [0, 1], got {cfg.data.flip_prob}")
-    for iou_type in cfg.eval.iou_types:
-        if iou_type not in ("bbox", "segm"):
-            raise ConfigError(f"eval.iou_types entry {iou_type!r} is not 'bbox' or 'segm'")
+    for section in ("model", "classifier"):
+        frozen = cfg[section].backbone.frozen_stages
+        if frozen is not None and not 0 <= frozen <= 4:
+            raise ConfigError(f"{section}.backbone.frozen_stages must be in 0..4 (0 = nothing frozen), got {frozen}")
+        stage_ops = cfg[section].backbone.stage_ops
+        if stage_ops is not None and len(stage_ops) != 4:
+            raise ConfigError(f"{section}.backbone.stage_ops needs one operation per stage (4), got {list(stage_ops)}")
+    if not cfg.optim.backbone_lr_mult > 0:
+        raise ConfigError(f"optim.backbone_lr_mult must be > 0 (freeze with model.backbone.frozen_stages), got {cfg.optim.backbone_lr_mult}")
+    if cfg.optim.reference_batch_size is not None and cfg.optim.reference_batch_size < 1:
+        raise ConfigError(f"optim.reference_batch_size must be >= 1 or null, got {cfg.optim.reference_batch_size}")
+    if cfg.trainer.checkpoint_every_n_steps < 0:
+        raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 0, got {cfg.trainer.checkpoint_every_n_steps}")
     if cfg.data.batch_size < 1 or cfg.data.val_batch_size < 1:
         raise ConfigError("data.batch_size and data.val_batch_size must be >= 1")
     return cfg

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from sasa_det.config import load_config
-from sasa_det.engine.runner import evaluate, load_checkpoint_config, predict, train
+from sasa_det.engine.resume import checkpoint_config
+from sasa_det.engine.runner import evaluate, predict, train
 from sasa_det.layers.relative_position import slice_relative_table
 
 # A small attention backbone: SASA in stage 3 and AA in stage 4 of a quarter-width ResNet-26.
-TINY_BACKBONE = "{base_width: 16, stage_ops: [conv, conv, sasa, aa]}"
+TINY_BACKBONE = "{name: resnet26, base_width: 16, stage_ops: [conv, conv, sasa, aa]}"
 IMAGE_SIZE = 96
 
 
@@ -29,8 +30,7 @@ def _overrides(data: dict, out: Path, *extra: str) -> list[str]:
         "data.batch_size=8",
         "data.val_batch_size=8",
         "data.num_workers=0",
-        "model.backbone=resnet26",
-        f"model.backbone_overrides={TINY_BACKBONE}",
+        f"model.backbone={TINY_BACKBONE}",
         "model.head=attention",
         "model.fpn_channels=64",  # GroupNorm of the attention head needs > 1 value per group on the 1x1 P7
         f"model.min_size={IMAGE_SIZE}",
@@ -91,14 +91,14 @@ def test_run_directory_contents(trained):
     csv_files = list((out / "logs").rglob("metrics.csv"))
     assert csv_files, "CSV logger wrote nothing"
     header = csv_files[0].read_text().splitlines()[0].split(",")
-    for column in ("train/loss", "train/classification", "train/bbox_regression", "train/lr", "val/mAP", "val/AP50"):
+    for column in ("train/loss", "train/classification", "train/bbox_regression", "val/mAP", "val/AP50"):
         assert column in header
 
 
 def test_checkpoint_holds_config_and_evaluate_reproduces_training_metrics(trained, tmp_path):
     _, result = trained
-    cfg, checkpoint = load_checkpoint_config(result["last_checkpoint"])
-    assert cfg.model.num_classes == 3 and cfg.model.backbone == "resnet26"
+    cfg, checkpoint = checkpoint_config(result["last_checkpoint"])
+    assert cfg.model.num_classes == 3 and cfg.model.backbone.name == "resnet26"
     assert checkpoint["hyper_parameters"]["class_names"] == ["circle", "square", "triangle"]
     evaluated = evaluate(result["last_checkpoint"], ["trainer.enable_progress_bar=false"], output_dir=tmp_path / "eval")
     for key, value in result["metrics"].items():
@@ -125,7 +125,7 @@ def test_mask_rcnn_reports_segm_metrics(shapes, tmp_path):
             "model.arch=mask_rcnn",
             "model.head=conv",
             "model.detector_kwargs={detections_per_img: 10, box_batch_size_per_image: 64, rpn_post_nms_top_n_train: 200, rpn_post_nms_top_n_test: 100}",
-            "model.backbone_overrides={base_width: 16}",
+            "model.backbone={name: resnet26, base_width: 16, stage_ops: [conv, conv, conv, conv]}",
             "trainer.max_steps=2",
             "trainer.limit_val_batches=1",
             "eval.save_visualization=1",
@@ -152,8 +152,7 @@ def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
             f"data.val_dir={folders['val']}",
             "data.batch_size=4",
             "data.num_workers=0",
-            "classifier.backbone=resnet26",
-            f"classifier.overrides={TINY_BACKBONE}",
+            f"classifier.backbone={TINY_BACKBONE}",
             "classifier.image_size=32",
             "trainer.max_steps=2",
             "trainer.accelerator=cpu",
@@ -166,12 +165,12 @@ def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
 
     det_cfg = load_config(
         None,
-        _overrides(shapes, tmp_path / "det", f"model.backbone_weights={cls_result['last_checkpoint']}", "model.num_classes=3",
+        _overrides(shapes, tmp_path / "det", f"model.backbone.weights={cls_result['last_checkpoint']}", "model.num_classes=3",
                    "trainer.max_steps=2"),
     )
-    from sasa_det.engine.detection_module import DetectionModule
+    from sasa_det.engine.task import get_task
 
-    detector = DetectionModule(det_cfg)
+    detector = get_task("detection").build_module(det_cfg)
     body = detector.model.backbone.body.state_dict()
     loaded = 0
     resized = 0

@@ -23,6 +23,9 @@ class _Toy(nn.Module):
         for p in self.frozen.parameters():
             p.requires_grad_(False)
 
+    def no_weight_decay(self):
+        return {"rel_row", "pos_emb_col"}
+
 
 def _ids(params):
     return {id(p) for p in params}
@@ -39,6 +42,42 @@ def test_parameter_groups_follow_decay_rule_and_skip_frozen():
     assert groups["no_decay"]["weight_decay"] == 0.0
     all_ids = _ids(p for g in opt.param_groups for p in g["params"])
     assert not all_ids & _ids(model.frozen.parameters())
+
+
+def test_attention_layers_declare_their_embeddings_exempt():
+    from sasa_det.backbones import build_backbone
+    from sasa_det.engine.optim import no_weight_decay_names
+
+    net = build_backbone("sasa_resnet26", base_width=16, stage_ops=["sasa", "sasa", "aa", "aa"], aa_heads=2)
+    exempt = no_weight_decay_names(net)
+    two_d = {name for name, p in net.named_parameters() if p.ndim > 1}
+    expected = {name for name in two_d if any(part in name for part in ("rel_row", "rel_col", "rel_width", "rel_height", "pos_emb"))}
+    assert expected and exempt == expected  # every embedding, nothing else
+    opt = build_optimizer(net, "sgd", lr=0.1, weight_decay=1e-4)
+    no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    params = dict(net.named_parameters())
+    assert all(id(params[name]) in no_decay for name in expected)
+
+
+def test_backbone_lr_multiplier_groups_and_schedule():
+    model = nn.Sequential(_Toy(), nn.Linear(2, 2))
+    opt = build_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4, backbone=model[0], backbone_lr_mult=0.1)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert set(groups) == {"decay", "no_decay", "backbone_decay", "backbone_no_decay"}
+    assert groups["backbone_decay"]["lr"] == pytest.approx(0.01) and groups["decay"]["lr"] == pytest.approx(0.1)
+    assert _ids(groups["decay"]["params"]) == _ids([model[1].weight])
+    scheduler = build_scheduler(opt, "constant", total_steps=10, warmup_steps=2, warmup_factor=0.5)
+    assert groups["backbone_decay"]["lr"] == pytest.approx(0.005)  # warm-up scales each group from its own rate
+    scheduler.step(), scheduler.step()
+    assert groups["backbone_decay"]["lr"] == pytest.approx(0.01) and groups["decay"]["lr"] == pytest.approx(0.1)
+
+
+def test_linear_scaling_rule():
+    from sasa_det.engine.optim import OptimSettings, scaled_lr
+
+    assert scaled_lr(OptimSettings(lr=0.02), 64) == pytest.approx(0.02)
+    assert scaled_lr(OptimSettings(lr=0.02, reference_batch_size=16), 64) == pytest.approx(0.08)
+    assert scaled_lr(OptimSettings(lr=0.02, reference_batch_size=16), 4) == pytest.approx(0.005)
 
 
 def test_sgd_nesterov_and_adamw_settings():

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: COCO metrics, detections json and per-class table (or top-1/top-5 for classifiers).
 
-Example::
+Examples::
 
     python tools/eval.py outputs/shapes_demo/checkpoints/last.ckpt
     python tools/eval.py model.ckpt data.val_images=/data/coco/val2017 data.val_ann=/data/coco/annotations/instances_val2017.json
@@ -11,17 +11,14 @@ The checkpoint holds its experiment config; arguments after it are ``key=value``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-
-from sasa_det.config import ConfigError
-from sasa_det.engine.runner import evaluate
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint written by tools/train.py")
     parser.add_argument("overrides", nargs="*", help="overrides of the stored config as key=value")
     parser.add_argument("--out", default=None, help="output folder (default: eval_<checkpoint name> beside it)")
@@ -31,9 +28,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate and print the metrics; files go to the output folder."""
     args = parse_args(argv)
+    from sasa_det.logging_setup import configure_logging
+
+    configure_logging()
+    import json
+
+    from sasa_det.checkpoint_file import CheckpointFileError
+    from sasa_det.config import ConfigError
+    from sasa_det.engine.runner import evaluate
+
     try:
         result = evaluate(args.checkpoint, args.overrides, output_dir=args.out)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointFileError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps(result, indent=2), flush=True)
     return result

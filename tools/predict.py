@@ -11,13 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sasa_det.config import ConfigError
-from sasa_det.engine.runner import predict
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a detection checkpoint written by tools/train.py")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="output folder for the drawn PNGs")
@@ -30,9 +28,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list:
     """Predict and draw; prints the written files."""
     args = parse_args(argv)
+    from sasa_det.logging_setup import configure_logging
+
+    configure_logging()
+    from sasa_det.checkpoint_file import CheckpointFileError
+    from sasa_det.config import ConfigError
+    from sasa_det.engine.runner import predict
+
     try:
         written = predict(args.checkpoint, args.images, args.out, args.set, args.score_threshold, args.device)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, CheckpointFileError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     for path in written:
         print(path)

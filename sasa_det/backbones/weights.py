@@ -14,7 +14,7 @@ from sasa_det.checkpoint_file import read_checkpoint_file, tensors_of
 from sasa_det.layers.augmented_conv import AugmentedConv2d
 from sasa_det.layers.relative_position import slice_relative_table
 
-__all__ = ["find_backbone_prefix", "load_backbone_weights"]
+__all__ = ["adapt_relative_tables", "find_backbone_prefix", "load_backbone_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,27 @@ def _is_resizable_relative_table(backbone: nn.Module, key: str, source: torch.Te
     )
 
 
+def adapt_relative_tables(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Resize, in ``state`` (keys named as in ``model``), every AA relative table whose length differs from
+    ``model``'s (centre slice or linear resampling, as the layer treats other map sizes; see
+    :func:`load_backbone_weights`). Returns the resized keys."""
+    own = model.state_dict()
+    resized = []
+    for key, tensor in state.items():
+        if key not in own or tensor.shape == own[key].shape:
+            continue
+        if _is_resizable_relative_table(model, key, tensor, own[key]):
+            length = (own[key].shape[0] + 1) // 2
+            state[key] = slice_relative_table(tensor, length).to(dtype=own[key].dtype).contiguous()
+            resized.append(key)
+            logger.info(
+                "resized AA relative table %s from %d to %d offsets (%s)",
+                key, tensor.shape[0], own[key].shape[0],
+                "centre slice" if own[key].shape[0] < tensor.shape[0] else "linear resampling",
+            )
+    return resized
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping) -> tuple[list[str], list[str]]:
     """Load backbone weights by parameter name from a checkpoint file (or an already-loaded mapping).
 
@@ -103,17 +124,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
             f"like {list(own)[:5]}); is this a checkpoint of the same architecture?"
         )
     selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    for key, tensor in selected.items():
-        if key not in own or tensor.shape == own[key].shape:
-            continue
-        if _is_resizable_relative_table(backbone, key, tensor, own[key]):
-            length = (own[key].shape[0] + 1) // 2
-            selected[key] = slice_relative_table(tensor, length).to(dtype=own[key].dtype).contiguous()
-            logger.info(
-                "resized AA relative table %s from %d to %d offsets (%s)",
-                key, tensor.shape[0], own[key].shape[0],
-                "centre slice" if own[key].shape[0] < tensor.shape[0] else "linear resampling",
-            )
+    adapt_relative_tables(backbone, selected)
     mismatched = [
         f"{k}: file {tuple(v.shape)} vs backbone {tuple(own[k].shape)}"
         for k, v in selected.items()

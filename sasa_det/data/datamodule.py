@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from sasa_det.data.coco import CocoDetectionDataset
 from sasa_det.data.collate import collate_detection
+from sasa_det.data.sampling import resumable_train_loader, sharded_val_loader
 from sasa_det.data.transforms import build_train_transforms, build_val_transforms
 
 __all__ = ["CocoDataModule"]
@@ -19,10 +20,12 @@ __all__ = ["CocoDataModule"]
 class CocoDataModule(pl.LightningDataModule):
     """Train and validation loaders for :class:`CocoDetectionDataset`.
 
-    Batches are ``(images, targets)`` lists (see :func:`collate_detection`). The train loader uses a
-    plain ``shuffle=True``: under DDP Lightning swaps in a ``DistributedSampler`` (shuffling, seeded,
-    ``set_epoch`` called each epoch), and the validation loader becomes a non-shuffling one whose
-    padding duplicates are removed by the evaluator. Validation images keep their original size.
+    Batches are ``(images, targets)`` lists (see :func:`collate_detection`). The training loader is a
+    :func:`~sasa_det.data.sampling.resumable_train_loader`: the epoch's order and every image's augmentation
+    follow from ``seed`` alone, each rank takes its shard, and a run resumed mid-epoch continues with the
+    very batches the uninterrupted run would have seen. The validation loader shards the set across ranks
+    without padding (every image evaluated once). Validation images keep their original size. The trainer
+    is built with ``use_distributed_sampler=False`` (these loaders shard themselves).
 
     Either split may be omitted (``None`` paths): e.g. evaluation needs only the validation set. The
     datasets are built lazily on first use (``setup`` or the properties below), so ``num_classes`` is
@@ -38,6 +41,7 @@ class CocoDataModule(pl.LightningDataModule):
         with_masks: load instance masks (Mask R-CNN).
         keep_empty_train: keep training images without annotations (validation always keeps them).
         pin_memory: pin batches for faster host-to-GPU copies (ignored without CUDA).
+        seed: seed of the training order and augmentations.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class CocoDataModule(pl.LightningDataModule):
         with_masks: bool = False,
         keep_empty_train: bool = False,
         pin_memory: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if (train_images is None) != (train_ann is None):
@@ -75,6 +80,7 @@ class CocoDataModule(pl.LightningDataModule):
         self.with_masks = with_masks
         self.keep_empty_train = keep_empty_train
         self.pin_memory = pin_memory
+        self.seed = int(seed)
         # Built now so that bad augmentation settings fail before any file is read.
         self.train_transforms = build_train_transforms(min_sizes=min_sizes, max_size=max_size, flip_prob=flip_prob)
         self.val_transforms = build_val_transforms()
@@ -152,25 +158,21 @@ class CocoDataModule(pl.LightningDataModule):
             _ = self.val_dataset
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: CocoDetectionDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_detection,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
+    def _loader_options(self) -> dict:
+        return {
+            "num_workers": self.num_workers,
+            "collate_fn": collate_detection,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.num_workers > 0,
+        }
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training loader (Lightning adds the DistributedSampler under DDP)."""
-        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+        """Shuffled, resumable training loader over this rank's shard."""
+        return resumable_train_loader(self.train_dataset, self.trainer, self.seed, self.batch_size, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        """Validation loader in file order."""
-        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+        """Validation loader in file order over this rank's unpadded shard."""
+        return sharded_val_loader(self.val_dataset, self.trainer, self.val_batch_size, **self._loader_options())
 
     def test_dataloader(self) -> DataLoader:
         """Same as :meth:`val_dataloader` (COCO has no public test annotations)."""

@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
+from sasa_det.data.sampling import resumable_train_loader, sharded_val_loader
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -83,6 +85,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         num_workers: loader workers per device.
         val_batch_size: validation images per device (default: ``batch_size``).
         min_crop_scale: smallest area fraction of the training random-resized crop.
+        seed: seed of the training order and augmentations (resumable, see :mod:`sasa_det.data.sampling`).
 
     Attributes (after :meth:`setup`; ``num_classes``/``class_names`` right away):
         ``train_dataset``, ``val_dataset``, ``num_classes``, ``class_names``.
@@ -100,6 +103,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         val_batch_size: int | None = None,
         min_crop_scale: float = 0.08,  # the usual ImageNet Inception-style crop
+        seed: int = 0,
     ):
         super().__init__()
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
@@ -111,6 +115,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_batch_size = int(val_batch_size or batch_size)
         self.num_workers = int(num_workers)
         self.min_crop_scale = float(min_crop_scale)
+        self.seed = int(seed)
         self.class_names = check_image_folder(self.train_dir, "training folder")
         val_classes = check_image_folder(self.val_dir, "validation folder")
         if val_classes != self.class_names:
@@ -128,23 +133,24 @@ class ImageFolderDataModule(pl.LightningDataModule):
             self.val_dataset = datasets.ImageFolder(self.val_dir, classification_transforms(self.image_size, False))
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled, resumable training loader over this rank's shard (last partial batch dropped when the set
+        holds more than one batch: BatchNorm cannot train on a single image)."""
         self.setup()
-        return DataLoader(
+        return resumable_train_loader(
             self.train_dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
+            self.trainer,
+            self.seed,
+            self.batch_size,
             num_workers=self.num_workers,
             drop_last=len(self.train_dataset) > self.batch_size,
             persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:
+        """Validation loader over this rank's unpadded shard: under DDP every image is evaluated once."""
         self.setup()
-        return DataLoader(
-            self.val_dataset,
-            batch_size=self.val_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
+        return sharded_val_loader(
+            self.val_dataset, self.trainer, self.val_batch_size, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -1,17 +1,5 @@
-"""Training engine: optimizers and schedules, LightningModules, callbacks, train/evaluate/predict entry points."""
+"""Training engine: tasks, LightningModules, optimizers and schedules, checkpointing, train/evaluate/predict.
 
-from sasa_det.engine.optim import build_optimizer, build_scheduler
-from sasa_det.engine.detection_module import DetectionModule
-from sasa_det.engine.classification_module import ClassificationModule
-from sasa_det.engine.runner import evaluate, load_module, predict, train
-
-__all__ = [
-    "ClassificationModule",
-    "DetectionModule",
-    "build_optimizer",
-    "build_scheduler",
-    "evaluate",
-    "load_module",
-    "predict",
-    "train",
-]
+Import what you need from the submodules (``sasa_det.engine.runner``, ``.optim``, ...): this package
+imports nothing heavy by itself, so that ``sasa_det.config`` can look up choices without loading models.
+"""

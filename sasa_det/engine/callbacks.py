@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytorch_lightning as pl
 
-__all__ = ["CocoSummaryPrinter", "ExperimentConfigInCheckpoint", "ValidationRecorder", "format_coco_summary"]
+__all__ = ["CocoSummaryPrinter", "ValidationRecorder", "format_coco_summary"]
 
 # Rows of the printed summary: (label, metric suffix), in COCOeval's order.
 _SUMMARY_ROWS = (
@@ -68,22 +68,6 @@ class CocoSummaryPrinter(pl.Callback):
             progress_bar.print(text)
         else:
             print(text, flush=True)
-
-
-class ExperimentConfigInCheckpoint(pl.Callback):
-    """Stores the resolved experiment config (a plain dict) in every checkpoint under ``"experiment_config"``.
-
-    ``sasa_det.engine.runner.load_checkpoint_config`` reads it back, so ``tools/eval.py CKPT`` rebuilds any
-    task's model from the checkpoint alone.
-    """
-
-    KEY = "experiment_config"
-
-    def __init__(self, config: Mapping):
-        self.config = dict(config)
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        checkpoint[self.KEY] = self.config
 
 
 class ValidationRecorder(pl.Callback):

@@ -2,78 +2,76 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 
-from sasa_det.config import config_from_dict, config_to_dict
 from sasa_det.detectors import build_detector
-from sasa_det.engine.optim import build_optimizer, build_scheduler, schedule_lengths, training_steps
+from sasa_det.engine.optim import OptimSettings, configure_optimization
 
-__all__ = ["DetectionModule", "detector_kwargs", "iou_types_for"]
+__all__ = ["DetectionModule"]
 
 # Metrics logged under short names besides their full "val/<iou>/<metric>" names.
 _SHORT_NAMES = {"bbox/AP": "val/mAP", "bbox/AP50": "val/AP50", "bbox/AP75": "val/AP75", "segm/AP": "val/mask_mAP"}
 
 
-def detector_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``build_detector`` keyword arguments from the ``model`` section of a config (a plain mapping)."""
-    kwargs = dict(model_cfg)
-    if kwargs.get("num_classes") is None:
-        raise ValueError("model.num_classes is not set; set it or let the trainer take it from the dataset")
-    kwargs["backbone_overrides"] = dict(kwargs.get("backbone_overrides") or {})
-    kwargs["detector_kwargs"] = dict(kwargs.get("detector_kwargs") or {})
-    return kwargs
-
-
-def iou_types_for(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """IoU types to evaluate: ``eval.iou_types`` if given, else bbox (+ segm for Mask R-CNN)."""
-    chosen = tuple(config["eval"]["iou_types"] or ())
-    if chosen:
-        return chosen
-    return ("bbox", "segm") if config["model"]["arch"] == "mask_rcnn" else ("bbox",)
-
-
 class DetectionModule(pl.LightningModule):
-    """Lightning wrapper of a RetinaNet / Faster R-CNN / Mask R-CNN built from an experiment config.
+    """Lightning wrapper of a RetinaNet / Faster R-CNN / Mask R-CNN built by ``build_detector``.
 
     Args:
-        config: the resolved experiment config (``DictConfig`` or the plain dict of
-            :func:`sasa_det.config.config_to_dict`); ``model.num_classes`` must be set. It is stored as a plain
-            dict in the checkpoint's hyper-parameters (key ``config``), so a checkpoint alone rebuilds the model
-            (:func:`sasa_det.engine.runner.load_module`).
-        class_names: names of the foreground classes, index ``label - 1`` (stored beside the config so that
-            predictions drawn from a checkpoint carry names).
+        detector: keyword arguments of :func:`sasa_det.detectors.build_detector` (plain values).
+        optim: optimizer and schedule settings (:class:`~sasa_det.engine.optim.OptimSettings` fields).
+        iou_types: COCO IoU types evaluated in validation (``"bbox"``, ``"segm"``).
+        score_threshold: detections below this score are not evaluated.
+        class_names: names of the foreground classes, index ``label - 1`` (stored in the checkpoint so that
+            predictions drawn from it carry names).
+
+    All arguments are plain values, saved as the checkpoint's hyper-parameters; the experiment config is
+    stored once, beside them (``sasa_det.engine.checkpointing``).
 
     Batches are ``(images, targets)`` as produced by ``sasa_det.data``: ``images`` a list of ``[3, H, W]``
     float tensors in 0..1, ``targets`` a list of dicts with ``boxes [N, 4]`` xyxy, ``labels [N]`` (1..K),
     optional ``masks [N, H, W]`` and ``image_id``.
 
-    Training logs every loss term as ``train/<name>``, their sum as ``train/loss`` and the learning rate as
-    ``train/lr``. Validation feeds a :class:`sasa_det.evaluation.CocoEvaluator` (built from the datamodule's
-    ``val_dataset``, or set with :meth:`set_evaluation_dataset`) and logs every COCO metric as
-    ``val/<iou_type>/<metric>`` plus the short names ``val/mAP`` (bbox AP), ``val/AP50``, ``val/AP75`` and
-    ``val/mask_mAP`` (segm AP), and ``val/num_images``, the number of distinct images predicted over all ranks
-    (a check that distributed validation covered the set exactly once). The evaluator gathers all ranks'
-    predictions and broadcasts one result, so every rank logs the same numbers; they are logged with
-    ``sync_dist=True, reduce_fx="max"``, which leaves identical values unchanged (and keeps Lightning's
-    epoch-level distributed logging consistent). The COCO pass of the pre-training sanity check is skipped.
+    Training logs every loss term as ``train/<name>`` and their sum as ``train/loss`` (the learning rate is
+    logged by Lightning's ``LearningRateMonitor``). Validation feeds a
+    :class:`sasa_det.evaluation.CocoEvaluator` (built from the datamodule's ``val_dataset``, or set with
+    :meth:`set_evaluation_dataset`) and logs every COCO metric as ``val/<iou_type>/<metric>`` plus the short
+    names ``val/mAP`` (bbox AP), ``val/AP50``, ``val/AP75`` and ``val/mask_mAP`` (segm AP), and
+    ``val/num_images``, the number of distinct images predicted over all ranks (a check that distributed
+    validation covered the set exactly once). The evaluator gathers all ranks' predictions and broadcasts one
+    result, so every rank logs the same numbers; they are logged with ``sync_dist=True, reduce_fx="max"``,
+    which leaves identical values unchanged. The COCO pass of the pre-training sanity check is skipped.
     """
 
-    def __init__(self, config: Mapping[str, Any] | DictConfig, class_names: Optional[list[str]] = None):
+    def __init__(
+        self,
+        detector: Mapping[str, Any],
+        optim: Mapping[str, Any] | None = None,
+        iou_types: Sequence[str] = ("bbox",),
+        score_threshold: float = 0.05,
+        class_names: Optional[Sequence[str]] = None,
+    ):
         super().__init__()
-        plain = config_to_dict(config) if isinstance(config, DictConfig) else dict(config)
-        # Validate against the schema (unknown keys fail here too), then keep the plain dict.
-        plain = config_to_dict(config_from_dict(plain))
+        detector = dict(detector)
+        if detector.get("num_classes") is None:
+            raise ValueError("detector num_classes is not set; set model.num_classes or let the trainer take it from the dataset")
+        settings = OptimSettings.from_mapping(optim or {})
         names = [str(n) for n in class_names] if class_names is not None else None
-        self.save_hyperparameters({"config": plain, "class_names": names})
-        self.config = plain
+        self.save_hyperparameters({
+            "detector": detector,
+            "optim": settings.to_dict(),
+            "iou_types": list(iou_types),
+            "score_threshold": float(score_threshold),
+            "class_names": names,
+        })
+        self.optim_settings = settings
         self.class_names = names
-        self.model = build_detector(**detector_kwargs(plain["model"]))
-        self.iou_types = iou_types_for(plain)
+        self.iou_types = tuple(iou_types)
+        self.score_threshold = float(score_threshold)
+        self.model = build_detector(**detector)
         self.evaluator = None
         self.last_metrics: Optional[dict[str, float]] = None
 
@@ -90,7 +88,7 @@ class DetectionModule(pl.LightningModule):
             dataset.coco,
             dataset.label_to_category,
             iou_types=self.iou_types,
-            score_threshold=float(self.config["eval"]["score_threshold"]),
+            score_threshold=self.score_threshold,
         )
 
     def setup(self, stage: str) -> None:
@@ -117,22 +115,13 @@ class DetectionModule(pl.LightningModule):
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), batch_size=batch_size)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
         return total
 
     def configure_optimizers(self):
-        optim_cfg = self.config["optim"]
-        optimizer = build_optimizer(
-            self.model,
-            name=optim_cfg["name"],
-            lr=float(optim_cfg["lr"]),
-            momentum=float(optim_cfg["momentum"]),
-            nesterov=bool(optim_cfg["nesterov"]),
-            weight_decay=float(optim_cfg["weight_decay"]),
-            betas=tuple(optim_cfg["betas"]),
-        )
-        scheduler = build_scheduler(optimizer, **schedule_lengths(optim_cfg, *training_steps(self.trainer)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        """Optimizer and per-step schedule (:func:`sasa_det.engine.optim.configure_optimization`); the
+        backbone body gets ``optim.backbone_lr_mult``."""
+        batch_size = getattr(self.trainer.datamodule, "batch_size", 1)
+        return configure_optimization(self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone.body)
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

@@ -1,9 +1,15 @@
 """Optimizers and per-step learning-rate schedules.
 
 Weight-decay rule (shared by every model of the package): parameters with ``ndim <= 1`` (norm scales and
-shifts, biases) and parameters whose name contains ``rel_`` (relative position embeddings of the SASA and
-AA layers) or ``pos_emb`` (position embeddings of the spatially-aware stem) get no weight decay. Frozen
-parameters (``requires_grad=False``) are left out of the optimizer entirely.
+shifts, biases) and the parameters that a sub-module lists in its ``no_weight_decay()`` method (timm's
+convention; the SASA and AA layers list their relative position tables, the spatially-aware stem its
+position embeddings) get no weight decay. Frozen parameters (``requires_grad=False``) are left out of the
+optimizer entirely. With ``backbone_lr_mult`` the backbone's parameters form groups of their own whose
+learning rate is scaled.
+
+:class:`OptimSettings` holds every optimizer and schedule setting as plain values, and
+:func:`configure_optimization` turns it into what a LightningModule's ``configure_optimizers`` returns:
+both modules of the package use it.
 
 Schedules are a :class:`torch.optim.lr_scheduler.LambdaLR` meant to be stepped once per optimizer step
 (Lightning ``interval: "step"``). The multiplier applied to the base learning rate at step ``s`` is::
@@ -22,7 +28,9 @@ cosine starts where the warm-up ends, so the peak rate is reached exactly once.
 from __future__ import annotations
 
 import math
+import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -32,11 +40,14 @@ from torch.optim.lr_scheduler import LambdaLR
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "OptimSettings",
     "build_optimizer",
     "build_scheduler",
+    "configure_optimization",
     "lr_multiplier",
-    "no_weight_decay",
+    "no_weight_decay_names",
     "parameter_groups",
+    "scaled_lr",
     "schedule_lengths",
     "training_steps",
 ]
@@ -44,38 +55,51 @@ __all__ = [
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
 
-_NO_DECAY_NAME_PARTS = ("rel_", "pos_emb")
+logger = logging.getLogger(__name__)
 
 
-def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """Whether ``param`` (called ``name`` in its module) is excluded from weight decay.
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Full names (as in ``model.named_parameters()``) of the parameters that sub-modules of ``model``
+    exclude from weight decay through a ``no_weight_decay()`` method returning their local names."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if callable(declared):
+            names |= {f"{prefix}.{name}" if prefix else name for name in declared()}
+    return names
 
-    True for tensors with ``ndim <= 1`` (biases, norm weights) and for names containing ``rel_`` or
-    ``pos_emb`` (relative / absolute position embeddings of the attention layers).
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, backbone: nn.Module | None = None, backbone_lr_mult: float = 1.0
+) -> list[dict]:
+    """Split the trainable parameters of ``model`` into optimizer parameter groups.
+
+    Decay rule: see the module docstring. With ``backbone`` (a sub-module of ``model``) and
+    ``backbone_lr_mult != 1`` its parameters get groups of their own (``"backbone_decay"``,
+    ``"backbone_no_decay"``) with ``"lr_mult": backbone_lr_mult``.
+
+    Returns up to four groups ``{"params": [...], "weight_decay": float, "name": str, "lr_mult": float}``;
+    empty groups are omitted and frozen parameters are skipped.
     """
-    if param.ndim <= 1:
-        return True
-    return any(part in name for part in _NO_DECAY_NAME_PARTS)
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split the trainable parameters of ``model`` into a decayed and a non-decayed group.
-
-    Returns a list of at most two optimizer parameter groups, each ``{"params": [...],
-    "weight_decay": float, "name": "decay" | "no_decay"}``; empty groups are omitted and frozen
-    parameters are skipped.
-    """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    exempt = no_weight_decay_names(model)
+    in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None and backbone_lr_mult != 1.0 else set()
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if no_weight_decay(name, param) else decay).append(param)
+        decays = param.ndim > 1 and name not in exempt
+        buckets.setdefault((id(param) in in_backbone, decays), []).append(param)
     groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": float(weight_decay), "name": "decay"})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    for is_backbone in (False, True):
+        for decays in (True, False):
+            params = buckets.get((is_backbone, decays))
+            if params:
+                groups.append({
+                    "params": params,
+                    "weight_decay": float(weight_decay) if decays else 0.0,
+                    "name": ("backbone_" if is_backbone else "") + ("decay" if decays else "no_decay"),
+                    "lr_mult": float(backbone_lr_mult) if is_backbone else 1.0,
+                })
     return groups
 
 
@@ -87,6 +111,8 @@ def build_optimizer(
     nesterov: bool = False,
     weight_decay: float = 1e-4,
     betas: Sequence[float] = (0.9, 0.999),
+    backbone: nn.Module | None = None,
+    backbone_lr_mult: float = 1.0,
 ) -> torch.optim.Optimizer:
     """Build an SGD (momentum, optional Nesterov) or AdamW optimizer over ``model``'s trainable parameters.
 
@@ -99,6 +125,8 @@ def build_optimizer(
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay for the decayed group; norm, bias and
             position-embedding parameters always get 0 (see :func:`no_weight_decay`).
         betas: AdamW's ``(beta1, beta2)`` (ignored by SGD).
+        backbone: the sub-module whose parameters get ``lr * backbone_lr_mult``.
+        backbone_lr_mult: learning-rate multiplier of ``backbone``'s parameters.
 
     Raises:
         ValueError: unknown ``name``, non-positive ``lr``, negative ``weight_decay``, Nesterov without
@@ -111,7 +139,9 @@ def build_optimizer(
         raise ValueError(f"learning rate must be > 0, got lr={lr}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    groups = parameter_groups(model, weight_decay)
+    groups = parameter_groups(model, weight_decay, backbone, backbone_lr_mult)
+    for group in groups:
+        group["lr"] = lr * group["lr_mult"]
     if not groups:
         raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
     if key == "sgd":
@@ -223,3 +253,89 @@ def training_steps(trainer: Any) -> tuple[int, int]:
     batches = trainer.num_training_batches
     steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
     return total_steps, steps_per_epoch
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Every optimizer and schedule setting as plain values (the ``optim`` config section).
+
+    Field meanings are those of :func:`build_optimizer`, :func:`build_scheduler` and
+    :func:`schedule_lengths`; ``reference_batch_size`` enables the linear scaling rule (:func:`scaled_lr`).
+    """
+
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    warmup_steps: int | None = None
+    warmup_factor: float = 0.001
+    milestones: tuple[float, ...] = field(default_factory=tuple)
+    gamma: float = 0.1
+    backbone_lr_mult: float = 1.0
+    reference_batch_size: int | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "OptimSettings":
+        """Settings from a mapping with these field names (e.g. the ``optim`` config section); others are ignored."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in dict(values).items() if k in known}
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
+        if "milestones" in kwargs:
+            kwargs["milestones"] = tuple(float(m) for m in kwargs["milestones"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-value dict (lists for tuples), as stored in a checkpoint's hyper-parameters."""
+        data = asdict(self)
+        data["betas"] = list(self.betas)
+        data["milestones"] = list(self.milestones)
+        return data
+
+
+def scaled_lr(settings: OptimSettings, global_batch_size: int) -> float:
+    """The learning rate to use: ``lr * global_batch_size / reference_batch_size`` under the linear scaling
+    rule (Goyal et al. 2017), or ``lr`` when ``reference_batch_size`` is None."""
+    if settings.reference_batch_size is None:
+        return float(settings.lr)
+    return float(settings.lr) * global_batch_size / settings.reference_batch_size
+
+
+def configure_optimization(
+    model: nn.Module, settings: OptimSettings, trainer: Any, batch_size: int, backbone: nn.Module | None = None
+) -> dict[str, Any]:
+    """The ``configure_optimizers`` result of a LightningModule: optimizer + per-step schedule.
+
+    Args:
+        model: the network whose trainable parameters are optimized.
+        settings: optimizer and schedule settings.
+        trainer: the fitting Lightning trainer (run length, devices, nodes, accumulation).
+        batch_size: images per device and step, for the global batch of the linear scaling rule.
+        backbone: sub-module of ``model`` that gets ``settings.backbone_lr_mult``.
+    """
+    global_batch = int(batch_size) * int(trainer.world_size) * max(1, int(trainer.accumulate_grad_batches))
+    lr = scaled_lr(settings, global_batch)
+    if settings.reference_batch_size is not None:
+        logger.info(
+            "linear scaling rule: lr %.6g = %.6g x global batch %d (%d per device x %d devices x %d accumulation) / %d",
+            lr, settings.lr, global_batch, batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+            settings.reference_batch_size,
+        )
+    optimizer = build_optimizer(
+        model,
+        name=settings.name,
+        lr=lr,
+        momentum=settings.momentum,
+        nesterov=settings.nesterov,
+        weight_decay=settings.weight_decay,
+        betas=settings.betas,
+        backbone=backbone,
+        backbone_lr_mult=settings.backbone_lr_mult,
+    )
+    lengths = schedule_lengths(asdict(settings), *training_steps(trainer))
+    scheduler = build_scheduler(optimizer, **lengths)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

@@ -1,18 +1,22 @@
-"""Library entry points behind ``tools/train.py``, ``tools/eval.py`` and ``tools/predict.py``.
+"""Library entry points behind ``tools/train.py``, ``tools/eval.py`` and ``tools/predict.py``, for any task.
 
-``train(cfg)`` builds the data module, the LightningModule and a ``pytorch_lightning.Trainer`` from an
-experiment config and fits; ``evaluate(ckpt)`` rebuilds everything from a checkpoint (its stored config) and
-runs one validation pass; ``predict(ckpt, images)`` draws a checkpoint's detections on image files.
+``train(cfg)`` builds the task's data module and LightningModule and fits (resuming when asked);
+``evaluate(ckpt)`` rebuilds both from a checkpoint's stored config and validates; ``predict(ckpt, images)``
+draws a detection checkpoint's detections. What differs between tasks lives in
+:mod:`sasa_det.engine.task` and its implementations.
 
 Output directory of a training run (``cfg.output_dir``)::
 
     config.yaml              the resolved config
-    checkpoints/             best-*.ckpt (highest val/mAP, or val/top1 for classification) and last.ckpt
-    logs/version_N/          CSV metrics (metrics.csv) and hparams.yaml
-    tensorboard/version_N/   TensorBoard events (when tensorboard is installed)
-    metrics.json             the last validation's metrics
-    per_class.md             per-class AP table of the last validation (detection only)
-    predictions.png          validation images with the final model's detections (detection only)
+    train.log                everything the run logged (rank 0)
+    checkpoints/             last.ckpt (every trainer.checkpoint_every_n_steps steps, every epoch end, the
+                             final weights) and best-*.ckpt (highest val/mAP, or val/top1 for classification)
+    logs/version_0/          CSV metrics (metrics.csv, appended to on resume) and hparams.yaml
+    tensorboard/version_0/   TensorBoard events (when tensorboard is installed)
+    init_from_report.json    what model.init_from loaded, skipped and missed (when set)
+    metrics.json             the final weights' validation metrics
+    per_class.md             per-class AP table of the final validation (detection)
+    predictions.png          validation images with the final model's detections (detection)
 """
 
 from __future__ import annotations
@@ -27,213 +31,66 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from sasa_det.config import config_from_dict, config_to_dict, save_config
-from sasa_det.engine.callbacks import (
-    CocoSummaryPrinter,
+from sasa_det.config import config_to_dict, save_config
+from sasa_det.engine.callbacks import ValidationRecorder
+from sasa_det.engine.checkpointing import (
+    AtomicCheckpointIO,
     ExperimentConfigInCheckpoint,
-    ValidationRecorder,
-    format_coco_summary,
+    LastCheckpoint,
+    RngStateCheckpoint,
+    StopOnSignal,
+    TrainingInterrupted,
 )
+from sasa_det.engine.init_from import initialize_from
+from sasa_det.engine.resume import checkpoint_config
+from sasa_det.engine.task import get_task
+from sasa_det.logging_setup import log_to_file
 
-__all__ = [
-    "build_datamodule",
-    "build_module",
-    "build_trainer",
-    "evaluate",
-    "load_checkpoint_config",
-    "load_module",
-    "predict",
-    "prepare_data",
-    "train",
-]
+__all__ = ["build_trainer", "evaluate", "load_module", "predict", "train"]
 
 logger = logging.getLogger(__name__)
 
-# Metric each task's ModelCheckpoint keeps the best of (mode "max").
-_MONITOR = {"detection": "val/mAP", "classification": "val/top1"}
-
-
-# ---------------------------------------------------------------------------------------------- data
-def prepare_data(cfg: DictConfig) -> DictConfig:
-    """Fill the detection data paths from ``data.shapes`` (generating the dataset when missing).
-
-    With ``data.shapes.root`` set, the shapes dataset is written there on first use (the generator skips
-    an existing complete dataset, so every DDP rank may call this) and ``data.train_images`` /
-    ``train_ann`` / ``val_images`` / ``val_ann`` point into it. Returns a new config.
-    """
-    shapes = cfg.data.shapes
-    if cfg.task != "detection" or shapes.root is None:
-        return cfg
-    from sasa_det.data import make_shapes_dataset
-
-    paths = make_shapes_dataset(
-        shapes.root,
-        num_train=shapes.num_train,
-        num_val=shapes.num_val,
-        image_size=shapes.image_size,
-        seed=shapes.seed,
-        min_objects=shapes.min_objects,
-        max_objects=shapes.max_objects,
-    )
-    cfg = cfg.copy()
-    for key, value in paths.items():
-        cfg.data[key] = value
-    return cfg
-
-
-def _with_masks(cfg: DictConfig) -> bool:
-    return bool(cfg.data.with_masks) if cfg.data.with_masks is not None else cfg.model.arch == "mask_rcnn"
-
-
-def build_datamodule(cfg: DictConfig, train: bool = True) -> pl.LightningDataModule:
-    """The task's data module: ``CocoDataModule`` (detection) or ``ImageFolderDataModule`` (classification).
-
-    Args:
-        cfg: experiment config (after :func:`prepare_data`).
-        train: include the training split (False: validation only, for evaluation).
-
-    Raises:
-        ValueError: a split's paths are missing from the config.
-    """
-    data = cfg.data
-    if cfg.task == "classification":
-        from sasa_det.data.image_folder import ImageFolderDataModule
-
-        if data.val_dir is None or (train and data.train_dir is None):
-            raise ValueError("classification needs data.train_dir and data.val_dir (ImageFolder layout)")
-        return ImageFolderDataModule(
-            # Evaluation reads only the validation tree; it stands in for a training tree that may be absent.
-            train_dir=data.train_dir if train else (data.train_dir or data.val_dir),
-            val_dir=data.val_dir,
-            image_size=cfg.classifier.image_size,
-            batch_size=data.batch_size,
-            val_batch_size=data.val_batch_size,
-            num_workers=data.num_workers,
-        )
-    from sasa_det.data import CocoDataModule
-
-    if data.val_images is None or data.val_ann is None:
-        raise ValueError("detection needs data.val_images and data.val_ann (or data.shapes.root)")
-    if train and (data.train_images is None or data.train_ann is None):
-        raise ValueError("training needs data.train_images and data.train_ann (or data.shapes.root)")
-    return CocoDataModule(
-        train_images=data.train_images if train else None,
-        train_ann=data.train_ann if train else None,
-        val_images=data.val_images,
-        val_ann=data.val_ann,
-        batch_size=data.batch_size,
-        val_batch_size=data.val_batch_size,
-        num_workers=data.num_workers,
-        min_sizes=list(data.min_sizes),
-        max_size=data.max_size,
-        flip_prob=data.flip_prob,
-        with_masks=_with_masks(cfg),
-        keep_empty_train=data.keep_empty_train,
-    )
-
-
-def _complete_num_classes(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DictConfig:
-    """Set ``model.num_classes`` / ``classifier.num_classes`` from the dataset when null; check it otherwise."""
-    section = cfg.model if cfg.task == "detection" else cfg.classifier
-    key = "model.num_classes" if cfg.task == "detection" else "classifier.num_classes"
-    found = int(datamodule.num_classes)
-    if section.num_classes is None:
-        cfg = cfg.copy()
-        OmegaConf.update(cfg, key, found)
-    elif section.num_classes < found:
-        raise ValueError(f"{key}={section.num_classes} but the dataset has {found} classes; set {key}={found} or null")
-    return cfg
-
-
-# ---------------------------------------------------------------------------------------------- modules
-def _classification_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """``ClassificationModule`` keyword arguments from the ``classifier`` and ``optim`` sections."""
-    overrides = dict(config_to_dict(cfg)["classifier"]["overrides"])
-    overrides.setdefault("image_size", int(cfg.classifier.image_size))
-    optim = cfg.optim
-    return {
-        "backbone": cfg.classifier.backbone,
-        "num_classes": int(cfg.classifier.num_classes),
-        "backbone_overrides": overrides,
-        "backbone_weights": cfg.classifier.weights,
-        "label_smoothing": float(cfg.classifier.label_smoothing),
-        "optimizer": optim.name,
-        "lr": float(optim.lr),
-        "momentum": float(optim.momentum),
-        "nesterov": bool(optim.nesterov),
-        "weight_decay": float(optim.weight_decay),
-        "betas": [float(b) for b in optim.betas],
-        "schedule": optim.schedule,
-        "warmup_epochs": float(optim.warmup_epochs),
-        "warmup_steps": optim.warmup_steps,
-        "warmup_factor": float(optim.warmup_factor),
-        "milestones": [float(m) for m in optim.milestones],
-        "gamma": float(optim.gamma),
-    }
-
-
-def build_module(cfg: DictConfig, class_names: Optional[list[str]] = None) -> pl.LightningModule:
-    """``DetectionModule`` (config + class names) or ``ClassificationModule`` (plain arguments) for ``cfg``."""
-    if cfg.task == "classification":
-        from sasa_det.engine.classification_module import ClassificationModule
-
-        if cfg.classifier.num_classes is None:
-            raise ValueError("classifier.num_classes is not set; set it or let the trainer take it from the dataset")
-        return ClassificationModule(**_classification_kwargs(cfg))
-    from sasa_det.engine.detection_module import DetectionModule
-
-    return DetectionModule(config_to_dict(cfg), class_names=class_names)
-
-
-def load_checkpoint_config(ckpt_path: str | os.PathLike, overrides: Optional[Sequence[str]] = None) -> tuple[DictConfig, dict]:
-    """Read a checkpoint (``weights_only=True``) and rebuild its experiment config.
-
-    ``model.backbone_weights`` / ``classifier.weights`` are cleared: the checkpoint holds all weights.
-
-    Returns:
-        ``(cfg, checkpoint)``: the config with ``overrides`` applied, and the loaded checkpoint dict.
-
-    Raises:
-        ValueError: the checkpoint holds no ``config`` hyper-parameter (not written by this package).
-    """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    stored = checkpoint.get(ExperimentConfigInCheckpoint.KEY) or (checkpoint.get("hyper_parameters") or {}).get("config")
-    if stored is None:
-        raise ValueError(f"{ckpt_path} holds no experiment config; it was not written by sasa_det's train()")
-    cfg = config_from_dict(stored, list(overrides or []))
-    cfg.model.backbone_weights = None
-    cfg.classifier.weights = None
-    return cfg, checkpoint
-
 
 def load_module(ckpt_path: str | os.PathLike, overrides: Optional[Sequence[str]] = None) -> tuple[pl.LightningModule, DictConfig]:
-    """Rebuild the LightningModule of a checkpoint and load its weights; returns ``(module, cfg)``."""
-    cfg, checkpoint = load_checkpoint_config(ckpt_path, overrides)
+    """Rebuild the LightningModule of a checkpoint (its stored config + ``overrides``) with its weights.
+
+    Returns ``(module, cfg)``; ``cfg`` has the initial-weight keys cleared (the checkpoint holds all weights).
+    """
+    cfg, checkpoint = checkpoint_config(ckpt_path, list(overrides or []))
+    _clear_initial_weights(cfg)
+    task = get_task(cfg.task)
     class_names = (checkpoint.get("hyper_parameters") or {}).get("class_names")
-    module = build_module(cfg, class_names)
+    module = task.build_module(cfg, class_names)
     module.load_state_dict(checkpoint["state_dict"])
     return module, cfg
 
 
-# ---------------------------------------------------------------------------------------------- trainer
+def _clear_initial_weights(cfg: DictConfig) -> None:
+    for section in ("model", "classifier"):
+        cfg[section].init_from = None
+        cfg[section].backbone.weights = None
+
+
 def _loggers(output_dir: Path) -> list:
-    loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs")]
+    # version 0: a run directory holds one run, and a resumed run appends to its own logs.
+    loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version=0)]
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", default_hp_metric=False))
+        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=0, default_hp_metric=False))
     return loggers
 
 
-def build_trainer(
-    cfg: DictConfig,
-    callbacks: Optional[list[pl.Callback]] = None,
-    loggers: Any = False,
-    **extra: Any,
-) -> pl.Trainer:
-    """A ``pl.Trainer`` from the ``trainer`` and ``optim.grad_clip`` sections (``extra`` overrides arguments)."""
+def build_trainer(cfg: DictConfig, callbacks: Optional[list[pl.Callback]] = None, loggers: Any = False, **extra: Any) -> pl.Trainer:
+    """A ``pl.Trainer`` from the ``trainer`` and ``optim.grad_clip`` sections (``extra`` overrides arguments).
+
+    Checkpoints are written atomically (:class:`AtomicCheckpointIO`); the data modules shard their loaders
+    themselves (``use_distributed_sampler=False``).
+    """
+    from omegaconf import OmegaConf
+
     t = cfg.trainer
     kwargs: dict[str, Any] = {
         "default_root_dir": str(cfg.output_dir),
@@ -250,6 +107,8 @@ def build_trainer(
         "deterministic": t.deterministic,
         "accumulate_grad_batches": t.accumulate_grad_batches,
         "enable_progress_bar": t.enable_progress_bar,
+        "use_distributed_sampler": False,
+        "plugins": [AtomicCheckpointIO()],
         "callbacks": callbacks or [],
         "logger": loggers,
     }
@@ -270,96 +129,117 @@ def _write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def _final_metrics(trainer: pl.Trainer, module: pl.LightningModule, datamodule, recorder: ValidationRecorder) -> dict[str, float]:
-    """The metrics of the final weights: the last validation's, or a fresh validation if training ended
-    after it (e.g. ``max_steps`` mid-epoch, or ``check_val_every_n_epoch`` not dividing the epochs)."""
-    if recorder.step != trainer.global_step or recorder.metrics is None:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    return dict(recorder.metrics or {})
+def _finish(trainer: pl.Trainer, module, datamodule, recorder: ValidationRecorder, best: ModelCheckpoint, last: LastCheckpoint, task) -> dict[str, float]:
+    """Metrics of the final weights, whose checkpoint is on disk as ``last.ckpt`` (and ``best`` if best).
+
+    Training can end between validations (``max_steps`` mid-epoch, ``check_val_every_n_epoch`` not dividing
+    the epochs): then the final weights are validated here, and promoted to the best checkpoint when they
+    beat it.
+    """
+    if recorder.step == trainer.global_step and recorder.metrics is not None:
+        return dict(recorder.metrics)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = dict(recorder.metrics or {})
+    score = metrics.get(task.monitor)
+    if trainer.is_global_zero and score is not None and last.saved_step == trainer.global_step:
+        previous = best.best_model_score
+        if previous is None or score > float(previous):
+            target = Path(best.dirpath) / f"best-epoch{trainer.current_epoch:03d}-step{trainer.global_step:06d}.ckpt"
+            import shutil
+
+            shutil.copyfile(last.path, target)
+            if best.best_model_path and Path(best.best_model_path).exists() and Path(best.best_model_path) != target:
+                Path(best.best_model_path).unlink()
+            best.best_model_path, best.best_model_score = str(target), torch.tensor(score)
+            logger.info("final weights (%s %.4f) are the best: %s", task.monitor, score, target)
+    return metrics
 
 
-@torch.no_grad()
-def save_predictions_png(module, dataset, path: Path, count: int, score_threshold: float) -> Optional[Path]:
-    """Draw ``module``'s detections on the first ``count`` images of ``dataset`` into one PNG grid."""
-    from sasa_det.evaluation import save_detection_grid
+def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+    """Train the experiment ``cfg`` (from :func:`sasa_det.config.load_config`, or
+    :func:`sasa_det.engine.resume.resolve_resume` when continuing a run).
 
-    count = min(int(count), len(dataset))
-    if count <= 0:
-        return None
-    was_training = module.training
-    module.eval()
-    images = [dataset[i][0] for i in range(count)]
-    predictions = [{k: v.cpu() for k, v in p.items()} for p in module([im.to(module.device) for im in images])]
-    module.train(was_training)
-    return save_detection_grid(images, predictions, path, class_names=getattr(module, "class_names", None), score_threshold=score_threshold)
+    Args:
+        cfg: the experiment config.
+        resume_from: a checkpoint of this run to continue from (optimizer, schedule, epoch, step, data
+            position and random state continue; ``init_from`` and backbone weights are not applied again).
 
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train the experiment described by ``cfg`` (from :func:`sasa_det.config.load_config`).
-
-    Detection (``task: detection``) fits a :class:`~sasa_det.engine.detection_module.DetectionModule` on a
-    ``CocoDataModule``; classification a ``ClassificationModule`` on an ``ImageFolderDataModule``. Every DDP
-    rank runs this function; files are written by global rank 0.
+    Every DDP rank runs this function; files are written by global rank 0.
 
     Returns:
-        ``{"metrics": {name: value} of the final weights' validation, "best_checkpoint": path,
-        "last_checkpoint": path, "output_dir": path, "config_path": path, "predictions_png": path | None}``.
-    """
-    pl.seed_everything(cfg.trainer.seed, workers=True)
-    cfg = prepare_data(cfg)
-    datamodule = build_datamodule(cfg, train=True)
-    cfg = _complete_num_classes(cfg, datamodule)
-    class_names = list(datamodule.class_names) if hasattr(datamodule, "class_names") else None
-    module = build_module(cfg, class_names)
+        ``{"metrics": {name: value} of the final weights, "best_checkpoint", "last_checkpoint", "output_dir",
+        "config_path", "predictions_png"}`` (paths as strings or None).
 
+    Raises:
+        TrainingInterrupted: SIGINT / SIGTERM / SIGUSR1 stopped training after writing ``last.ckpt``.
+    """
+    task = get_task(cfg.task)
     output_dir = Path(cfg.output_dir)
-    monitor = _MONITOR[cfg.task]
-    checkpoint = ModelCheckpoint(
+    pl.seed_everything(cfg.trainer.seed, workers=True)
+    cfg = task.prepare(cfg)
+    datamodule = task.build_datamodule(cfg, train=True)
+    cfg = task.complete_config(cfg, datamodule)
+    if resume_from is not None:
+        _clear_initial_weights(cfg)
+    module = task.build_module(cfg, list(getattr(datamodule, "class_names", []) or []) or None)
+
+    best = ModelCheckpoint(
         dirpath=str(output_dir / "checkpoints"),
         filename="best-epoch{epoch:03d}-step{step:06d}",
         auto_insert_metric_name=False,
-        monitor=monitor,
+        monitor=task.monitor,
         mode="max",
         save_top_k=1,
-        save_last=True,
+        save_last=False,
     )
+    last = LastCheckpoint(output_dir / "checkpoints", every_n_steps=cfg.trainer.checkpoint_every_n_steps)
+    stop = StopOnSignal(last)
     recorder = ValidationRecorder()
     callbacks: list[pl.Callback] = [
-        checkpoint,
+        best,
+        last,
+        stop,
+        RngStateCheckpoint(),
         LearningRateMonitor(logging_interval="step"),
         ExperimentConfigInCheckpoint(config_to_dict(cfg)),
         recorder,
+        *task.callbacks(cfg),
     ]
-    if cfg.task == "detection":
-        callbacks.append(CocoSummaryPrinter())
     trainer = build_trainer(cfg, callbacks=callbacks, loggers=_loggers(output_dir))
     config_path = output_dir / "config.yaml"
     if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        log_to_file(output_dir / "train.log")
         save_config(cfg, config_path)
+    section = cfg[task.model_section]
+    if section.init_from and resume_from is None:
+        network, backbone_prefix = task.network(module)
+        initialize_from(network, section.init_from, backbone_prefix, report_dir=output_dir if trainer.is_global_zero else None)
+    if resume_from is not None:
+        logger.info("resuming from %s", resume_from)
 
-    trainer.fit(module, datamodule=datamodule)
-    metrics = _final_metrics(trainer, module, datamodule, recorder)
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    try:
+        with stop.installed():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from is not None else None)
+    except SIGTERMException:
+        import signal
+
+        raise TrainingInterrupted(signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step) from None
+    metrics = _finish(trainer, module, datamodule, recorder, best, last, task)
 
     result: dict[str, Any] = {
         "metrics": metrics,
-        "best_checkpoint": checkpoint.best_model_path or None,
-        "last_checkpoint": checkpoint.last_model_path or None,
+        "best_checkpoint": best.best_model_path or None,
+        "last_checkpoint": str(last.path) if last.saved_step is not None else None,
         "output_dir": str(output_dir),
         "config_path": str(config_path),
         "predictions_png": None,
     }
     if trainer.is_global_zero:
         _write_json(output_dir / "metrics.json", metrics)
-        evaluator = getattr(module, "evaluator", None)
-        if cfg.task == "detection" and evaluator is not None and metrics:
-            table = evaluator.per_class_table()
-            (output_dir / "per_class.md").write_text(table + "\n")
-            print(f"Final COCO metrics\n{format_coco_summary(metrics)}\n{table}", flush=True)
-        if cfg.task == "detection" and cfg.eval.save_visualization > 0:
-            png = save_predictions_png(
-                module, datamodule.val_dataset, output_dir / "predictions.png", cfg.eval.save_visualization, cfg.eval.draw_threshold
-            )
-            result["predictions_png"] = str(png) if png else None
+        result.update(task.write_report(module, datamodule, metrics, cfg, output_dir))
     return result
 
 
@@ -376,31 +256,26 @@ def evaluate(
             ``trainer.devices=2``, ``eval.score_threshold=0.01``).
         output_dir: where results go (default: ``eval_<checkpoint name>/`` beside the checkpoint).
 
-    Writes (global rank 0) ``metrics.json``, and for detection ``detections_<iou>.json`` (COCO results),
-    ``per_class.md`` (per-class AP table) and ``coco_summary.txt``.
+    Writes (global rank 0) ``metrics.json`` and the task's evaluation files (detection:
+    ``detections_<iou>.json``, ``per_class.md``, ``coco_summary.txt``).
 
     Returns:
         ``{"metrics": {name: value}, "output_dir": path}``.
     """
     ckpt_path = Path(ckpt_path)
     module, cfg = load_module(ckpt_path, overrides)
-    cfg = prepare_data(cfg)
-    datamodule = build_datamodule(cfg, train=False)
-    if cfg.task == "detection":
-        module.set_evaluation_dataset(datamodule.val_dataset)
+    task = get_task(cfg.task)
+    cfg = task.prepare(cfg)
+    datamodule = task.build_datamodule(cfg, train=False)
+    task.attach_evaluation_data(module, datamodule)
     out = Path(output_dir) if output_dir is not None else ckpt_path.resolve().parent / f"eval_{ckpt_path.stem}"
     recorder = ValidationRecorder()
-    trainer = build_trainer(cfg, callbacks=[recorder], loggers=False, enable_checkpointing=False)
+    trainer = build_trainer(cfg, callbacks=[recorder, *task.callbacks(cfg)], loggers=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = dict(recorder.metrics or {})
     if trainer.is_global_zero:
         _write_json(out / "metrics.json", metrics)
-        evaluator = getattr(module, "evaluator", None)
-        if cfg.task == "detection" and evaluator is not None:
-            for iou_type in evaluator.iou_types:
-                _write_json(out / f"detections_{iou_type}.json", evaluator.detections_json(iou_type))
-            (out / "per_class.md").write_text(evaluator.per_class_table() + "\n")
-            (out / "coco_summary.txt").write_text(evaluator.summary_text())
+        task.write_evaluation(module, out)
     return {"metrics": metrics, "output_dir": str(out)}
 
 

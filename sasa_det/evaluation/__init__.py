@@ -2,7 +2,7 @@
 
 from sasa_det.evaluation.coco_evaluator import STAT_NAMES, CocoEvaluator, merge_rank_results
 from sasa_det.evaluation.pr_curves import plot_pr_curves
-from sasa_det.evaluation.visualize import draw_detections, save_detection_grid, to_uint8_image
+from sasa_det.evaluation.visualize import draw_detections, save_detection_grid, save_prediction_grid, to_uint8_image
 
 __all__ = [
     "STAT_NAMES",
@@ -11,5 +11,6 @@ __all__ = [
     "merge_rank_results",
     "plot_pr_curves",
     "save_detection_grid",
+    "save_prediction_grid",
     "to_uint8_image",
 ]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
-__all__ = ["draw_detections", "save_detection_grid", "to_uint8_image"]
+__all__ = ["draw_detections", "save_detection_grid", "save_prediction_grid", "to_uint8_image"]
 
 # Distinct colours, indexed by label (cycled).
 _PALETTE = (
@@ -93,3 +93,31 @@ def save_detection_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
     return path
+
+
+@torch.no_grad()
+def save_prediction_grid(
+    model: torch.nn.Module,
+    dataset: Sequence,
+    path: str | os.PathLike,
+    count: int,
+    score_threshold: float = 0.5,
+    class_names: Sequence[str] | None = None,
+) -> Path | None:
+    """Run ``model`` (a detector taking a list of ``[3, H, W]`` images) on the first ``count`` images of
+    ``dataset`` (items ``(image, target)``) and save them with their detections as one PNG grid.
+
+    Returns the path, or None when there is nothing to draw. ``model`` is left in the mode it was in.
+    """
+    count = min(int(count), len(dataset))
+    if count <= 0:
+        return None
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        images = [dataset[i][0] for i in range(count)]
+        predictions = [{k: v.cpu() for k, v in p.items()} for p in model([im.to(device) for im in images])]
+    finally:
+        model.train(was_training)
+    return save_detection_grid(images, predictions, path, class_names=class_names, score_threshold=score_threshold)

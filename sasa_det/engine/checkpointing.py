@@ -1,0 +1,255 @@
+"""Checkpoints that survive crashes: atomic writes, ``last.ckpt`` every N steps, RNG state, clean stops.
+
+* :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file beside the target, flushes it to
+  disk and renames it over the target: a process killed while writing leaves the previous file intact.
+* :class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` current: every ``every_n_steps`` optimizer steps, at
+  every epoch end and when training ends (so the final weights are always on disk).
+* :class:`RngStateCheckpoint` stores the random generators of Python, NumPy and torch (CPU and CUDA) and
+  puts them back before the first batch after a resume (the data order and augmentations do not depend on
+  them: see :mod:`sasa_det.data.sampling`; models that sample, such as the R-CNN heads, do).
+* :class:`StopOnSignal` turns SIGINT, SIGTERM and SIGUSR1 into a clean stop: at the end of the current step
+  ``last.ckpt`` is written and :class:`TrainingInterrupted` is raised; under SLURM, SIGUSR1 (sent before the
+  time limit with ``#SBATCH --signal=USR1@120``) also requeues the job, which resumes by itself.
+* :class:`ExperimentConfigInCheckpoint` stores the resolved experiment config once in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+__all__ = [
+    "CONFIG_KEY",
+    "AtomicCheckpointIO",
+    "ExperimentConfigInCheckpoint",
+    "LastCheckpoint",
+    "RngStateCheckpoint",
+    "StopOnSignal",
+    "TrainingInterrupted",
+    "slurm_job_id",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Checkpoint entry holding the resolved experiment config (a plain dict).
+CONFIG_KEY = "experiment_config"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that never leaves a partly written file under the target name."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(temporary, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+
+
+class ExperimentConfigInCheckpoint(pl.Callback):
+    """Stores the resolved experiment config (a plain dict) in every checkpoint under :data:`CONFIG_KEY`."""
+
+    def __init__(self, config: Mapping):
+        self.config = dict(config)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+class LastCheckpoint(pl.Callback):
+    """Writes ``<dirpath>/last.ckpt`` every ``every_n_steps`` optimizer steps (0: never mid-epoch), at every
+    epoch end and at the end of training; :attr:`saved_step` is the global step of the file on disk."""
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int = 500):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = int(every_n_steps)
+        self.saved_step: Optional[int] = None
+
+    def save(self, trainer: pl.Trainer) -> Path:
+        """Write ``last.ckpt`` now (all ranks must call this: the strategy synchronises them)."""
+        trainer.save_checkpoint(self.path)
+        self.saved_step = int(trainer.global_step)
+        return self.path
+
+    def _save_if_new(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step != self.saved_step and not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            self._save_if_new(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save_if_new(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save_if_new(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"saved_step": self.saved_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved_step = state_dict.get("saved_step")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(_as_python_state(state["python"]))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(position), int(has_gauss), float(cached)))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_python_state(value: Any) -> tuple:
+    # weights_only loading turns the state's tuples into lists; random.setstate wants tuples.
+    version, internal, gauss = value
+    return (version, tuple(internal), gauss)
+
+
+class RngStateCheckpoint(pl.Callback):
+    """Saves the random generators' state with each checkpoint and restores it before the first training
+    batch after a resume, so a resumed run draws the same random numbers as an uninterrupted one."""
+
+    def __init__(self) -> None:
+        self._pending: Optional[dict[str, Any]] = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = _rng_state()
+        name, keys, position, has_gauss, cached = state["numpy"]
+        # Tensors and plain values only, so that the checkpoint loads with weights_only=True.
+        state["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        if self._pending is not None:
+            _set_rng_state(self._pending)
+            self._pending = None
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on a signal after writing a checkpoint.
+
+    Attributes:
+        signum: the signal (``signal.SIGINT``, ``SIGTERM`` or ``SIGUSR1``).
+        checkpoint: the checkpoint written, or None.
+        requeued: whether the SLURM job was requeued.
+    """
+
+    def __init__(self, signum: int, checkpoint: Optional[Path], step: int, requeued: bool = False):
+        name = signal.Signals(signum).name
+        where = f"; saved {checkpoint} at step {step}" if checkpoint is not None else "; no checkpoint could be written"
+        super().__init__(f"training stopped by {name}{where}" + ("; the SLURM job was requeued" if requeued else ""))
+        self.signum = int(signum)
+        self.checkpoint = checkpoint
+        self.step = int(step)
+        self.requeued = requeued
+
+
+def slurm_job_id() -> Optional[str]:
+    """The SLURM job id to requeue (the array's master job for an array task), or None outside SLURM."""
+    array_id = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_id is not None:
+        return f"{array_id}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}".rstrip("_")
+    return os.environ.get("SLURM_JOB_ID")
+
+
+class StopOnSignal(pl.Callback):
+    """Stops training cleanly on SIGINT, SIGTERM or SIGUSR1, writing ``last.ckpt`` first.
+
+    Install the handlers with :meth:`installed` around ``trainer.fit`` (Lightning then keeps ours for
+    SIGUSR1 and SIGINT, and calls ours after its own for SIGTERM). At the end of the step in which a signal
+    arrived (all ranks agree on it) ``last`` writes ``last.ckpt`` and :class:`TrainingInterrupted` is raised.
+    A second SIGINT stops at once (KeyboardInterrupt). Under SLURM, SIGUSR1 requeues the job
+    (``scontrol requeue``) after the checkpoint is written; the requeued job resumes by itself.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, last: LastCheckpoint):
+        self.last = last
+        self.received: Optional[int] = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            logger.warning("received %s: stopping after the current step and saving a checkpoint", signal.Signals(signum).name)
+        self.received = self.received or signum
+
+    @contextmanager
+    def installed(self) -> Iterator["StopOnSignal"]:
+        """Install the handlers for the duration of the block (main thread only; elsewhere a no-op)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        for s in self.SIGNALS:
+            signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _agreed_signal(self, trainer: pl.Trainer) -> int:
+        local = self.received or (signal.SIGTERM if getattr(trainer, "received_sigterm", False) else 0)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([int(local)], device=trainer.strategy.root_device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            return int(flag.item())
+        return int(local)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        signum = self._agreed_signal(trainer)
+        if not signum:
+            return
+        path = self.last.save(trainer)
+        requeued = False
+        job = slurm_job_id()
+        if signum == signal.SIGUSR1 and job is not None:
+            if trainer.is_global_zero:
+                result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+                requeued = result.returncode == 0
+                if not requeued:
+                    logger.error("scontrol requeue %s failed: %s", job, result.stderr.strip())
+        raise TrainingInterrupted(signum, path, trainer.global_step, requeued)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # SIGTERM during validation: Lightning stops there (raising its SIGTERMException); keep the state too.
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and self.last.saved_step != trainer.global_step:
+            self.last.save(trainer)
