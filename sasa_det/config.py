@@ -126,6 +126,7 @@ class ShapesConfig:
     seed: int = 0  # generator seed (the dataset is deterministic by seed)
     min_objects: int = 1  # fewest shapes per image
     max_objects: int = 4  # most shapes per image
+    classes: list[str] = field(default_factory=lambda: ["circle", "square", "triangle"])  # shapes drawn: circle, square, triangle, star, diamond
 
 
 @dataclass

@@ -48,8 +48,8 @@ def test_missing_or_empty_folders_are_clear_errors(tmp_path):
 
 
 def test_top5_only_with_five_classes():
-    assert ClassificationModule("resnet26", num_classes=3, backbone_overrides={"base_width": 8}).topk == (1,)
-    assert ClassificationModule("resnet26", num_classes=10, backbone_overrides={"base_width": 8}).topk == (1, 5)
+    assert ClassificationModule({"name": "resnet26", "num_classes": 3, "base_width": 8}).topk == (1,)
+    assert ClassificationModule({"name": "resnet26", "num_classes": 10, "base_width": 8}).topk == (1, 5)
 
 
 def test_training_beats_chance_and_checkpoint_loads_into_a_backbone(tmp_path):
@@ -60,11 +60,8 @@ def test_training_beats_chance_and_checkpoint_loads_into_a_backbone(tmp_path):
     )
     overrides = {"base_width": 8}
     module = ClassificationModule(
-        "resnet26",
-        num_classes=data.num_classes,
-        backbone_overrides=overrides,
-        lr=0.05,
-        warmup_steps=3,
+        {"name": "resnet26", "num_classes": data.num_classes, **overrides},
+        optim={"lr": 0.05, "warmup_steps": 3, "nesterov": True},
         label_smoothing=0.1,
     )
     trainer = pl.Trainer(
@@ -95,4 +92,4 @@ def test_training_beats_chance_and_checkpoint_loads_into_a_backbone(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(backbone(x)["C5"], module.model.backbone(x)["C5"], rtol=0, atol=0)
     restored = ClassificationModule.load_from_checkpoint(checkpoint, weights_only=True)
-    assert restored.hparams.backbone_overrides == overrides
+    assert restored.hparams.classifier == {"name": "resnet26", "num_classes": 3, **overrides}

@@ -27,26 +27,27 @@ def test_defaults_without_file():
 def test_base_chain_is_recursive_relative_and_ordered(tmp_path):
     _write(tmp_path / "_base_" / "root.yaml", "optim:\n  lr: 0.1\n  momentum: 0.8\ntrainer:\n  max_epochs: 3\n")
     _write(tmp_path / "_base_" / "mid.yaml", "_base_: root.yaml\noptim:\n  lr: 0.2\n")  # relative to mid.yaml
-    _write(tmp_path / "_base_" / "other.yaml", "trainer:\n  max_epochs: 5\nmodel:\n  backbone_overrides: {norm: frozen_bn}\n")
+    _write(tmp_path / "_base_" / "other.yaml", "trainer:\n  max_epochs: 5\nmodel:\n  backbone: {norm: frozen_bn}\n")
     exp = _write(
         tmp_path / "exp" / "run.yaml",
-        "_base_: [../_base_/mid.yaml, ../_base_/other.yaml]\nmodel:\n  backbone_overrides: {frozen_stages: 1}\n",
+        "_base_: [../_base_/mid.yaml, ../_base_/other.yaml]\nmodel:\n  backbone: sasa_resnet26\n",
     )
     cfg = load_config(exp)
     assert cfg.optim.lr == pytest.approx(0.2)  # mid overrides root
     assert cfg.optim.momentum == pytest.approx(0.8)  # inherited from root through mid
     assert cfg.trainer.max_epochs == 5  # later base wins over earlier
-    assert dict(cfg.model.backbone_overrides) == {"norm": "frozen_bn", "frozen_stages": 1}  # dicts merge by key
+    backbone = cfg.model.backbone  # sections merge by key; "backbone: NAME" is shorthand for backbone.name
+    assert (backbone.name, backbone.norm, backbone.frozen_stages) == ("sasa_resnet26", "frozen_bn", None)
 
 
 def test_file_overrides_base_and_cli_overrides_file(tmp_path):
     _write(tmp_path / "base.yaml", "optim:\n  lr: 0.1\n")
     exp = _write(tmp_path / "exp.yaml", "_base_: base.yaml\noptim:\n  lr: 0.3\ndata:\n  min_sizes: [64, 96]\n")
-    cfg = load_config(exp, ["optim.lr=0.05", "data.min_sizes=[128]", "trainer.devices=2", "model.backbone_overrides.stage_ops=[conv,sasa]"])
+    cfg = load_config(exp, ["optim.lr=0.05", "data.min_sizes=[128]", "trainer.devices=2", "model.backbone.stage_ops=[conv,conv,sasa,aa]"])
     assert cfg.optim.lr == pytest.approx(0.05)
     assert list(cfg.data.min_sizes) == [128]  # lists are replaced, not merged
     assert cfg.trainer.devices == 2
-    assert list(cfg.model.backbone_overrides.stage_ops) == ["conv", "sasa"]
+    assert list(cfg.model.backbone.stage_ops) == ["conv", "conv", "sasa", "aa"]
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
 
 from sasa_det.data import CocoDataModule, collate_detection, make_shapes_dataset
+from sasa_det.data.sampling import ResumableSampler, ShardedSampler
 
 SIZE = 64
 
@@ -66,11 +66,44 @@ def test_class_mapping_and_ground_truth_are_exposed(shapes):
 def test_loader_settings(shapes):
     dm = CocoDataModule(**shapes, batch_size=2, num_workers=2)
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train.sampler, RandomSampler) and isinstance(val.sampler, SequentialSampler)
+    assert isinstance(train.sampler, ResumableSampler) and isinstance(val.sampler, ShardedSampler)
     assert train.persistent_workers and train.num_workers == 2
     assert train.collate_fn is collate_detection and val.batch_size == 2
     assert train.pin_memory == torch.cuda.is_available()
     assert not CocoDataModule(**shapes, num_workers=0).train_dataloader().persistent_workers
+
+
+def test_training_batches_depend_on_the_seed_alone_and_resume_mid_epoch(shapes):
+    """Same seed -> identical augmented batches whatever the worker count; a loader restored to 'epoch 1, one
+    batch done' yields exactly the rest of epoch 1."""
+
+    def batches(loader):
+        return [(torch.cat([im.flatten() for im in images]), [int(t["image_id"]) for t in targets]) for images, targets in loader]
+
+    dm = CocoDataModule(**shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    epoch1 = batches(loader)
+    other = CocoDataModule(**shapes, batch_size=2, num_workers=2, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
+    other.sampler.set_epoch(1)
+    for (a, ids_a), (b, ids_b) in zip(epoch1, batches(other), strict=True):
+        assert ids_a == ids_b and torch.equal(a, b)
+    loader.sampler.set_epoch(0)
+    assert [ids for _, ids in batches(loader)] != [ids for _, ids in epoch1]  # a new order each epoch
+    resumed = CocoDataModule(**shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
+    resumed.load_state_dict({"epoch": 1, "batches_done": 1, "batch_size": 2})
+    rest = batches(resumed)
+    assert len(rest) == len(epoch1) - 1 and all(torch.equal(a, b) for (a, _), (b, _) in zip(rest, epoch1[1:]))
+    assert len(resumed) == len(epoch1)  # the epoch's length stays whole for Lightning's bookkeeping
+
+
+def test_samplers_shard_every_index_across_ranks():
+    for world in (1, 2, 3):
+        shards = [list(ShardedSampler(7, rank, world)) for rank in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(7))  # validation: each index once
+        train = [[i for i, _ in ResumableSampler(7, seed=3, rank=rank, world_size=world)] for rank in range(world)]
+        assert len({len(shard) for shard in train}) == 1  # equal step counts on every rank
+        assert set(i for shard in train for i in shard) == set(range(7))
 
 
 def test_worker_processes_produce_the_same_validation_batches(shapes):

@@ -27,15 +27,14 @@ def _tiny_detection_overrides(root: Path, out: Path) -> list[str]:
         f"output_dir={out}",
         f"data.shapes.root={root}",
         "data.shapes.num_train=8",
-        "data.shapes.num_val=5",  # odd: the DistributedSampler pads rank 1 with a repeated image
+        "data.shapes.num_val=5",  # odd: the two ranks validate 3 and 2 images
         "data.shapes.image_size=64",
         "data.min_sizes=[64]",
         "data.max_size=64",
         "data.batch_size=2",
         "data.val_batch_size=2",
         "data.num_workers=0",
-        "model.backbone=resnet26",
-        "model.backbone_overrides={base_width: 8, stage_ops: [conv, conv, sasa, aa]}",
+        "model.backbone={name: resnet26, base_width: 8, stage_ops: [conv, conv, sasa, aa]}",
         "model.head=conv",
         "model.fpn_channels=64",  # GroupNorm(32) heads on a 1x1 P7 need 2+ channels per group
         "model.min_size=64",
@@ -61,7 +60,7 @@ def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["val/num_images"] == 5  # gathered from both ranks, padding duplicate dropped
+    assert metrics["val/num_images"] == 5  # gathered from both ranks, each image once
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "predictions.png").is_file()
 
@@ -82,7 +81,7 @@ def test_classification_through_train_tool_then_eval_tool(tmp_path):
         "task: classification\n"
         f"output_dir: {tmp_path / 'cls'}\n"
         f"data:\n  train_dir: {folders['train']}\n  val_dir: {folders['val']}\n  batch_size: 8\n  num_workers: 0\n"
-        "classifier:\n  backbone: resnet26\n  image_size: 32\n  overrides: {base_width: 8}\n"
+        "classifier:\n  backbone: {name: resnet26, base_width: 8}\n  image_size: 32\n"
         "optim:\n  name: adamw\n  lr: 0.003\n  weight_decay: 0.0\n"
         "trainer:\n  max_epochs: 2\n  accelerator: cpu\n  devices: 1\n  enable_progress_bar: false\n  log_every_n_steps: 1\n"
     )

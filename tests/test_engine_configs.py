@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sasa_det.config import config_to_dict, load_config
+from sasa_det.config import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "_base_" not in p.parts)
@@ -13,13 +13,8 @@ EXPERIMENTS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "_base_" not in p.
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_shipped_config_builds_its_model(path):
+    from sasa_det.engine.task import get_task
+
     cfg = load_config(path, ["model.num_classes=3", "classifier.num_classes=3"])
-    if cfg.task == "classification":
-        from sasa_det.engine.runner import build_module
-
-        module = build_module(cfg)
-    else:
-        from sasa_det.engine.detection_module import DetectionModule
-
-        module = DetectionModule(config_to_dict(cfg))
+    module = get_task(cfg.task).build_module(cfg)
     assert sum(p.numel() for p in module.parameters()) > 0

@@ -4,14 +4,16 @@ import pytest
 import torch
 
 from sasa_det.config import ConfigError, config_to_dict, load_config
-from sasa_det.engine.callbacks import ExperimentConfigInCheckpoint, format_coco_summary
-from sasa_det.engine.detection_module import DetectionModule, detector_kwargs, iou_types_for
+from sasa_det.engine.callbacks import format_coco_summary
+from sasa_det.engine.checkpointing import CONFIG_KEY, ExperimentConfigInCheckpoint
+from sasa_det.engine.detection_module import DetectionModule
+from sasa_det.engine.detection_task import detector_arguments, iou_types_for
+from sasa_det.engine.task import get_task
 from sasa_det.engine.optim import schedule_lengths
 
 TINY = [
     "model.num_classes=3",
-    "model.backbone=resnet26",
-    "model.backbone_overrides={base_width: 8}",
+    "model.backbone={name: resnet26, base_width: 8}",
     "model.fpn_channels=16",
     "model.min_size=64",
     "model.max_size=64",
@@ -33,30 +35,43 @@ def test_schedule_lengths_warmup_steps_override_and_cap():
 
 
 def test_iou_types_default_by_arch_and_explicit():
-    assert iou_types_for(config_to_dict(load_config())) == ("bbox",)
-    assert iou_types_for(config_to_dict(load_config(None, ["model.arch=mask_rcnn"]))) == ("bbox", "segm")
-    assert iou_types_for(config_to_dict(load_config(None, ["model.arch=mask_rcnn", "eval.iou_types=[bbox]"]))) == ("bbox",)
+    assert iou_types_for(load_config()) == ("bbox",)
+    assert iou_types_for(load_config(None, ["model.arch=mask_rcnn"])) == ("bbox", "segm")
+    assert iou_types_for(load_config(None, ["model.arch=mask_rcnn", "eval.iou_types=[bbox]"])) == ("bbox",)
 
 
-def test_detector_kwargs_requires_num_classes():
+def test_detector_arguments_require_num_classes_and_carry_typed_sections():
     with pytest.raises(ValueError, match="model.num_classes"):
-        detector_kwargs(config_to_dict(load_config())["model"])
+        detector_arguments(load_config())
+    args = detector_arguments(load_config(None, TINY + ["model.backbone.frozen_stages=1", "model.sasa.impl=halo"]))
+    assert args["backbone"] == "resnet26" and args["backbone_overrides"] == {"base_width": 8, "frozen_stages": 1}
+    assert args["sasa"]["impl"] == "halo"
 
 
-def test_module_stores_plain_config_and_rejects_unknown_keys():
-    cfg = load_config(None, TINY)
-    module = DetectionModule(cfg, class_names=["a", "b", "c"])
-    stored = module.hparams["config"]
-    assert isinstance(stored, dict) and stored["model"]["num_classes"] == 3
-    assert module.hparams["class_names"] == ["a", "b", "c"]
-    bad = config_to_dict(cfg)
-    bad["model"]["num_clases"] = 3
+def test_module_stores_plain_settings_not_the_config():
+    module = get_task("detection").build_module(load_config(None, TINY), class_names=["a", "b", "c"])
+    assert set(module.hparams) == {"detector", "optim", "iou_types", "score_threshold", "class_names"}
+    assert module.hparams["detector"]["num_classes"] == 3 and module.hparams["class_names"] == ["a", "b", "c"]
     with pytest.raises(ConfigError, match="num_clases"):
-        DetectionModule(bad)
+        load_config(None, TINY + ["model.num_clases=3"])
+
+
+def test_misspelt_backbone_option_fails_at_load_naming_key_file_and_choices(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model:\n  backbone:\n    name: sasa_resnet26\n  sasa:\n    impl: shfit\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: model.sasa.impl='shfit' is not one of .*'shift'.*did you mean 'shift'"):
+        load_config(path)
+    path.write_text("model:\n  backbone:\n    name: sasa_resnet26\n    sasa_impl: shift\n")
+    with pytest.raises(ConfigError, match="exp.yaml: unknown config key 'model.backbone.sasa_impl'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="model.backbone.stage_ops='sas' is not one of"):
+        load_config(None, ["model.backbone.stage_ops=[conv, conv, sas, aa]"])
+    with pytest.raises(ConfigError, match="model.backbone.name='resnet5' is not one of"):
+        load_config(None, ["model.backbone=resnet5"])
 
 
 def test_module_forward_in_eval_mode():
-    module = DetectionModule(load_config(None, TINY)).eval()
+    module = get_task("detection").build_module(load_config(None, TINY)).eval()
     with torch.no_grad():
         out = module([torch.rand(3, 64, 48)])
     assert set(out[0]) >= {"boxes", "scores", "labels"}
@@ -66,7 +81,7 @@ def test_config_callback_writes_checkpoint_key():
     callback = ExperimentConfigInCheckpoint({"task": "detection"})
     checkpoint = {}
     callback.on_save_checkpoint(None, None, checkpoint)
-    assert checkpoint[ExperimentConfigInCheckpoint.KEY] == {"task": "detection"}
+    assert checkpoint[CONFIG_KEY] == {"task": "detection"}
 
 
 def test_format_coco_summary_columns():

@@ -35,9 +35,18 @@ from pycocotools import mask as mask_utils
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SHAPE_NAMES", "make_shapes_dataset", "generate_shapes_image"]
+__all__ = ["SHAPE_KINDS", "SHAPE_NAMES", "make_shapes_dataset", "generate_shapes_image"]
 
-SHAPE_NAMES = ("circle", "square", "triangle")
+SHAPE_NAMES = ("circle", "square", "triangle")  # the default classes
+#: Every shape the generator can draw (``classes`` picks some): vertices, starting angle, inner-radius ratio
+#: (stars alternate outer and inner vertices) and x/y stretch (diamonds are narrow squares).
+SHAPE_KINDS: dict[str, tuple[int, float, float, float]] = {
+    "circle": (24, 0.0, 1.0, 1.0),
+    "square": (4, math.pi / 4, 1.0, 1.0),
+    "triangle": (3, -math.pi / 2, 1.0, 1.0),
+    "star": (10, -math.pi / 2, 0.45, 1.0),
+    "diamond": (4, 0.0, 1.0, 0.55),
+}
 _FORMAT_VERSION = 1
 _META_NAME = "shapes_meta.json"
 _SPLITS = ("train", "val")
@@ -47,14 +56,16 @@ _PLACEMENT_ATTEMPTS = 50
 
 
 def _shape_polygon(
-    kind: int, center: tuple[float, float], radius: float, angle: float
+    kind: str, center: tuple[float, float], radius: float, angle: float
 ) -> np.ndarray:
     """Vertices [V, 2] (x, y) of a shape with circumradius ``radius`` rotated by ``angle`` radians."""
-    vertices = {0: _CIRCLE_VERTICES, 1: 4, 2: 3}[kind]
-    # Squares start at 45 degrees so that angle 0 is axis-aligned; triangles point up at angle 0.
-    start = {0: 0.0, 1: math.pi / 4, 2: -math.pi / 2}[kind] + angle
+    vertices, start, inner, stretch = SHAPE_KINDS[kind]
+    # Squares start at 45 degrees so that angle 0 is axis-aligned; triangles and stars point up at angle 0.
     t = start + 2 * math.pi * np.arange(vertices) / vertices
-    return np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], axis=1)
+    r = np.where(np.arange(vertices) % 2 == 1, radius * inner, radius)
+    x, y = stretch * r * np.cos(t), r * np.sin(t)
+    x, y = x * math.cos(angle) - y * math.sin(angle), x * math.sin(angle) + y * math.cos(angle)
+    return np.stack([center[0] + x, center[1] + y], axis=1)
 
 
 def _polygon_mask(flat: list[float], size: int) -> np.ndarray:
@@ -87,6 +98,7 @@ def generate_shapes_image(
     min_scale: float = 0.2,
     max_scale: float = 0.45,
     max_rotation: float = 30.0,
+    classes: Sequence[str] = SHAPE_NAMES,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Draw one image.
 
@@ -96,10 +108,11 @@ def generate_shapes_image(
         min_objects, max_objects: number of shapes drawn uniformly from this range (fewer if some
             cannot be placed without overlap in 50 attempts each; the first always fits).
         min_scale, max_scale: shape diameter (circumscribed circle) as a fraction of ``image_size``.
-        max_rotation: squares and triangles are rotated uniformly within ±this many degrees.
+        max_rotation: shapes other than circles are rotated uniformly within ±this many degrees.
+        classes: the shapes drawn (names of :data:`SHAPE_KINDS`), each equally likely.
 
     Returns:
-        ``(image uint8 [H, W, 3], objects)`` with each object ``{"shape": index into SHAPE_NAMES,
+        ``(image uint8 [H, W, 3], objects)`` with each object ``{"shape": index into classes,
         "polygon": [x0, y0, x1, y1, ...]}`` in pixel coordinates (COCO convention).
     """
     size = image_size
@@ -110,15 +123,15 @@ def generate_shapes_image(
     objects: list[dict[str, Any]] = []
     count = int(rng.integers(min_objects, max_objects + 1))
     for _ in range(count):
-        kind = int(rng.integers(0, len(SHAPE_NAMES)))
+        kind = int(rng.integers(0, len(classes)))
         colour = rng.uniform(60, 255, size=3)
         while colour.mean() < 140:  # keep a clear contrast with the dark background
             colour = rng.uniform(60, 255, size=3)
         for _attempt in range(_PLACEMENT_ATTEMPTS):
             radius = rng.uniform(min_scale, max_scale) * size / 2
-            angle = 0.0 if kind == 0 else math.radians(rng.uniform(-max_rotation, max_rotation))
+            angle = 0.0 if classes[kind] == "circle" else math.radians(rng.uniform(-max_rotation, max_rotation))
             center = (rng.uniform(radius + 1, size - 1 - radius), rng.uniform(radius + 1, size - 1 - radius))
-            xy = np.round(_shape_polygon(kind, center, radius, angle), 2)
+            xy = np.round(_shape_polygon(classes[kind], center, radius, angle), 2)
             flat = [float(v) for v in xy.reshape(-1)]
             mask = _polygon_mask(flat, size)
             if not mask.any() or (mask & occupied).any():
@@ -202,7 +215,8 @@ def make_shapes_dataset(
     seed: int = 0,
     min_objects: int = 1,
     max_objects: int = 4,
-    category_ids: Sequence[int] = (1, 2, 3),
+    category_ids: Sequence[int] | None = None,
+    classes: Sequence[str] = SHAPE_NAMES,
     force: bool = False,
     progress: bool = False,
 ) -> dict[str, str]:
@@ -214,7 +228,9 @@ def make_shapes_dataset(
         image_size: image side in pixels (square images).
         seed: master seed; same parameters give identical files.
         min_objects, max_objects: shapes per image.
-        category_ids: COCO ids of circle, square, triangle (e.g. ``(1, 5, 9)`` for gapped ids).
+        category_ids: COCO ids of the classes, in order (e.g. ``(1, 5, 9)`` for gapped ids); default 1..K.
+        classes: the shapes drawn, names of :data:`SHAPE_KINDS` (default circle, square, triangle; e.g.
+            ``("star", "diamond")`` for a dataset whose classes a default-trained model has never seen).
         force: regenerate even if a matching dataset exists.
         progress: show a progress bar (tqdm) while writing.
 
@@ -228,10 +244,14 @@ def make_shapes_dataset(
         raise ValueError(f"image_size must be >= 16 pixels, got {image_size}.")
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects} and {max_objects}.")
-    category_ids = [int(c) for c in category_ids]
-    if len(category_ids) != len(SHAPE_NAMES) or len(set(category_ids)) != len(category_ids) or min(category_ids) < 1:
+    classes = [str(c) for c in classes]
+    unknown = [c for c in classes if c not in SHAPE_KINDS]
+    if unknown or not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct names among {list(SHAPE_KINDS)}, got {classes}.")
+    category_ids = [int(c) for c in (category_ids if category_ids is not None else range(1, len(classes) + 1))]
+    if len(category_ids) != len(classes) or len(set(category_ids)) != len(category_ids) or min(category_ids) < 1:
         raise ValueError(
-            f"category_ids must be {len(SHAPE_NAMES)} distinct positive ints (for {SHAPE_NAMES}), got {category_ids}."
+            f"category_ids must be {len(classes)} distinct positive ints (for {classes}), got {category_ids}."
         )
     root = Path(root)
     meta = {
@@ -244,6 +264,8 @@ def make_shapes_dataset(
         "max_objects": max_objects,
         "category_ids": category_ids,
     }
+    if classes != list(SHAPE_NAMES):
+        meta["classes"] = classes  # only when not the default, so existing datasets stay up to date
     paths = _paths(root)
     if not force and _is_complete(root, meta):
         logger.info("Shapes dataset in %s is up to date; not regenerating.", root)
@@ -275,7 +297,8 @@ def _write_dataset(
             shutil.rmtree(p)
         p.mkdir(parents=True)
 
-    categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in zip(category_ids, SHAPE_NAMES)]
+    classes = meta.get("classes", list(SHAPE_NAMES))
+    categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in zip(category_ids, classes)]
     bar = None
     if progress:
         try:
@@ -290,7 +313,7 @@ def _write_dataset(
         images, annotations = [], []
         for i in range(count):
             rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, i]))
-            pixels, objects = generate_shapes_image(rng, image_size, min_objects, max_objects)
+            pixels, objects = generate_shapes_image(rng, image_size, min_objects, max_objects, classes=classes)
             file_name = f"{i:06d}.png"
             Image.fromarray(pixels).save(folder / file_name, format="PNG")
             image_id = i + 1

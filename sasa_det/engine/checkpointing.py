@@ -85,7 +85,10 @@ class LastCheckpoint(pl.Callback):
         self.saved_step: Optional[int] = None
 
     def save(self, trainer: pl.Trainer) -> Path:
-        """Write ``last.ckpt`` now (all ranks must call this: the strategy synchronises them)."""
+        """Write ``last.ckpt`` now (all ranks must call this: the strategy synchronises them); the loggers'
+        buffered rows are flushed first, so the logs on disk reach at least the checkpoint's step."""
+        for run_logger in trainer.loggers:
+            run_logger.save()
         trainer.save_checkpoint(self.path)
         self.saved_step = int(trainer.global_step)
         return self.path

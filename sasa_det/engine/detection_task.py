@@ -91,6 +91,7 @@ class DetectionTask(Task):
             seed=shapes.seed,
             min_objects=shapes.min_objects,
             max_objects=shapes.max_objects,
+            classes=list(shapes.classes),
         )
         cfg = cfg.copy()
         for key, value in paths.items():

@@ -103,15 +103,18 @@ def resolve_resume(cfg: DictConfig, overrides: list[str], resume: Optional[str])
             f"--resume: no checkpoint at {path}"
             + (f" (the run in {output_dir} wrote none yet); start it without --resume" if resume == "last" else "")
         )
-    stored, _ = checkpoint_config(path, overrides)
-    changed = config_differences(stored, cfg)
+    original, checkpoint = checkpoint_config(path)
+    changed = config_differences(original, cfg)
     if changed:
         listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in changed[:8])
         raise ConfigError(
             f"--resume {path}: the model would change ({listed}). A resumed run keeps its model; to start a new "
             f"model from these weights train in a new output_dir with model.init_from={path}"
         )
-    ignored = [k for k, a, b in config_differences(stored, cfg, ("data", "optim", "trainer", "eval", "output_dir")) if k != "output_dir"]
+    stored = config_from_dict(checkpoint[CONFIG_KEY], overrides)
+    ignored = [
+        k for k, _, now in config_differences(stored, cfg, ("data", "optim", "trainer", "eval")) if now is not None
+    ]
     if ignored:
         logger.warning(
             "resuming with the run's stored config; the config file differs in %s (pass key=value overrides to change them)",
