@@ -104,6 +104,11 @@ class DataConfig:
     flip_prob: float = 0.5  # horizontal-flip probability in training
     with_masks: Optional[bool] = None  # load instance masks; null = only for arch mask_rcnn
     keep_empty_train: bool = False  # keep training images without annotations
+    check_images: str = "header"  # before training open every image: "header" (size/mode/EXIF, fast) | "full" (decode all pixels) | "off"
+    on_bad_records: str = "error"  # "error": list every bad record and stop | "drop": remove them (listed in data_report_*), skip training images that fail later
+    check_cache: bool = True  # cache the image check by file size + modification time (a second run does not reopen the images)
+    check_cache_dir: Optional[str] = None  # image-check cache folder; null = $SASA_DET_CACHE_DIR or ~/.cache/sasa_det
+    check_workers: Optional[int] = None  # threads for the image check; null = min(8, CPUs)
     train_dir: Optional[str] = None  # classification: ImageFolder training root
     val_dir: Optional[str] = None  # classification: ImageFolder validation root
 
