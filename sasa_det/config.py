@@ -146,6 +146,11 @@ class DataConfig:
     flip_prob: float = 0.5  # horizontal-flip probability in training
     with_masks: Optional[bool] = None  # load instance masks; null = only for arch mask_rcnn
     keep_empty_train: bool = False  # keep training images without annotations
+    check_images: str = "header"  # before training open every image: "header" (size/mode/EXIF, fast) | "full" (decode all pixels) | "off"
+    on_bad_records: str = "error"  # "error": list every bad record and stop | "drop": remove them (listed in data_report_*), skip training images that fail later
+    check_cache: bool = True  # cache the image check by file size + modification time (a second run does not reopen the images)
+    check_cache_dir: Optional[str] = None  # image-check cache folder; null = $SASA_DET_CACHE_DIR or ~/.cache/sasa_det
+    check_workers: Optional[int] = None  # threads for the image check; null = min(8, CPUs)
     train_dir: Optional[str] = None  # classification: ImageFolder training root
     val_dir: Optional[str] = None  # classification: ImageFolder validation root
 
@@ -263,6 +268,14 @@ def _choice_table() -> dict[str, Callable[[], list[str]]]:
 
         return values
 
+    def data_checks(attr: str) -> Callable[[], list[str]]:
+        def values() -> list[str]:
+            from sasa_det.data import validation
+
+            return list(getattr(validation, attr))
+
+        return values
+
     table: dict[str, Callable[[], list[str]]] = {
         "task": lambda: list(TASKS),
         "model.arch": detectors("ARCHS", "build"),
@@ -272,6 +285,8 @@ def _choice_table() -> dict[str, Callable[[], list[str]]]:
         "optim.name": optim("OPTIMIZERS"),
         "optim.schedule": optim("SCHEDULES"),
         "eval.iou_types": lambda: ["bbox", "segm"],
+        "data.check_images": data_checks("CHECK_LEVELS"),
+        "data.on_bad_records": data_checks("BAD_RECORD_POLICIES"),
     }
     for section in ("model", "classifier"):
         table[f"{section}.backbone.name"] = backbones

@@ -7,8 +7,11 @@ subprocesses inherit it through OMP_NUM_THREADS.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The data modules cache image checks; the tests keep that cache out of the user's home.
+os.environ.setdefault("SASA_DET_CACHE_DIR", tempfile.mkdtemp(prefix="sasa_det_test_cache_"))
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import torch  # noqa: E402

@@ -13,6 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from sasa_det.data import CocoDetectionDataset
+from sasa_det.data.validation import DatasetError
 
 H, W = 30, 40
 
@@ -68,9 +69,6 @@ def _dataset_dict() -> dict:
             # degenerate: 0.5 px wide
             {"id": 14, "image_id": 1, "category_id": 3, "bbox": [5, 5, 0.5, 10], "iscrowd": 0,
              "segmentation": [[5, 5, 5.5, 5, 5.5, 15]], "area": 2},
-            # entirely outside the image
-            {"id": 15, "image_id": 1, "category_id": 3, "bbox": [50, 5, 10, 10], "iscrowd": 0,
-             "segmentation": [[50, 5, 60, 5, 60, 15]], "area": 50},
             # partly outside: clipped to [35, 0, 40, 6]
             {"id": 16, "image_id": 1, "category_id": 7, "bbox": [35, -4, 10, 10], "iscrowd": 0,
              "segmentation": [[35, 0, 39, 0, 39, 5, 35, 5]], "area": 20},
@@ -97,9 +95,10 @@ def test_gapped_category_ids_map_to_contiguous_labels_and_back(ann_file):
 def test_targets_boxes_labels_and_filter_counts(ann_file, caplog):
     with caplog.at_level(logging.INFO, logger="sasa_det.data.coco"):
         ds = CocoDetectionDataset(ann_file.parent / "img", ann_file)
-    assert "removed 2 degenerate boxes" in caplog.text and "ignored 1 crowd" in caplog.text
+    assert "removed 1 degenerate boxes" in caplog.text and "ignored 1 crowd" in caplog.text
     assert ds.stats["crowd_ignored"] == 1
-    assert ds.stats["degenerate_boxes"] == 2
+    assert ds.stats["degenerate_boxes"] == 1 and ds.stats["clipped_boxes"] == 1
+    assert ds.report.fixes["box clipped to the image"] == [16]
     assert len(ds) == 2 and ds.image_ids == [1, 2]
     image, target = ds[0]
     assert type(image) is torch.Tensor and image.dtype == torch.float32 and image.shape == (3, H, W)
@@ -116,8 +115,9 @@ def test_targets_boxes_labels_and_filter_counts(ann_file, caplog):
 
 
 def test_masks_match_pycocotools_for_polygon_and_both_rle_kinds(ann_file):
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, with_masks=True)
-    assert ds.stats["invalid_segmentations"] == 1  # annotation 17
+    # annotation 17's only polygon part has 2 points: it cannot make a mask, and is dropped on request
+    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, with_masks=True, on_bad_records="drop")
+    assert [p.record for p in ds.report.dropped] == ["annotation id 17 (image id 1)"]
     _, target = ds[0]
     masks = target["masks"]
     assert masks.dtype == torch.uint8 and masks.shape == (4, H, W)
@@ -142,8 +142,10 @@ def test_image_whose_boxes_are_all_degenerate_counts_as_empty(tmp_path):
     data = _dataset_dict()
     data["annotations"] = [a for a in data["annotations"] if a["id"] in (13, 14)]  # crowd + degenerate only
     ann_file = _write(tmp_path, data)
-    ds = CocoDetectionDataset(tmp_path / "img", ann_file, keep_empty=False)
-    assert len(ds) == 0 and ds.stats["images_dropped_empty"] == 2
+    assert len(CocoDetectionDataset(tmp_path / "img", ann_file, keep_empty=True)) == 2
+    # nothing left to train on is an error that names the file, not an empty loader failing later
+    with pytest.raises(DatasetError, match="ann.json: no image is left"):
+        CocoDetectionDataset(tmp_path / "img", ann_file, keep_empty=False)
 
 
 def test_transforms_receive_tv_tensors(ann_file):
@@ -153,7 +155,7 @@ def test_transforms_receive_tv_tensors(ann_file):
         seen["image"], seen["boxes"], seen["masks"] = type(image).__name__, target["boxes"], target["masks"]
         return image, target
 
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, transforms=probe, with_masks=True)
+    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, transforms=probe, with_masks=True, on_bad_records="drop")
     image, target = ds[0]
     assert seen["image"] == "Image" and type(seen["boxes"]).__name__ == "BoundingBoxes"
     assert tuple(seen["boxes"].canvas_size) == (H, W) and type(seen["masks"]).__name__ == "Mask"
@@ -190,14 +192,14 @@ def test_malformed_bbox_is_an_error(tmp_path, bbox):
     def mutate(d):
         d["annotations"][2]["bbox"] = bbox
 
-    _expect_error(tmp_path, mutate, ValueError, "annotation id 12", "malformed bbox", "[x, y, width, height]")
+    _expect_error(tmp_path, mutate, ValueError, "annotation id 12", "bbox", "[x, y, width, height]")
 
 
 def test_duplicate_ids_and_missing_fields_are_errors(tmp_path):
     def dup_image(d):
         d["images"][1]["id"] = 1
 
-    _expect_error(tmp_path / "a", dup_image, ValueError, "image id 1 appears twice")
+    _expect_error(tmp_path / "a", dup_image, ValueError, "image id 1: appears twice")
 
     def no_height(d):
         del d["images"][0]["height"]
@@ -207,7 +209,7 @@ def test_duplicate_ids_and_missing_fields_are_errors(tmp_path):
     def dup_annotation(d):
         d["annotations"][1]["id"] = 10
 
-    _expect_error(tmp_path / "c", dup_annotation, ValueError, "annotation id 10 appears twice")
+    _expect_error(tmp_path / "c", dup_annotation, ValueError, "annotation id 10: appears twice")
 
 
 def test_missing_segmentation_with_masks_is_an_error(tmp_path):
@@ -222,11 +224,12 @@ def test_missing_files_are_named(tmp_path, ann_file):
         CocoDetectionDataset(ann_file.parent / "img", tmp_path / "nope.json")
     with pytest.raises(FileNotFoundError, match="no_dir"):
         CocoDetectionDataset(tmp_path / "no_dir", ann_file)
+    # without the image check, a file that disappears is named when it is loaded
+    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, check_images="off")
     (ann_file.parent / "img" / "2.png").unlink()
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file)
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(DatasetError) as info:
         ds[1]
-    assert "2.png" in str(info.value) and "image id 2" in str(info.value)
+    assert "2.png" in str(info.value) and "image id 2" in str(info.value) and "on_bad_records" in str(info.value)
 
 
 def test_invalid_json_and_size_mismatch(tmp_path, ann_file):
@@ -234,7 +237,7 @@ def test_invalid_json_and_size_mismatch(tmp_path, ann_file):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
         CocoDetectionDataset(ann_file.parent / "img", bad)
+    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, check_images="off")
     Image.fromarray(np.zeros((H + 1, W, 3), dtype=np.uint8)).save(ann_file.parent / "img" / "1.png")
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file)
-    with pytest.raises(ValueError, match="image id 1.*31x40"):
+    with pytest.raises(DatasetError, match="image id 1.*31x40"):
         ds[0]

@@ -7,14 +7,18 @@ from sasa_det.data.datamodule import CocoDataModule
 from sasa_det.data.image_folder import ImageFolderDataModule, make_image_folder_dataset
 from sasa_det.data.shapes import SHAPE_NAMES, make_shapes_dataset
 from sasa_det.data.transforms import build_train_transforms, build_val_transforms
+from sasa_det.data.validation import DatasetError, DatasetReport, check_num_classes
 
 __all__ = [
     "SHAPE_NAMES",
     "CocoDataModule",
     "CocoDetectionDataset",
+    "DatasetError",
+    "DatasetReport",
     "ImageFolderDataModule",
     "build_train_transforms",
     "build_val_transforms",
+    "check_num_classes",
     "collate_detection",
     "load_coco_quietly",
     "make_image_folder_dataset",

@@ -122,7 +122,21 @@ class DetectionTask(Task):
             with_masks=with_masks,
             keep_empty_train=data.keep_empty_train,
             seed=cfg.trainer.seed,
+            check_images=data.check_images,
+            on_bad_records=data.on_bad_records,
+            report_dir=cfg.output_dir if train else None,
+            check_cache=data.check_cache,
+            check_cache_dir=data.check_cache_dir,
+            check_workers=data.check_workers,
+            progress=cfg.trainer.enable_progress_bar,
         )
+
+    def complete_config(self, cfg: DictConfig, datamodule: pl.LightningDataModule) -> DictConfig:
+        """``model.num_classes`` from the dataset when null; a set value must equal the dataset's class count."""
+        from sasa_det.data import check_num_classes
+
+        check_num_classes(cfg.model.num_classes, datamodule.class_names, cfg.data.train_ann or cfg.data.val_ann)
+        return super().complete_config(cfg, datamodule)
 
     def build_module(self, cfg: DictConfig, class_names: Optional[list[str]] = None) -> pl.LightningModule:
         """A ``DetectionModule`` from the ``model``, ``optim`` and ``eval`` sections."""
