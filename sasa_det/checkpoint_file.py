@@ -45,8 +45,9 @@ def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> A
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error) or "GLOBAL" in str(error):
+        detail = [line for line in str(error).splitlines() if "Unsupported" in line or "load key" in line]
+        first = detail[0].strip() if detail else type(error).__name__
+        if "Unsupported global" in str(error) or "GLOBAL" in str(error):
             raise CheckpointFileError(
                 f"{what} {file}: holds Python objects that could run code when loaded, so it is refused "
                 "(only tensors and plain containers are read). Save a state_dict instead "
@@ -59,7 +60,9 @@ def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> A
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         text = str(error)
-        if "zip archive" in text or "central directory" in text or isinstance(error, (EOFError, zipfile.BadZipFile)):
+        with open(file, "rb") as handle:
+            zipped = handle.read(4) == b"PK\x03\x04"  # torch.save's format: a zip archive
+        if zipped or "zip archive" in text or isinstance(error, (EOFError, zipfile.BadZipFile)):
             raise CheckpointFileError(
                 f"{what} {file}: the file is truncated or corrupt ({text.splitlines()[0] if text else type(error).__name__}); "
                 "it was probably cut off while being written or copied; use an intact copy (e.g. another "

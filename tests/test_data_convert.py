@@ -160,8 +160,8 @@ def test_voc_folder_to_a_trained_model_in_three_commands(tmp_path, capsys):
     cfg = load_config(None, [
         f"output_dir={tmp_path / 'run'}", f"data.train_images={images}", f"data.train_ann={tmp_path / 'train.json'}",
         f"data.val_images={images}", f"data.val_ann={tmp_path / 'val.json'}", "data.min_sizes=[64]", "data.max_size=96",
-        "data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0", "model.backbone=resnet26",
-        "model.backbone_overrides={base_width: 8}", "model.fpn_channels=32", "model.min_size=64", "model.max_size=96",
+        "data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0", "model.backbone={name: resnet26, base_width: 8}",
+        "model.fpn_channels=32", "model.min_size=64", "model.max_size=96",
         "trainer.max_steps=2", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.enable_progress_bar=false",
         "eval.save_visualization=0",
     ])
