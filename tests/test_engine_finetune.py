@@ -116,8 +116,11 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_executed(tmp_path):
         def __reduce__(self):
             return (Path.touch, (marker,))
 
-    with open(tmp_path / "evil.ckpt", "wb") as handle:
-        pickle.dump({"state_dict": Exploit()}, handle)
+    torch.save({"state_dict": Exploit()}, tmp_path / "evil.ckpt")
     with pytest.raises(CheckpointFileError, match="evil.ckpt: holds Python objects that could run code"):
         read_checkpoint_file(tmp_path / "evil.ckpt")
+    with open(tmp_path / "evil.pkl", "wb") as handle:  # a bare pickle, not torch.save's archive
+        pickle.dump({"state_dict": Exploit()}, handle)
+    with pytest.raises(CheckpointFileError, match="evil.pkl: not a PyTorch checkpoint"):
+        read_checkpoint_file(tmp_path / "evil.pkl")
     assert not marker.exists()
