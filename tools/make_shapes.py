@@ -8,11 +8,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from sasa_det.data.shapes import make_shapes_dataset
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -25,14 +23,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="master random seed (default: 0)")
     parser.add_argument("--min-objects", type=int, default=1, help="fewest shapes per image (default: 1)")
     parser.add_argument("--max-objects", type=int, default=4, help="most shapes per image (default: 4)")
-    parser.add_argument(
-        "--category-ids",
-        type=int,
-        nargs=3,
-        default=(1, 2, 3),
-        metavar=("CIRCLE", "SQUARE", "TRIANGLE"),
-        help="COCO category ids of circle, square, triangle (default: 1 2 3)",
-    )
+    parser.add_argument("--classes", nargs="+", default=["circle", "square", "triangle"],
+                        help="shapes drawn, among circle, square, triangle, star, diamond (default: circle square triangle)")
+    parser.add_argument("--category-ids", type=int, nargs="+", default=None, metavar="ID",
+                        help="COCO category ids of the classes, in order (default: 1..K)")
     parser.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
     return parser.parse_args(argv)
 
@@ -40,7 +34,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     """Generate the dataset and print where its parts are."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from sasa_det.logging_setup import configure_logging
+
+    configure_logging()
+    from sasa_det.data.shapes import make_shapes_dataset
+
     try:
         paths = make_shapes_dataset(
             args.root,
@@ -51,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
             min_objects=args.min_objects,
             max_objects=args.max_objects,
             category_ids=args.category_ids,
+            classes=args.classes,
             force=args.force,
             progress=True,
         )

@@ -63,7 +63,10 @@ class DetectionTask(Task):
         """Fill the four data paths from ``data.shapes`` (generating the dataset when missing).
 
         Paths the user set win over ``data.shapes.root`` (e.g. a config that inherits the demo's dataset);
-        setting only some of them while ``data.shapes.root`` is set is an error naming the keys.
+        setting only some of them while ``data.shapes.root`` is set is an error naming the keys. The returned
+        config holds the generated dataset's absolute paths and ``data.shapes.root`` null, so the config
+        stored in a checkpoint names the very files trained on: evaluating it from another folder reads
+        them (and says so if they are gone) instead of generating a new dataset there.
         """
         shapes = cfg.data.shapes
         if shapes.root is None:
@@ -73,6 +76,8 @@ class DetectionTask(Task):
             logger.warning(
                 "data.shapes.root=%s is ignored: data.train_images/train_ann/val_images/val_ann are set and win", shapes.root
             )
+            cfg = cfg.copy()
+            cfg.data.shapes.root = None
             return cfg
         if given:
             raise ConfigError(
@@ -84,7 +89,7 @@ class DetectionTask(Task):
         from sasa_det.data import make_shapes_dataset
 
         paths = make_shapes_dataset(
-            shapes.root,
+            Path(shapes.root).resolve(),
             num_train=shapes.num_train,
             num_val=shapes.num_val,
             image_size=shapes.image_size,
@@ -96,6 +101,7 @@ class DetectionTask(Task):
         cfg = cfg.copy()
         for key, value in paths.items():
             cfg.data[key] = value
+        cfg.data.shapes.root = None
         return cfg
 
     def build_datamodule(self, cfg: DictConfig, train: bool = True) -> pl.LightningDataModule:

@@ -112,8 +112,9 @@ def resolve_resume(cfg: DictConfig, overrides: list[str], resume: Optional[str])
             f"model from these weights train in a new output_dir with model.init_from={path}"
         )
     stored = config_from_dict(checkpoint[CONFIG_KEY], overrides)
-    ignored = [
-        k for k, _, now in config_differences(stored, cfg, ("data", "optim", "trainer", "eval")) if now is not None
+    ignored = [  # data paths filled from data.shapes are derived, not the user's
+        k for k, _, now in config_differences(stored, cfg, ("data", "optim", "trainer", "eval"))
+        if now is not None and not k.startswith("data.shapes.")
     ]
     if ignored:
         logger.warning(
