@@ -229,7 +229,3 @@ class CocoDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """Validation loader in file order over this rank's unpadded shard."""
         return sharded_val_loader(self.val_dataset, self.trainer, self.val_batch_size, **self._loader_options())
-
-    def test_dataloader(self) -> DataLoader:
-        """Same as :meth:`val_dataloader` (COCO has no public test annotations)."""
-        return self.val_dataloader()

@@ -163,8 +163,3 @@ class DetectionModule(pl.LightningModule):
         for name, value in logged.items():
             self.log(name, value, prog_bar=name == "val/mAP", sync_dist=True, reduce_fx="max")
         self.last_metrics = logged
-
-    # ------------------------------------------------------------------ prediction
-    def predict_step(self, batch, batch_idx: int) -> list[dict[str, torch.Tensor]]:
-        images = batch[0] if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], list) else batch
-        return [{k: v.detach().cpu() for k, v in out.items()} for out in self.model(images)]
