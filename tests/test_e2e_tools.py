@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tiny_shapes_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
 
@@ -22,36 +24,13 @@ def _tool(name: str):
     return module
 
 
-def _tiny_detection_overrides(root: Path, out: Path) -> list[str]:
-    return [
-        f"output_dir={out}",
-        f"data.shapes.root={root}",
-        "data.shapes.num_train=8",
-        "data.shapes.num_val=5",  # odd: the two ranks validate 3 and 2 images
-        "data.shapes.image_size=64",
-        "data.min_sizes=[64]",
-        "data.max_size=64",
-        "data.batch_size=2",
-        "data.val_batch_size=2",
-        "data.num_workers=0",
-        "model.backbone={name: resnet26, base_width: 8, stage_ops: [conv, conv, sasa, aa]}",
-        "model.head=conv",
-        "model.fpn_channels=64",  # GroupNorm(32) heads on a 1x1 P7 need 2+ channels per group
-        "model.min_size=64",
-        "model.max_size=64",
-        "trainer.max_steps=2",
-        "trainer.enable_progress_bar=false",
-        "eval.save_visualization=1",
-    ]
-
-
 def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
     out = tmp_path / "ddp"
     command = [
         sys.executable,
         "tools/train.py",
         str(DEMO_CONFIG),
-        *_tiny_detection_overrides(tmp_path / "shapes", out),
+        *tiny_shapes_overrides(tmp_path / "shapes", out),  # 5 validation images: the two ranks take 3 and 2
         "trainer.devices=2",
         "trainer.strategy=ddp",
         "trainer.accelerator=cpu",

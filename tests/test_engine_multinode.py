@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tiny_shapes_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
 
@@ -32,20 +34,7 @@ def test_two_nodes_train_and_match_single_process_metrics(tmp_path):
     out = tmp_path / "two_nodes"
     args = [
         sys.executable, "tools/train.py", str(DEMO_CONFIG),
-        f"output_dir={out}",
-        f"data.shapes.root={tmp_path / 'shapes'}",
-        "data.shapes.num_train=8",
-        "data.shapes.num_val=5",  # odd: the nodes validate 3 and 2 images
-        "data.shapes.image_size=64",
-        "data.min_sizes=[64]",
-        "data.max_size=64",
-        "data.batch_size=2",
-        "data.val_batch_size=2",
-        "data.num_workers=0",
-        "model.backbone={name: resnet26, base_width: 8, stage_ops: [conv, conv, sasa, aa]}",
-        "model.fpn_channels=64",  # the demo's GroupNorm(32) heads need 2+ values per group on the 1x1 P7
-        "model.min_size=64",
-        "model.max_size=64",
+        *tiny_shapes_overrides(tmp_path / "shapes", out),  # 5 validation images: the nodes validate 3 and 2
         "trainer.max_steps=3",
         "trainer.accelerator=cpu",
         "trainer.devices=1",

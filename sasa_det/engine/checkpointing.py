@@ -38,6 +38,7 @@ __all__ = [
     "RngStateCheckpoint",
     "StopOnSignal",
     "TrainingInterrupted",
+    "sigterm_exception",
     "slurm_job_id",
 ]
 
@@ -179,6 +180,19 @@ class TrainingInterrupted(RuntimeError):
         self.requeued = requeued
 
 
+def sigterm_exception() -> type[BaseException]:
+    """Lightning's exception for a SIGTERM stop (``SIGTERMException``, Lightning >= 2.5), else a type nothing raises."""
+    try:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+    except ImportError:  # older Lightning stops without raising
+
+        class _NeverRaised(BaseException):
+            pass
+
+        return _NeverRaised
+    return SIGTERMException
+
+
 def slurm_job_id() -> Optional[str]:
     """The SLURM job id to requeue (the array's master job for an array task), or None outside SLURM."""
     array_id = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -252,7 +266,5 @@ class StopOnSignal(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # SIGTERM during validation: Lightning stops there (raising its SIGTERMException); keep the state too.
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-        if isinstance(exception, SIGTERMException) and self.last.saved_step != trainer.global_step:
+        if isinstance(exception, sigterm_exception()) and self.last.saved_step != trainer.global_step:
             self.last.save(trainer)

@@ -44,6 +44,7 @@ from sasa_det.engine.checkpointing import (
     RngStateCheckpoint,
     StopOnSignal,
     TrainingInterrupted,
+    sigterm_exception,
 )
 from sasa_det.engine.init_from import initialize_from
 from sasa_det.engine.resume import checkpoint_config
@@ -218,12 +219,10 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)
 
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
     try:
         with stop.installed():
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from is not None else None)
-    except SIGTERMException:
+    except sigterm_exception():
         import signal
 
         raise TrainingInterrupted(signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step) from None
