@@ -24,3 +24,22 @@ from sasa_det.layers.reference import local_attention_reference  # noqa: E402
 # The slow dense reference is a test oracle, not a production path: the tests register it themselves so
 # that layers can be run through it with impl="reference".
 register_local_attention_impl("reference", local_attention_reference)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_detection_run(tmp_path_factory):
+    """One seconds-long training run of the demo config on a 64-px shapes set, shared by the tests of what
+    users do with a trained run (predicting, analysing, attention maps): its ``train()`` result."""
+    from pathlib import Path
+
+    from sasa_det.config import load_config
+    from sasa_det.engine.runner import train
+    from tests.helpers import tiny_shapes_overrides
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    demo = Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml"
+    overrides = tiny_shapes_overrides(root / "shapes", root / "run", num_train=8, num_val=4)
+    cfg = load_config(demo, [*overrides, "trainer.max_steps=4", "trainer.log_every_n_steps=1", "trainer.accelerator=cpu"])
+    return train(cfg)

@@ -111,9 +111,9 @@ def test_checkpoint_holds_config_and_evaluate_reproduces_training_metrics(traine
 def test_predict_draws_pngs(trained, shapes, tmp_path):
     _, result = trained
     images = sorted(Path(shapes["val_images"]).glob("*.png"))[:2]
-    written = predict(result["last_checkpoint"], images, tmp_path / "drawn", score_threshold=0.3)
-    assert [p.name for p in written] == [p.name for p in images]
-    assert all(p.stat().st_size > 0 for p in written)
+    report = predict(result["last_checkpoint"], images, tmp_path / "drawn", score_threshold=0.3)
+    assert [p.name for p in report.written] == [p.name for p in images]
+    assert all(p.stat().st_size > 0 for p in report.written) and not report.failed
 
 
 def test_mask_rcnn_reports_segm_metrics(shapes, tmp_path):

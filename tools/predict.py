@@ -1,15 +1,35 @@
-"""Draw a detection checkpoint's predictions on image files (one PNG per image).
+"""Draw a detection checkpoint's predictions on images, folders and globs; write COCO results json.
 
-Example::
+Examples::
 
-    python tools/predict.py outputs/shapes_demo/checkpoints/last.ckpt data/shapes/val/000000.png --out predictions/
+    python tools/predict.py outputs/shapes_demo/checkpoints/last.ckpt data/shapes/val --out predictions/
+    python tools/predict.py model.ckpt "photos/**/*.jpg" extra.png --out drawn/ --score-threshold 0.3
+    python tools/predict.py model.ckpt photos/ --out drawn/ model.min_size=800 model.max_size=1333
+
+Arguments after the checkpoint are inputs (files, folders searched recursively, glob patterns) and
+``key=value`` overrides of the stored config, as in train.py and eval.py. Each image is written as a PNG
+under --out with its relative folder structure; detections.json holds the COCO results and images.json
+their image ids and class names. An unreadable input is reported and skipped, and the exit status is 1
+when any input failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def split_inputs(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(inputs, overrides)``: ``key=value`` arguments that are not existing paths are overrides."""
+    inputs, overrides = [], []
+    for argument in arguments:
+        (overrides if _OVERRIDE.match(argument) and not Path(argument).exists() else inputs).append(argument)
+    return inputs, overrides
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -17,16 +37,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a detection checkpoint written by tools/train.py")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--out", required=True, help="output folder for the drawn PNGs")
-    parser.add_argument("--score-threshold", type=float, default=None, help="minimum score drawn (default: eval.draw_threshold)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, and key=value overrides")
+    parser.add_argument("--out", required=True, help="output folder for the drawn PNGs and the json files")
+    parser.add_argument("--score-threshold", type=float, default=None, help="minimum score kept (default: eval.draw_threshold)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the stored config")
-    return parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)  # deprecated alias
+    args = parser.parse_intermixed_args(argv)
+    args.images, args.overrides = split_inputs(args.inputs)
+    if args.set:
+        print("warning: --set is deprecated; give key=value overrides after the inputs", file=sys.stderr)
+        args.overrides += args.set
+    if not args.images:
+        parser.error("no input images given")
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> list:
-    """Predict and draw; prints the written files."""
+def main(argv: Sequence[str] | None = None):
+    """Predict and draw; prints a summary, exits 1 when any input failed."""
     args = parse_args(argv)
     from sasa_det.logging_setup import configure_logging
 
@@ -36,12 +64,22 @@ def main(argv: Sequence[str] | None = None) -> list:
     from sasa_det.engine.runner import predict
 
     try:
-        written = predict(args.checkpoint, args.images, args.out, args.set, args.score_threshold, args.device)
+        report = predict(args.checkpoint, args.images, args.out, args.overrides, args.score_threshold, args.device,
+                         progress=not args.no_progress)
     except (ConfigError, CheckpointFileError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    for path in written:
-        print(path)
-    return written
+    print(f"{len(report.written)} image(s) drawn in {args.out}"
+          + (f"; COCO results: {report.detections_json}" if report.detections_json else ""))
+    if report.empty:
+        print(f"{len(report.empty)} image(s) without any detection at or above the threshold:")
+        for path in report.empty:
+            print(f"  {path}")
+    if report.failed:
+        print(f"{len(report.failed)} input(s) failed:", file=sys.stderr)
+        for item, reason in report.failed:
+            print(f"  {item}: {reason}", file=sys.stderr)
+        sys.exit(1)
+    return report
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Library entry points behind ``tools/train.py``, ``tools/eval.py`` and ``tools/predict.py``, for any task.
 
 ``train(cfg)`` builds the task's data module and LightningModule and fits (resuming when asked);
-``evaluate(ckpt)`` rebuilds both from a checkpoint's stored config and validates; ``predict(ckpt, images)``
+``evaluate(ckpt)`` rebuilds both from a checkpoint's stored config and validates; ``predict(ckpt, inputs)``
 draws a detection checkpoint's detections. What differs between tasks lives in
 :mod:`sasa_det.engine.task` and its implementations.
 
@@ -278,47 +278,33 @@ def evaluate(
     return {"metrics": metrics, "output_dir": str(out)}
 
 
-@torch.no_grad()
 def predict(
     ckpt_path: str | os.PathLike,
-    image_paths: Sequence[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     overrides: Optional[Sequence[str]] = None,
     score_threshold: Optional[float] = None,
     device: str = "cpu",
-) -> list[Path]:
-    """Draw a detection checkpoint's predictions on image files, one PNG per image in ``out_dir``.
+    progress: bool = False,
+):
+    """Draw a detection checkpoint's predictions on image files, folders or globs.
 
     Args:
         ckpt_path: a detection checkpoint written by :func:`train`.
-        image_paths: image files (any format PIL reads; converted to RGB).
-        out_dir: output folder; ``<image stem>.png`` per input.
+        inputs: image files, folders (searched recursively) and glob patterns.
+        out_dir: output folder: one PNG per image (relative structure kept), ``detections.json`` (COCO
+            results) and ``images.json``.
         overrides: ``key=value`` overrides of the stored config (e.g. ``model.min_size=...``).
-        score_threshold: drawn detections' minimum score (default ``eval.draw_threshold``).
+        score_threshold: minimum score kept and drawn (default ``eval.draw_threshold``).
         device: torch device to run on.
+        progress: show a progress bar.
 
     Returns:
-        The written PNG paths.
+        A :class:`~sasa_det.engine.prediction_files.PredictionReport` (written PNGs, failed inputs, images
+        without detections); unreadable inputs are reported there, not raised.
     """
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
+    from sasa_det.engine.prediction_files import predict_files
+    from sasa_det.engine.predictor import Predictor
 
-    from sasa_det.evaluation import draw_detections
-
-    module, cfg = load_module(ckpt_path, overrides)
-    if cfg.task != "detection":
-        raise ValueError(f"predict draws detections; {ckpt_path} is a {cfg.task!r} checkpoint")
-    module.eval().to(device)
-    threshold = cfg.eval.draw_threshold if score_threshold is None else float(score_threshold)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for image_path in image_paths:
-        with Image.open(image_path) as pil:
-            image = pil_to_tensor(pil.convert("RGB")).float() / 255.0
-        prediction = {k: v.cpu() for k, v in module([image.to(device)])[0].items()}
-        drawn = draw_detections(image, prediction, class_names=module.class_names, score_threshold=threshold)
-        target = out / f"{Path(image_path).stem}.png"
-        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(target)
-        written.append(target)
-    return written
+    predictor = Predictor(ckpt_path, device=device, score_threshold=score_threshold, overrides=overrides)
+    return predict_files(predictor, inputs, out_dir, progress=progress)
