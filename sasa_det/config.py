@@ -197,6 +197,8 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1  # gradient accumulation
     enable_progress_bar: bool = True  # show a progress bar
     checkpoint_every_n_steps: int = 500  # write checkpoints/last.ckpt every N optimizer steps (and at every epoch end); 0 = epoch ends only
+    ema_decay: Optional[float] = None  # exponential moving average of the weights (e.g. 0.999): validated and saved in checkpoints; null = off
+    ema_start_step: int = 0  # optimizer steps before the moving average starts
 
 
 @dataclass

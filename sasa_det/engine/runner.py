@@ -46,6 +46,7 @@ from sasa_det.engine.checkpointing import (
     TrainingInterrupted,
     sigterm_exception,
 )
+from sasa_det.engine.ema import ExponentialMovingAverage
 from sasa_det.engine.init_from import initialize_from
 from sasa_det.engine.resume import checkpoint_config
 from sasa_det.engine.task import get_task
@@ -196,7 +197,10 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     last = LastCheckpoint(output_dir / "checkpoints", every_n_steps=cfg.trainer.checkpoint_every_n_steps)
     stop = StopOnSignal(last)
     recorder = ValidationRecorder()
+    # The EMA update of a step must precede last.ckpt's save at that step (hooks run in list order).
+    ema = [ExponentialMovingAverage(cfg.trainer.ema_decay, cfg.trainer.ema_start_step)] if cfg.trainer.ema_decay is not None else []
     callbacks: list[pl.Callback] = [
+        *ema,
         best,
         last,
         stop,
