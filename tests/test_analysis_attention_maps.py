@@ -72,3 +72,31 @@ def test_aa_weights_equal_a_dense_softmax(pool_attention):
         weights = augmented_attention_weights(layer, x, row, col)
         torch.testing.assert_close(weights.double(), dense[:, row * w + col], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(weights.sum(dim=(1, 2)), torch.ones(2))
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_visualize_attention_tool_lists_layers_and_draws(tiny_detection_run, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    checkpoint = tiny_detection_run["last_checkpoint"]
+    image = sorted(Path(OmegaConf.load(tiny_detection_run["config_path"]).data.val_images).glob("*.png"))[0]
+    tool = _tool("visualize_attention")
+    rows = tool.main([checkpoint, str(image), "--list-layers"])
+    kinds = {row[1].split()[0] for row in rows}
+    assert kinds == {"sasa", "aa"} and all(row[3] >= 8 for row in rows)
+    sasa = next(row[0] for row in rows if row[1].startswith("sasa"))
+    aa = next(row[0] for row in rows if row[1] == "aa")
+    for layer, extra in ((sasa, ["--pixel", "20,30"]), (aa, ["--head", "0"])):
+        out = tmp_path / f"{layer}.png"
+        tool.main([checkpoint, str(image), "--layer", layer, "--out", str(out), *extra])
+        drawn = np.asarray(Image.open(out))
+        assert drawn.shape[0] >= 256 and drawn.std() > 10  # not blank
+        assert (drawn[..., 0] > 200).any()  # the heat is drawn
+    with pytest.raises(SystemExit, match="not an attention layer"):
+        tool.main([checkpoint, str(image), "--layer", "model.backbone.body.conv1"])
