@@ -4,7 +4,7 @@
 measures the peak memory of one forward + backward for:
 
 * ``conv3x3``: a 3×3 convolution C -> C (the baseline of the layer rows),
-* ``sasa`` (the fast ``shift`` path), ``sasa_halo`` (blocked queries with key/value halos) and
+* ``sasa`` (``impl="auto"``: the compiled loop on CPU), ``sasa_shift`` (the portable shifted-view path), ``sasa_halo`` (blocked queries with key/value halos) and
   ``sasa_unfold`` (the unfold implementation),
 * ``aa`` (global attention, stride 1) and ``aa_pooled`` (``pool_attention=True``),
 * ``conv_stem`` (7×7/2 conv, BN, ReLU, 3×3/2 max-pool; the baseline of the stem rows) and
@@ -45,7 +45,8 @@ class BenchmarkCase:
 
 LAYER_CASES: list[BenchmarkCase] = [
     BenchmarkCase("conv3x3", "conv3x3", "3×3 conv C->C"),
-    BenchmarkCase("sasa", "conv3x3", "LocalSelfAttention2d, fast path"),
+    BenchmarkCase("sasa", "conv3x3", "LocalSelfAttention2d, impl='auto'"),
+    BenchmarkCase("sasa_shift", "conv3x3", "LocalSelfAttention2d, shifted views"),
     BenchmarkCase("sasa_halo", "conv3x3", "LocalSelfAttention2d, halo blocks"),
     BenchmarkCase("sasa_unfold", "conv3x3", "LocalSelfAttention2d, unfold"),
     BenchmarkCase("aa", "conv3x3", "AugmentedConv2d, stride 1"),
@@ -62,7 +63,8 @@ def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
     image_shape = (batch, 3, 4 * height, 4 * width)
     builders: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
         "conv3x3": lambda: (nn.Conv2d(channels, channels, 3, padding=1, bias=False), map_shape),
-        "sasa": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="shift"), map_shape),
+        "sasa": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads), map_shape),
+        "sasa_shift": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="shift"), map_shape),
         "sasa_halo": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="halo"), map_shape),
         "sasa_unfold": lambda: (
             LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="unfold"),

@@ -1,0 +1,128 @@
+"""SASA windowed attention on CPU as a compiled loop (``impl="cpp"``, what ``impl="auto"`` picks on CPU).
+
+The C++ source (``csrc/local_attention_cpu.cpp``) is compiled once per torch version on first use with
+:func:`torch.utils.cpp_extension.load` (a C++ compiler is needed; the build is cached under
+``TORCH_EXTENSIONS_DIR``). Each training step enters the thread pool three times (forward; backward by
+queries; backward by keys) instead of once per window offset, and no (k², d, H, W) temporaries are
+formed: per query the k² logits, their softmax and the weighted sum live in registers and a small
+buffer; only the (N, heads, H, W, k²) attention weights are kept for the backward. When the
+extension cannot be built the layer falls back to the ``"shift"`` path (a warning says why).
+
+Half-precision inputs (CPU autocast) are computed in float32 and returned in their dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["cpp_extension_available", "local_attention_cpp", "supports_cpp"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "local_attention_cpu.cpp"
+_extension = None
+_failure: str | None = None
+
+
+def _build_options() -> list[tuple[str, list[str], list[str]]]:
+    """(name suffix, compile flags, link flags) to try in order: vectorised exp first, then plain."""
+    capability = torch.backends.cpu.get_cpu_capability()  # what torch itself dispatches to here
+    isa = ["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else []
+    # -ffast-math lets gcc call glibc's vector exp (libmvec); the source uses no infinities or NaNs.
+    # It is a compile flag only: linking without it keeps crtfastmath (flush-to-zero) out of the process.
+    return [(f"{capability}_vexp", ["-O3", "-ffast-math", *isa], ["-lmvec"]), (capability, ["-O3", *isa], [])]
+
+
+def _load_extension():
+    """The compiled module, building it on first call; ``None`` (and a logged warning) if it cannot be built."""
+    global _extension, _failure
+    if _extension is None and _failure is None:
+        from torch.utils import cpp_extension
+
+        errors = []
+        for suffix, cflags, ldflags in _build_options():
+            name = "sasa_local_attention_cpu_" + re.sub(r"\W", "_", f"{torch.__version__}_{suffix}")
+            try:
+                _extension = cpp_extension.load(
+                    name=name, sources=[str(_SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False
+                )
+                break
+            except Exception as error:  # no compiler, no ninja, no libmvec, read-only cache, ...
+                errors.append(f"{type(error).__name__}: {error}")
+        else:
+            _failure = "; ".join(errors)
+            logger.warning("SASA CPU extension unavailable (%s); using the 'shift' implementation.", _failure)
+    return _extension
+
+
+def cpp_extension_available() -> bool:
+    """True when the compiled CPU kernel is (or can be) built and loaded."""
+    return _load_extension() is not None
+
+
+def supports_cpp(q: Tensor) -> bool:
+    """The compiled kernel runs CPU tensors of any floating dtype (half types through float32)."""
+    return q.device.type == "cpu" and q.is_floating_point() and cpp_extension_available()
+
+
+def _planes(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(N, heads, d, H, W) -> (N·heads, d, H, W)`` contiguous in ``dtype``."""
+    n, heads, d, height, width = t.shape
+    return t.to(dtype).reshape(n * heads, d, height, width).contiguous()
+
+
+class _CppLocalAttention(torch.autograd.Function):
+    """Autograd wrapper of the compiled forward and backward passes."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, rel_row, rel_col, kernel_size, mask_padding):  # type: ignore[override]
+        dtype = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32
+        q_, k_, v_ = (_planes(t, dtype) for t in (q, k, v))
+        rel_row_, rel_col_ = rel_row.to(dtype).contiguous(), rel_col.to(dtype).contiguous()
+        out, attn = _load_extension().forward(q_, k_, v_, rel_row_, rel_col_, kernel_size, mask_padding)
+        ctx.save_for_backward(q_, k_, v_, rel_row_, rel_col_, attn)
+        ctx.kernel_size = kernel_size
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype, rel_row.dtype, rel_col.dtype)
+        return out.view(q.shape).to(q.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        q_, k_, v_, rel_row_, rel_col_, attn = ctx.saved_tensors
+        kernel_size = ctx.kernel_size
+        shape = grad_out.shape
+        grad_q, grad_k, grad_v, grad_logits = _load_extension().backward(
+            _planes(grad_out, q_.dtype), q_, k_, v_, rel_row_, rel_col_, attn, kernel_size
+        )
+        half = q_.shape[1] // 2
+        grad_logits = grad_logits.view(q_.shape[0], kernel_size, kernel_size, *q_.shape[2:])  # (B, k_a, k_c, H, W)
+        grad_rel_row = torch.einsum("baij,bcij->ac", grad_logits.sum(2), q_[:, :half])
+        grad_rel_col = torch.einsum("baij,bcij->ac", grad_logits.sum(1), q_[:, half:])
+        q_dtype, k_dtype, v_dtype, row_dtype, col_dtype = ctx.dtypes
+        return (
+            grad_q.view(shape).to(q_dtype),
+            grad_k.view(shape).to(k_dtype),
+            grad_v.view(shape).to(v_dtype),
+            grad_rel_row.to(row_dtype),
+            grad_rel_col.to(col_dtype),
+            None,
+            None,
+        )
+
+
+def local_attention_cpp(
+    q: Tensor, k: Tensor, v: Tensor, rel_row: Tensor, rel_col: Tensor, kernel_size: int, mask_padding: bool
+) -> Tensor:
+    """Windowed attention with the compiled CPU loop; shapes as in :mod:`.local_attention_kernels`.
+
+    Raises ``RuntimeError`` when the extension cannot be built (``impl="auto"`` then uses ``"shift"``).
+    """
+    if _load_extension() is None:
+        raise RuntimeError(f"the SASA CPU extension could not be built: {_failure}")
+    return _CppLocalAttention.apply(q, k, v, rel_row, rel_col, kernel_size, mask_padding)
