@@ -91,6 +91,7 @@ class DetectionModule(pl.LightningModule):
             dataset.label_to_category,
             iou_types=self.iou_types,
             score_threshold=float(self.config["eval"]["score_threshold"]),
+            backend=self.config["eval"].get("backend", "faster_coco_eval"),
         )
 
     def setup(self, stage: str) -> None:
