@@ -104,16 +104,8 @@ class _CppLocalAttention(torch.autograd.Function):
         grad_logits = grad_logits.view(q_.shape[0], kernel_size, kernel_size, *q_.shape[2:])  # (B, k_a, k_c, H, W)
         grad_rel_row = torch.einsum("baij,bcij->ac", grad_logits.sum(2), q_[:, :half])
         grad_rel_col = torch.einsum("baij,bcij->ac", grad_logits.sum(1), q_[:, half:])
-        q_dtype, k_dtype, v_dtype, row_dtype, col_dtype = ctx.dtypes
-        return (
-            grad_q.view(shape).to(q_dtype),
-            grad_k.view(shape).to(k_dtype),
-            grad_v.view(shape).to(v_dtype),
-            grad_rel_row.to(row_dtype),
-            grad_rel_col.to(col_dtype),
-            None,
-            None,
-        )
+        grads = (grad_q.view(shape), grad_k.view(shape), grad_v.view(shape), grad_rel_row, grad_rel_col)
+        return (*(grad.to(dtype) for grad, dtype in zip(grads, ctx.dtypes)), None, None)
 
 
 def local_attention_cpp(

@@ -18,6 +18,9 @@ suite only: production code never selects it):
 
 * ``"unfold"`` -- gathers the k² neighbours of every pixel with ``F.unfold`` (k² copies of K and V);
   simple, memory hungry.
+* ``"triton"`` -- the CUDA default: fused Triton kernels (:mod:`.local_attention_triton`), one pass
+  over query tiles with an online softmax, backward by recomputation; no K/V copies or logit tensor
+  in global memory.
 * ``"cpp"`` -- the CPU default: a compiled loop (:mod:`.local_attention_cpu`, built on first use)
   that runs each pass (forward, backward by queries, backward by keys) as one parallel region over
   query rows, vectorised along the row; about 3.5x faster than ``"shift"`` on one core. Falls back to
@@ -48,6 +51,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .local_attention_cpu import local_attention_cpp, supports_cpp
+from .local_attention_triton import local_attention_triton, supports_triton
 from .relative_position import window_relative_logits
 
 __all__ = [
@@ -349,3 +353,4 @@ register_local_attention_impl("unfold", local_attention_unfold)
 register_local_attention_impl("shift", local_attention_shifted)
 register_local_attention_impl("halo", local_attention_halo)
 register_local_attention_impl("cpp", local_attention_cpp, supports_cpp)
+register_local_attention_impl("triton", local_attention_triton, supports_triton)
