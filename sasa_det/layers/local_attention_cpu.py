@@ -1,11 +1,12 @@
 """SASA windowed attention on CPU as a compiled loop (``impl="cpp"``, what ``impl="auto"`` picks on CPU).
 
 The C++ source (``csrc/local_attention_cpu.cpp``) is compiled once per torch version on first use with
-:func:`torch.utils.cpp_extension.load` (a C++ compiler is needed; the build is cached under
-``TORCH_EXTENSIONS_DIR``). Each training step enters the thread pool three times (forward; backward by
-queries; backward by keys) instead of once per window offset, and no (k², d, H, W) temporaries are
-formed: per query the k² logits, their softmax and the weighted sum live in registers and a small
-buffer; only the (N, heads, H, W, k²) attention weights are kept for the backward. When the
+:func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are needed; the build, about 30 s, is
+cached under ``TORCH_EXTENSIONS_DIR``). Each training step enters torch's intra-op thread pool three times
+(forward; backward by queries; backward by keys) instead of once per window offset. A task is one image
+row: its k² rows of logits stay in cache, every loop runs contiguously along the row (vectorised), and
+no (k², d, H, W) temporaries are formed; only the (N·heads, k², H, W) attention weights are kept for the
+backward. When the
 extension cannot be built the layer falls back to the ``"shift"`` path (a warning says why).
 
 Half-precision inputs (CPU autocast) are computed in float32 and returned in their dtype.
@@ -31,12 +32,20 @@ _failure: str | None = None
 
 
 def _build_options() -> list[tuple[str, list[str], list[str]]]:
-    """(name suffix, compile flags, link flags) to try in order: vectorised exp first, then plain."""
+    """(name suffix, compile flags, link flags) to try in order: OpenMP with vectorised exp first, then less.
+
+    ``-fopenmp`` makes ``at::parallel_for`` use torch's intra-op threads: the extension binds to the
+    ``libgomp.so.1`` torch has already loaded, so one OpenMP runtime serves both.
+    """
     capability = torch.backends.cpu.get_cpu_capability()  # what torch itself dispatches to here
     isa = ["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else []
     # -ffast-math lets gcc call glibc's vector exp (libmvec); the source uses no infinities or NaNs.
     # It is a compile flag only: linking without it keeps crtfastmath (flush-to-zero) out of the process.
-    return [(f"{capability}_vexp", ["-O3", "-ffast-math", *isa], ["-lmvec"]), (capability, ["-O3", *isa], [])]
+    return [
+        (f"{capability}_omp_vexp", ["-O3", "-fopenmp", "-ffast-math", *isa], ["-fopenmp", "-lmvec"]),
+        (f"{capability}_omp", ["-O3", "-fopenmp", *isa], ["-fopenmp"]),
+        (f"{capability}_serial", ["-O3", *isa], []),
+    ]
 
 
 def _load_extension():

@@ -5,7 +5,7 @@
 // key at (y + a - k/2, x + c - k/2). Keys outside the image are zero vectors that take part in the
 // softmax (mask_padding = false) or are excluded from it (mask_padding = true).
 //
-// Every pass is one at::parallel_for over the B*H rows. A task handles one row of W queries (or keys):
+// Every pass is one at::parallel_for over the B*H rows (torch's intra-op threads when built with -fopenmp). A task handles one row of W queries (or keys):
 // for each window offset the W logits, weights or gradients are contiguous loops over x against the
 // shifted row of K/V (or Q), so the compiler vectorises them, and the row's k*k*W working set stays in
 // cache. No infinities are used (excluded keys are skipped by range), so the file can be compiled with
