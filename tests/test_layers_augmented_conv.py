@@ -220,3 +220,16 @@ def test_auto_uses_sdpa_on_cpu_and_keeps_gradients():
     assert layer.attention_impl == "auto" and not layer._uses_flex(torch.zeros(1))
     layer(torch.randn(1, 5, 4, 4)).sum().backward()
     assert layer.rel_width.grad is not None
+
+
+@needs_flex
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's backward runs on GPUs only")
+def test_flex_attention_forward_and_backward_on_cuda_match_sdpa():
+    torch.manual_seed(6)
+    flex = make_layer(torch.float32, out_channels=64, heads=4, max_size=(16, 16), attention_impl="flex").cuda()
+    sdpa = make_layer(torch.float32, out_channels=64, heads=4, max_size=(16, 16), attention_impl="sdpa").cuda()
+    sdpa.load_state_dict(flex.state_dict())
+    x = torch.randn(2, 5, 13, 16, device="cuda")
+    result = forward_and_grads(flex, flex, x)
+    expected = forward_and_grads(sdpa, sdpa, x)
+    assert max_error(result, expected) <= 1e-3

@@ -113,3 +113,26 @@ def test_auto_chooses_triton_only_for_cuda_tensors():
     assert resolve_local_attention_impl("auto", torch.zeros(1, 1, 8, 2, 2)).name in {"cpp", "shift"}
     if torch.cuda.is_available():
         assert resolve_local_attention_impl("auto", torch.zeros(1, 1, 8, 2, 2, device="cuda")).name == "triton"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("mask_padding", [False, True])
+@pytest.mark.parametrize("d", [8, 24, 64])
+def test_triton_on_cuda_matches_shift_path(dtype, tolerance, mask_padding, d):
+    from sasa_det.layers.local_attention_kernels import local_attention_shifted
+    from sasa_det.layers.local_attention_triton import local_attention_triton
+
+    torch.manual_seed(d)
+    inputs = [torch.randn(2, 3, d, 37, 45, device="cuda") for _ in range(3)]
+    inputs += [torch.randn(7, d // 2, device="cuda") for _ in range(2)]
+    grad = torch.randn(2, 3, d, 37, 45, device="cuda")
+    results = []
+    for fn, cast in ((local_attention_triton, dtype), (local_attention_shifted, torch.float64)):
+        leaves = [t.to(cast).requires_grad_() for t in inputs]
+        out = fn(*leaves, 7, mask_padding)
+        grads = torch.autograd.grad((out.double() * grad).sum(), leaves)
+        results.append([out.double()] + [g.double() for g in grads])
+    for a, b in zip(*results):
+        scale = b.abs().max().item() + 1.0
+        assert (a - b).abs().max().item() <= tolerance * scale

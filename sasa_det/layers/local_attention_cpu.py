@@ -55,6 +55,7 @@ def _load_extension():
         from torch.utils import cpp_extension
 
         errors = []
+        logger.info("Loading the SASA CPU extension (built once per torch version, about 30 s the first time).")
         for suffix, cflags, ldflags in _build_options():
             name = "sasa_local_attention_cpu_" + re.sub(r"\W", "_", f"{torch.__version__}_{suffix}")
             try:
