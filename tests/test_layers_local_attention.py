@@ -136,6 +136,22 @@ def test_gradcheck_kernel(fn, shape, kernel_size):
 
 
 @needs_cpp
+@pytest.mark.parametrize("size", [(5, 1), (4, 2), (1, 3), (6, 3)])
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_cpp_kernel_on_maps_narrower_than_the_window_radius(size, mask_padding):
+    # a window wider than the map: the in-image key ranges of many offsets are empty
+    torch.manual_seed(sum(size))
+    q, k, v = (torch.randn(2, 2, 4, *size, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    rel = [torch.randn(7, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    grad = torch.randn(2, 2, 4, *size, dtype=torch.float64)
+    results = []
+    for fn in (local_attention_cpp, local_attention_reference):
+        out = fn(q, k, v, *rel, 7, mask_padding)
+        results.append((out, torch.autograd.grad((out * grad).sum(), [q, k, v, *rel])))
+    assert max_error(*results) <= 1e-9
+
+
+@needs_cpp
 @pytest.mark.parametrize("kernel_size", [1, 3, 7])
 @pytest.mark.parametrize("mask_padding", [False, True])
 def test_cpp_kernel_matches_reference_on_rectangular_maps(kernel_size, mask_padding):

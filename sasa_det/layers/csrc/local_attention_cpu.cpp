@@ -8,8 +8,7 @@
 // Every pass is one at::parallel_for over the B*H rows (torch's intra-op threads when built with -fopenmp). A task handles one row of W queries (or keys):
 // for each window offset the W logits, weights or gradients are contiguous loops over x against the
 // shifted row of K/V (or Q), so the compiler vectorises them, and the row's k*k*W working set stays in
-// cache. No infinities are used (excluded keys are skipped by range), so the file can be compiled with
-// -ffast-math, which vectorises exp through glibc's vector math library.
+// cache. Excluded keys are skipped by range, so no infinities enter the arithmetic.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -25,9 +24,9 @@ struct Geometry {
   int64_t r() const { return ks / 2; }
   int64_t kk() const { return ks * ks; }
   int64_t plane() const { return H * W; }
-  // x range [lo, hi) whose key column x + c - r lies inside the image.
-  int64_t lo(int64_t c) const { return std::max<int64_t>(0, r() - c); }
-  int64_t hi(int64_t c) const { return std::min<int64_t>(W, W + r() - c); }
+  // x range [lo, hi) whose key column x + c - r lies inside the image; 0 <= lo <= hi <= W, also when W <= r.
+  int64_t lo(int64_t c) const { return std::clamp<int64_t>(r() - c, 0, W); }
+  int64_t hi(int64_t c) const { return std::clamp<int64_t>(W + r() - c, lo(c), W); }
 };
 
 template <typename scalar_t>
