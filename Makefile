@@ -19,8 +19,12 @@ RUN := $(UV) run --locked
 setup: $(UV)
 	$(UV) sync --locked
 
+# One intra-op thread unless OMP_NUM_THREADS says otherwise: the demo's data loader takes the other core of a
+# small machine, and when cores are shared (a second training, other jobs) threads that wait on each other cost
+# far more than a second thread gains (demo training step, 2-core VM shared with other jobs: 1 thread 212 ms,
+# 2 threads 2858 ms).
 demo: setup
-	$(RUN) python tools/train.py configs/shapes_demo.yaml
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(RUN) python tools/train.py configs/shapes_demo.yaml
 
 test: setup
 	$(RUN) pytest

@@ -209,6 +209,7 @@ class EvalConfig:
     iou_types: list[str] = field(default_factory=list)  # "bbox" / "segm"; empty = bbox, plus segm for mask_rcnn
     save_visualization: int = 4  # validation images drawn with predictions after training (0 = none)
     draw_threshold: float = 0.5  # score threshold for drawn predictions
+    backend: str = "faster_coco_eval"  # COCOeval implementation: "faster_coco_eval" | "pycocotools" (same metrics)
 
 
 @dataclass

@@ -50,7 +50,7 @@ def test_detector_arguments_require_num_classes_and_carry_typed_sections():
 
 def test_module_stores_plain_settings_not_the_config():
     module = get_task("detection").build_module(load_config(None, TINY), class_names=["a", "b", "c"])
-    assert set(module.hparams) == {"detector", "optim", "iou_types", "score_threshold", "class_names"}
+    assert set(module.hparams) == {"detector", "optim", "iou_types", "score_threshold", "class_names", "eval_backend"}
     assert module.hparams["detector"]["num_classes"] == 3 and module.hparams["class_names"] == ["a", "b", "c"]
     with pytest.raises(ConfigError, match="num_clases"):
         load_config(None, TINY + ["model.num_clases=3"])

@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from sasa_det.data import CocoDetectionDataset, make_shapes_dataset
-from sasa_det.evaluation import STAT_NAMES, CocoEvaluator, merge_rank_results, plot_pr_curves
+from sasa_det.evaluation import COCO_BACKENDS, STAT_NAMES, CocoEvaluator, merge_rank_results, plot_pr_curves
 
 SIZE = 64
 NUM_IMAGES = 8
@@ -84,16 +84,36 @@ def _evaluate(dataset, predictions, image_ids, **kwargs):
     return evaluator, evaluator.compute()
 
 
-def test_metrics_equal_pycocotools_on_the_same_detections(dataset, tmp_path):
+@pytest.mark.parametrize("backend", COCO_BACKENDS)
+def test_metrics_equal_pycocotools_on_the_same_detections(dataset, tmp_path, backend):
     predictions = _noisy_predictions(dataset)
-    evaluator, metrics = _evaluate(dataset, predictions, dataset.image_ids)
+    evaluator, metrics = _evaluate(dataset, predictions, dataset.image_ids, backend=backend)
     assert set(metrics) == {f"{t}/{n}" for t in ("bbox", "segm") for n in STAT_NAMES}
     for iou_type in ("bbox", "segm"):
         detections = evaluator.detections_json(iou_type)
         reference = _pycocotools_directly(dataset.ann_file, detections, iou_type, dataset.image_ids, tmp_path)
-        assert [metrics[f"{iou_type}/{n}"] for n in STAT_NAMES] == reference.tolist()
+        # the backends match to the last bits; means over the same arrays may be summed in another order
+        assert [metrics[f"{iou_type}/{n}"] for n in STAT_NAMES] == pytest.approx(reference.tolist(), rel=1e-12, abs=0)
         assert 0.05 < metrics[f"{iou_type}/AP"] < 0.95  # a non-trivial case
     assert "Average Precision" in evaluator.summary_text() and "segm" in evaluator.summary_text()
+
+
+def test_backends_give_identical_metrics_precision_and_per_class_ap(dataset):
+    assert COCO_BACKENDS[0] == "faster_coco_eval"  # the default
+    predictions = _noisy_predictions(dataset, seed=3)
+    half = dataset.image_ids[1::2]  # a subset of the images, as a limited validation run evaluates
+    fast, fast_metrics = _evaluate(dataset, predictions[1::2], half, backend="faster_coco_eval")
+    slow, slow_metrics = _evaluate(dataset, predictions[1::2], half, backend="pycocotools")
+    assert fast_metrics.keys() == slow_metrics.keys()
+    assert list(fast_metrics.values()) == pytest.approx(list(slow_metrics.values()), rel=1e-12, abs=0)
+    for iou_type in ("bbox", "segm"):
+        np.testing.assert_allclose(fast.precision(iou_type), slow.precision(iou_type), rtol=1e-12, atol=0)
+        for fast_row, slow_row in zip(fast.per_class_ap(iou_type), slow.per_class_ap(iou_type), strict=True):
+            assert (fast_row["category_id"], fast_row["name"]) == (slow_row["category_id"], slow_row["name"])
+            for key in ("AP", "AP50", "AP75"):
+                assert fast_row[key] == pytest.approx(slow_row[key], rel=1e-12, abs=0, nan_ok=True)
+    fast_lines = fast.summary_text().splitlines()
+    assert all(line in fast_lines for line in slow.summary_text().splitlines())  # it prints a few extra ARs
 
 
 def test_detections_are_converted_to_coco_results(dataset):
@@ -151,18 +171,19 @@ def test_only_predicted_images_are_evaluated(dataset):
     assert metrics["bbox/AP"] == pytest.approx(1.0)
 
 
-def test_empty_predictions_are_handled(dataset, tmp_path):
+@pytest.mark.parametrize("backend", COCO_BACKENDS)
+def test_empty_predictions_are_handled(dataset, tmp_path, backend):
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0),
               "masks": torch.zeros(0, 1, SIZE, SIZE)} for _ in dataset.image_ids]
-    evaluator, metrics = _evaluate(dataset, empty, dataset.image_ids)
+    evaluator, metrics = _evaluate(dataset, empty, dataset.image_ids, backend=backend)
     assert evaluator.detections_json() == []
     assert metrics["bbox/AP"] == 0.0 and metrics["segm/AR100"] == 0.0
     assert metrics["bbox/APl"] == -1.0  # no large objects at 64 px: COCOeval's "undefined"
     # all scores under the threshold is the same as no detections
     low = [dict(p, scores=torch.full((len(p["labels"]),), 0.01)) for p in _noisy_predictions(dataset)]
-    _, low_metrics = _evaluate(dataset, low, dataset.image_ids)
+    _, low_metrics = _evaluate(dataset, low, dataset.image_ids, backend=backend)
     assert low_metrics == metrics
-    nothing = CocoEvaluator(dataset.coco, dataset.label_to_category)
+    nothing = CocoEvaluator(dataset.coco, dataset.label_to_category, backend=backend)
     assert all(v == -1.0 for v in nothing.compute().values())
 
 
@@ -198,6 +219,8 @@ def test_bad_input_is_rejected(dataset):
         CocoEvaluator(dataset.coco, dataset.label_to_category, iou_types=("keypoints",))
     with pytest.raises(ValueError, match="category ids \\[4\\]"):
         CocoEvaluator(dataset.coco, {1: 4})
+    with pytest.raises(ValueError, match="backend must be one of"):
+        CocoEvaluator(dataset.coco, dataset.label_to_category, backend="detectron2")
     evaluator = CocoEvaluator(dataset.coco, dataset.label_to_category, iou_types=("bbox", "segm"))
     good = _noisy_predictions(dataset)[0]
     with pytest.raises(ValueError, match="image id 999"):

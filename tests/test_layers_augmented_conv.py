@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from sasa_det.layers import AugmentedConv2d
 from sasa_det.layers.reference import augmented_conv_reference
+from sasa_det.layers.relative_flex_attention import flex_attention_available
 from sasa_det.layers.relative_position import (
     rel_to_abs,
     relative_logits_1d,
@@ -182,6 +183,7 @@ def test_attention_flops():
         ({"dv_ratio": 1.0}, "no channels"),
         ({"stride": 3}, "stride"),
         ({"kernel_size": 2}, "odd"),
+        ({"attention_impl": "xformers"}, "attention_impl"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -192,3 +194,42 @@ def test_bad_arguments(kwargs, match):
 def test_bad_input_shape():
     with pytest.raises(ValueError, match="expected input"):
         AugmentedConv2d(8, 16)(torch.zeros(1, 3, 4, 4))
+
+
+needs_flex = pytest.mark.skipif(not flex_attention_available(), reason="this torch has no FlexAttention")
+
+
+@needs_flex
+@pytest.mark.filterwarnings("ignore::UserWarning")  # FlexAttention warns when it runs uncompiled (CPU)
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (6, 4)])
+@pytest.mark.parametrize("stride, pool_attention", [(1, False), (2, False), (1, True)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_flex_attention_forward_matches_reference(size, stride, pool_attention, dtype, tolerance):
+    torch.manual_seed(4)
+    layer = make_layer(stride=stride, pool_attention=pool_attention, attention_impl="flex")
+    x = torch.randn(2, 5, *size, dtype=torch.float64)
+    with torch.no_grad():  # torch runs FlexAttention's backward on GPUs only
+        expected = augmented_conv_reference(layer, x)
+        result = layer.to(dtype)(x.to(dtype))
+    assert result.dtype == dtype
+    assert (result.double() - expected).abs().max().item() <= tolerance
+
+
+def test_auto_uses_sdpa_on_cpu_and_keeps_gradients():
+    layer = make_layer(torch.float32)
+    assert layer.attention_impl == "auto" and not layer._uses_flex(torch.zeros(1))
+    layer(torch.randn(1, 5, 4, 4)).sum().backward()
+    assert layer.rel_width.grad is not None
+
+
+@needs_flex
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's backward runs on GPUs only")
+def test_flex_attention_forward_and_backward_on_cuda_match_sdpa():
+    torch.manual_seed(6)
+    flex = make_layer(torch.float32, out_channels=64, heads=4, max_size=(16, 16), attention_impl="flex").cuda()
+    sdpa = make_layer(torch.float32, out_channels=64, heads=4, max_size=(16, 16), attention_impl="sdpa").cuda()
+    sdpa.load_state_dict(flex.state_dict())
+    x = torch.randn(2, 5, 13, 16, device="cuda")
+    result = forward_and_grads(flex, flex, x)
+    expected = forward_and_grads(sdpa, sdpa, x)
+    assert max_error(result, expected) <= 1e-3

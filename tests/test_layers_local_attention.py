@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from sasa_det.layers import LocalSelfAttention2d, available_local_attention_impls, resolve_local_attention_impl
-from sasa_det.layers import local_attention_kernels
+from sasa_det.layers import local_attention_cpu, local_attention_kernels
+from sasa_det.layers.local_attention_cpu import cpp_extension_available, local_attention_cpp
 from sasa_det.layers.local_attention_kernels import (
     local_attention_halo,
     local_attention_shifted,
@@ -17,7 +18,8 @@ from sasa_det.layers.local_attention_kernels import (
 )
 from sasa_det.layers.reference import local_attention_reference
 
-FAST_IMPLS = ["shift", "unfold", "halo"]
+needs_cpp = pytest.mark.skipif(not cpp_extension_available(), reason="the SASA C++ extension cannot be built here")
+FAST_IMPLS = ["shift", "unfold", "halo", pytest.param("cpp", marks=needs_cpp)]
 SIZES = [(1, 1), (1, 5), (2, 3), (3, 1), (5, 7), (6, 4)]
 
 
@@ -86,7 +88,16 @@ def test_matches_reference_float32(impl, scaled):
 def test_default_impl_is_the_fast_path():
     layer = LocalSelfAttention2d(16, 16)
     assert layer.impl == "auto"
+    expected = "cpp" if cpp_extension_available() else "shift"
+    assert resolve_local_attention_impl("auto", torch.zeros(1)).name == expected
+
+
+def test_auto_falls_back_to_shift_without_the_extension(monkeypatch):
+    monkeypatch.setattr(local_attention_cpu, "_extension", None)
+    monkeypatch.setattr(local_attention_cpu, "_failure", "no compiler")
     assert resolve_local_attention_impl("auto", torch.zeros(1)).name == "shift"
+    with pytest.raises(ValueError, match="does not support"):
+        resolve_local_attention_impl("cpp", torch.zeros(1))
 
 
 def test_auto_prefers_a_registered_fused_impl(monkeypatch):
@@ -96,26 +107,63 @@ def test_auto_prefers_a_registered_fused_impl(monkeypatch):
         calls.append(q.shape)
         return local_attention_shifted(q, k, v, rel_row, rel_col, kernel_size, mask_padding)
 
-    impl = local_attention_kernels.LocalAttentionImpl("fused", fused, lambda q: q.dtype == torch.float64)
-    monkeypatch.setitem(local_attention_kernels._REGISTRY, "fused", impl)
+    impl = local_attention_kernels.LocalAttentionImpl("triton", fused, lambda q: q.dtype == torch.float64)
+    monkeypatch.setitem(local_attention_kernels._REGISTRY, "triton", impl)
     layer = make_layer()
     layer(torch.randn(1, 5, 4, 4, dtype=torch.float64))
     assert len(calls) == 1
-    # a float32 input is not supported by the plug-in: auto falls back to the shifted path
-    assert resolve_local_attention_impl("auto", torch.zeros(1)).name == "shift"
+    # a float32 input is not supported by the plug-in: auto falls back to the CPU paths
+    assert resolve_local_attention_impl("auto", torch.zeros(1)).name in {"cpp", "shift"}
     with pytest.raises(ValueError, match="does not support"):
-        resolve_local_attention_impl("fused", torch.zeros(1))
+        resolve_local_attention_impl("triton", torch.zeros(1))
 
 
-def test_gradcheck_shifted_kernel():
+@pytest.mark.parametrize(
+    "fn, shape, kernel_size",
+    [
+        (local_attention_shifted, (1, 2, 4, 3, 4), 3),
+        pytest.param(local_attention_cpp, (2, 2, 6, 4, 5), 5, marks=needs_cpp),  # head width 6: not vector-sized
+    ],
+)
+def test_gradcheck_kernel(fn, shape, kernel_size):
     torch.manual_seed(3)
-    shape = (1, 2, 4, 3, 4)
     tensors = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in range(3)]
-    rel = [torch.randn(3, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    rel = [torch.randn(kernel_size, shape[2] // 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     for mask_padding in (False, True):
         assert torch.autograd.gradcheck(
-            lambda q, k, v, r, c: local_attention_shifted(q, k, v, r, c, 3, mask_padding), (*tensors, *rel)
+            lambda q, k, v, r, c: fn(q, k, v, r, c, kernel_size, mask_padding), (*tensors, *rel)
         )
+
+
+@needs_cpp
+@pytest.mark.parametrize("size", [(5, 1), (4, 2), (1, 3), (6, 3)])
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_cpp_kernel_on_maps_narrower_than_the_window_radius(size, mask_padding):
+    # a window wider than the map: the in-image key ranges of many offsets are empty
+    torch.manual_seed(sum(size))
+    q, k, v = (torch.randn(2, 2, 4, *size, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    rel = [torch.randn(7, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    grad = torch.randn(2, 2, 4, *size, dtype=torch.float64)
+    results = []
+    for fn in (local_attention_cpp, local_attention_reference):
+        out = fn(q, k, v, *rel, 7, mask_padding)
+        results.append((out, torch.autograd.grad((out * grad).sum(), [q, k, v, *rel])))
+    assert max_error(*results) <= 1e-9
+
+
+@needs_cpp
+@pytest.mark.parametrize("kernel_size", [1, 3, 7])
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_cpp_kernel_matches_reference_on_rectangular_maps(kernel_size, mask_padding):
+    torch.manual_seed(kernel_size)
+    q, k, v = (torch.randn(2, 3, 4, 5, 9, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    rel = [torch.randn(kernel_size, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    grad = torch.randn(2, 3, 4, 5, 9, dtype=torch.float64)
+    results = []
+    for fn in (local_attention_cpp, local_attention_reference):
+        out = fn(q, k, v, *rel, kernel_size, mask_padding)
+        results.append((out, torch.autograd.grad((out * grad).sum(), [q, k, v, *rel])))
+    assert max_error(*results) <= 1e-9
 
 
 def test_gradcheck_halo_kernel_with_several_blocks():

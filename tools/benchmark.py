@@ -3,6 +3,9 @@
     python tools/benchmark.py layers [--device cpu] [--dtype float32] [--channels 64] [--heads 8]
                                      [--kernel-size 7] [--height 96] [--width 160] [--batch 1]
                                      [--repeats 5] [--json out.json]
+    python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
+    python tools/benchmark.py eval   [--images 5000]
+    python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -12,9 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from sasa_det.analysis.layer_benchmark import LAYER_CASES, benchmark_layers, format_layer_table
 
 
 def add_layers_parser(subparsers) -> None:
@@ -29,13 +29,24 @@ def add_layers_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per case")
-    parser.add_argument("--cases", nargs="+", choices=[case.name for case in LAYER_CASES], help="subset of rows")
+    parser.add_argument("--cases", nargs="+", metavar="CASE", help="subset of rows (names as in the table)")
     parser.add_argument("--max-attention-gib", type=float, default=4.0, help="skip AA cases needing more")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.set_defaults(run=run_layers)
 
 
+def _check_cases(names, cases) -> None:
+    unknown = sorted(set(names or ()) - {case.name for case in cases})
+    if unknown:
+        sys.exit(f"error: unknown case(s) {unknown}; choose from {[case.name for case in cases]}")
+
+
 def run_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from sasa_det.analysis.layer_benchmark import LAYER_CASES, benchmark_layers, format_layer_table
+
+    _check_cases(args.cases, LAYER_CASES)
     results = benchmark_layers(
         device=args.device,
         dtype=args.dtype,
@@ -62,11 +73,77 @@ def run_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_model_parser(subparsers) -> None:
+    parser = subparsers.add_parser("model", help="training and inference throughput of the detectors")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", metavar="CASE", help="subset of rows (names as in the table)")
+    parser.set_defaults(run=run_model)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    import torch
+
+    from sasa_det.analysis.model_benchmark import MODEL_CASES, benchmark_models, format_model_table
+
+    _check_cases(args.cases, MODEL_CASES)
+    results = benchmark_models(device=args.device, dtype=args.dtype, height=args.height, width=args.width,
+                               batch=args.batch, repeats=args.repeats, cases=args.cases)
+    print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, batch {args.batch} of "
+          f"{args.height}×{args.width}; ratios vs torchvision's RetinaNet in the same run")
+    print(format_model_table(results))
+    return 0
+
+
+def add_eval_parser(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="COCO evaluation backends on synthetic detections")
+    parser.add_argument("--images", type=int, default=5000)
+    parser.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from sasa_det.analysis.eval_benchmark import benchmark_eval, format_eval_table
+
+    print(format_eval_table(benchmark_eval(args.images), args.images))
+    return 0
+
+
+def add_all_parser(subparsers) -> None:
+    parser = subparsers.add_parser("all", help="every benchmark for one device, as a markdown report")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--eval-images", type=int, default=5000)
+    parser.add_argument("--time-budget", type=float, default=420.0, help="seconds; later sections are skipped")
+    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"),
+                        help="report appended here (created with a title if missing)")
+    parser.set_defaults(run=run_all_benchmarks)
+
+
+def run_all_benchmarks(args: argparse.Namespace) -> int:
+    from sasa_det.analysis.benchmark_report import run_all
+
+    report = run_all(args.device, args.eval_images, args.time_budget, argv=sys.argv[1:])
+    print(report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    existing = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
+    args.output.write_text(existing.rstrip("\n") + "\n\n" + report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_layers_parser(subparsers)
+    add_model_parser(subparsers)
+    add_eval_parser(subparsers)
+    add_all_parser(subparsers)
     args = parser.parse_args(argv)
+    from sasa_det.logging_setup import configure_logging
+
+    configure_logging()
     return args.run(args)
 
 

@@ -4,9 +4,11 @@
 measures the peak memory of one forward + backward for:
 
 * ``conv3x3``: a 3×3 convolution C -> C (the baseline of the layer rows),
-* ``sasa`` (the fast ``shift`` path), ``sasa_halo`` (blocked queries with key/value halos) and
+* ``sasa`` (``impl="auto"``: the compiled loop on CPU), ``sasa_shift`` (the portable shifted-view path), ``sasa_halo`` (blocked queries with key/value halos) and
   ``sasa_unfold`` (the unfold implementation),
-* ``aa`` (global attention, stride 1) and ``aa_pooled`` (``pool_attention=True``),
+* ``aa`` (global attention, stride 1; relative logits through FlexAttention on CUDA, a dense mask
+  to SDPA elsewhere), ``aa_sdpa`` (always the dense mask), ``aa_no_rel`` (no relative logits: plain
+  SDPA, the memory baseline of the relative paths) and ``aa_pooled`` (``pool_attention=True``),
 * ``conv_stem`` (7×7/2 conv, BN, ReLU, 3×3/2 max-pool; the baseline of the stem rows) and
   ``attention_stem`` (:class:`SpatiallyAwareStem`), both on a 3-channel image 4× the map size
   so that their outputs have the layers' map size.
@@ -19,16 +21,13 @@ peak). The CPU figure includes allocator and library overheads and is coarser th
 
 from __future__ import annotations
 
-import multiprocessing
-import resource
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
 
 __all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_table"]
@@ -45,10 +44,13 @@ class BenchmarkCase:
 
 LAYER_CASES: list[BenchmarkCase] = [
     BenchmarkCase("conv3x3", "conv3x3", "3×3 conv C->C"),
-    BenchmarkCase("sasa", "conv3x3", "LocalSelfAttention2d, fast path"),
+    BenchmarkCase("sasa", "conv3x3", "LocalSelfAttention2d, impl='auto'"),
+    BenchmarkCase("sasa_shift", "conv3x3", "LocalSelfAttention2d, shifted views"),
     BenchmarkCase("sasa_halo", "conv3x3", "LocalSelfAttention2d, halo blocks"),
     BenchmarkCase("sasa_unfold", "conv3x3", "LocalSelfAttention2d, unfold"),
     BenchmarkCase("aa", "conv3x3", "AugmentedConv2d, stride 1"),
+    BenchmarkCase("aa_sdpa", "conv3x3", "AugmentedConv2d, relative logits as a dense SDPA mask"),
+    BenchmarkCase("aa_no_rel", "conv3x3", "AugmentedConv2d, no relative logits"),
     BenchmarkCase("aa_pooled", "conv3x3", "AugmentedConv2d, pool_attention"),
     BenchmarkCase("conv_stem", "conv_stem", "7×7/2 conv+BN+ReLU+maxpool"),
     BenchmarkCase("attention_stem", "conv_stem", "SpatiallyAwareStem"),
@@ -62,13 +64,22 @@ def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
     image_shape = (batch, 3, 4 * height, 4 * width)
     builders: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
         "conv3x3": lambda: (nn.Conv2d(channels, channels, 3, padding=1, bias=False), map_shape),
-        "sasa": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="shift"), map_shape),
+        "sasa": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads), map_shape),
+        "sasa_shift": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="shift"), map_shape),
         "sasa_halo": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="halo"), map_shape),
         "sasa_unfold": lambda: (
             LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="unfold"),
             map_shape,
         ),
         "aa": lambda: (AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width)), map_shape),
+        "aa_sdpa": lambda: (
+            AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width), attention_impl="sdpa"),
+            map_shape,
+        ),
+        "aa_no_rel": lambda: (
+            AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width), relative=False),
+            map_shape,
+        ),
         "aa_pooled": lambda: (
             AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width), pool_attention=True),
             map_shape,
@@ -89,22 +100,14 @@ def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
 
 def _attention_bytes(name: str, settings: dict) -> int:
     """Rough size of the (HW)² attention tensors an AA case needs (logits, weights and their grads)."""
-    if not name.startswith("aa"):
+    dense = name == "aa_sdpa" or (name in ("aa", "aa_pooled") and not settings["device"].startswith("cuda"))
+    if not dense:
         return 0
     height, width = settings["height"], settings["width"]
     if name == "aa_pooled":
         height, width = (height + 1) // 2, (width + 1) // 2
     element = torch.finfo(getattr(torch, settings["dtype"])).bits // 8
     return 4 * settings["batch"] * settings["heads"] * (height * width) ** 2 * element
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _run_case(name: str, settings: dict) -> dict:
@@ -124,38 +127,10 @@ def _run_case(name: str, settings: dict) -> dict:
         inputs.grad = None
         module.zero_grad(set_to_none=True)
 
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     step(small.requires_grad_())
-    if device.type == "cuda":
-        synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        synchronize()
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        before = _rss_bytes()
-        step()
-        peak = max(0, _peak_rss_bytes() - before)
-    for _ in range(settings["warmup"]):
-        step()
-    times = []
-    for _ in range(settings["repeats"]):
-        synchronize()
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return {"time_ms": 1000 * statistics.median(times), "peak_mib": peak / 2**20, "input": list(shape)}
-
-
-def _run_case_in_subprocess(name: str, settings: dict) -> dict:
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_run_case, (name, settings))
+    peak = peak_memory_bytes(step, device)
+    seconds = median_seconds(step, device, settings["warmup"], settings["repeats"])
+    return {"time_ms": 1000 * seconds, "peak_mib": peak / 2**20, "input": list(shape)}
 
 
 def benchmark_layers(
@@ -216,8 +191,7 @@ def benchmark_layers(
         if needed > max_attention_bytes:
             row["skipped"] = f"needs ~{needed / 2**30:.1f} GiB of attention tensors"
         else:
-            runner = _run_case_in_subprocess if isolate else _run_case
-            row.update(runner(case.name, settings))
+            row.update(run_isolated(_run_case, case.name, settings) if isolate else _run_case(case.name, settings))
         results[case.name] = row
     for row in results.values():
         base = results.get(row["baseline"], {})

@@ -25,6 +25,7 @@ class DetectionModule(pl.LightningModule):
         optim: optimizer and schedule settings (:class:`~sasa_det.engine.optim.OptimSettings` fields).
         iou_types: COCO IoU types evaluated in validation (``"bbox"``, ``"segm"``).
         score_threshold: detections below this score are not evaluated.
+        eval_backend: COCO evaluation backend (:class:`sasa_det.evaluation.CocoEvaluator`'s ``backend``).
         class_names: names of the foreground classes, index ``label - 1`` (stored in the checkpoint so that
             predictions drawn from it carry names).
 
@@ -53,6 +54,7 @@ class DetectionModule(pl.LightningModule):
         iou_types: Sequence[str] = ("bbox",),
         score_threshold: float = 0.05,
         class_names: Optional[Sequence[str]] = None,
+        eval_backend: str = "faster_coco_eval",
     ):
         super().__init__()
         detector = dict(detector)
@@ -66,11 +68,13 @@ class DetectionModule(pl.LightningModule):
             "iou_types": list(iou_types),
             "score_threshold": float(score_threshold),
             "class_names": names,
+            "eval_backend": str(eval_backend),
         })
         self.optim_settings = settings
         self.class_names = names
         self.iou_types = tuple(iou_types)
         self.score_threshold = float(score_threshold)
+        self.eval_backend = str(eval_backend)
         self.model = build_detector(**detector)
         self.evaluator = None
         self.last_metrics: Optional[dict[str, float]] = None
@@ -89,6 +93,7 @@ class DetectionModule(pl.LightningModule):
             dataset.label_to_category,
             iou_types=self.iou_types,
             score_threshold=self.score_threshold,
+            backend=self.eval_backend,
         )
 
     def setup(self, stage: str) -> None:

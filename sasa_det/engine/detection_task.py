@@ -154,6 +154,7 @@ class DetectionTask(Task):
             iou_types=iou_types_for(cfg),
             score_threshold=float(cfg.eval.score_threshold),
             class_names=class_names,
+            eval_backend=cfg.eval.backend,
         )
 
     def network(self, module: pl.LightningModule) -> tuple[Any, Optional[str]]:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .relative_flex_attention import flex_attention_available, relative_attention_flex
 from .relative_position import relative_logits_2d, slice_relative_table
 
-__all__ = ["AugmentedConv2d"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["AUGMENTED_ATTENTION_IMPLS", "AugmentedConv2d"]
+
+#: How the relative-logit attention runs: ``"auto"`` (FlexAttention on CUDA, else SDPA), ``"flex"``, ``"sdpa"``.
+AUGMENTED_ATTENTION_IMPLS = ("auto", "flex", "sdpa")
 
 
 def _channels_from_ratio(ratio: float, out_channels: int, heads: int) -> int:
@@ -55,6 +63,11 @@ class AugmentedConv2d(nn.Module):
         max_size: ``(H_max, W_max)`` of the attention map the tables are built for.
         pool_attention: attention on the 3×3/2 average-pooled map, upsampled back.
         dk, dv: explicit ``d_k``/``d_v`` overriding the ratios.
+        attention_impl: with relative logits, ``"sdpa"`` adds them as a dense ``(N, heads, HW, HW)``
+            mask to ``scaled_dot_product_attention``; ``"flex"`` adds them inside FlexAttention from
+            per-query tables of O(HW·(H+W)) (:mod:`.relative_flex_attention`; on CPU torch supports its
+            forward only); ``"auto"`` uses FlexAttention for CUDA inputs when torch has it, falling back
+            to SDPA (with a warning) if it fails, and SDPA otherwise.
     """
 
     def __init__(
@@ -72,8 +85,13 @@ class AugmentedConv2d(nn.Module):
         *,
         dk: int | None = None,
         dv: int | None = None,
+        attention_impl: str = "auto",
     ) -> None:
         super().__init__()
+        if attention_impl not in AUGMENTED_ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {AUGMENTED_ATTENTION_IMPLS}, got {attention_impl!r}")
+        if attention_impl == "flex" and not flex_attention_available():
+            raise ValueError("attention_impl='flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         if heads < 1:
@@ -111,6 +129,8 @@ class AugmentedConv2d(nn.Module):
         self.relative = relative
         self.max_size = (max_h, max_w)
         self.pool_attention = pool_attention
+        self.attention_impl = attention_impl
+        self._flex_failed = False  # set when "auto" met an error in FlexAttention; SDPA from then on
         self.conv = nn.Conv2d(
             in_channels, out_channels - dv, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
         )
@@ -167,12 +187,35 @@ class AugmentedConv2d(nn.Module):
         q = q.reshape(n, heads, dkh, height * width).transpose(2, 3)  # (N, heads, HW, d_kh)
         k = k.reshape(n, heads, dkh, height * width).transpose(2, 3)
         v = v.reshape(n, heads, dvh, height * width).transpose(2, 3)  # (N, heads, HW, d_vh)
-        mask = None
-        if self.relative:
-            mask = self.relative_logits(q.reshape(n, heads, height, width, dkh))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)  # (N, heads, HW, d_vh)
+        out = self._relative_attention_flex(q, k, v, height, width) if self._uses_flex(q) else None
+        if out is None:
+            mask = None
+            if self.relative:
+                mask = self.relative_logits(q.reshape(n, heads, height, width, dkh))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)  # (N, heads, HW, d_vh)
         out = out.transpose(2, 3).reshape(n, self.dv, height, width)  # heads back to channels
         return self.attention_output(out)
+
+    def _uses_flex(self, q: Tensor) -> bool:
+        if not self.relative or self.attention_impl == "sdpa":
+            return False
+        if self.attention_impl == "flex":
+            return True
+        return q.is_cuda and not self._flex_failed and flex_attention_available()
+
+    def _relative_attention_flex(self, q: Tensor, k: Tensor, v: Tensor, height: int, width: int) -> Tensor | None:
+        """FlexAttention path; under ``"auto"`` an error switches the layer to SDPA (``None`` returned)."""
+        rel_w = slice_relative_table(self.rel_width, width)
+        rel_h = slice_relative_table(self.rel_height, height)
+        if self.attention_impl == "flex":
+            return relative_attention_flex(q, k, v, rel_w, rel_h, height, width)
+        try:
+            return relative_attention_flex(q, k, v, rel_w, rel_h, height, width)
+        except Exception as error:  # e.g. a head width the compiled kernel does not take
+            logger.warning("AugmentedConv2d: FlexAttention failed (%s: %s); using SDPA with a dense mask.",
+                           type(error).__name__, error)
+            self._flex_failed = True
+            return None
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C_in, H, W) -> (N, C_out, ceil(H/stride), ceil(W/stride))``."""
@@ -206,5 +249,5 @@ class AugmentedConv2d(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"dk={self.dk}, dv={self.dv}, heads={self.heads}, relative={self.relative}, "
-            f"max_size={self.max_size}, pool_attention={self.pool_attention}"
+            f"max_size={self.max_size}, pool_attention={self.pool_attention}, attention_impl={self.attention_impl!r}"
         )

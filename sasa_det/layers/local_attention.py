@@ -60,9 +60,10 @@ class LocalSelfAttention2d(nn.Module):
         stride: output stride (average pooling after the attention).
         scaled: divide logits by ``sqrt(d)``; the paper's Eq. 3 has no scaling.
         mask_padding: exclude out-of-image keys from the softmax instead of zero keys/values.
-        impl: ``"auto"`` (fastest registered implementation for the input's device), ``"shift"``
-            (fast path, CPU and GPU), ``"halo"`` (blocked queries with key/value halos),
-            or ``"unfold"``; further implementations (the tests' ``"reference"``) can be registered with
+        impl: ``"auto"`` (fastest registered implementation for the input's device), ``"triton"``
+            (fused CUDA kernels, the CUDA default), ``"cpp"``
+            (compiled CPU loop, the CPU default), ``"shift"`` (portable path, CPU and GPU), ``"halo"``
+            (blocked queries with key/value halos), or ``"unfold"``; further implementations (the tests' ``"reference"``) can be registered with
             :func:`sasa_det.layers.register_local_attention_impl`.
     """
 

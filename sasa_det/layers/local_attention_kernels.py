@@ -18,7 +18,14 @@ suite only: production code never selects it):
 
 * ``"unfold"`` -- gathers the k² neighbours of every pixel with ``F.unfold`` (k² copies of K and V);
   simple, memory hungry.
-* ``"shift"`` -- the fast path for CPU and GPU: loops over the k² window offsets, each a shifted view
+* ``"triton"`` -- the CUDA default: fused Triton kernels (:mod:`.local_attention_triton`), one pass
+  over query tiles with an online softmax, backward by recomputation; no K/V copies or logit tensor
+  in global memory.
+* ``"cpp"`` -- the CPU default: a compiled loop (:mod:`.local_attention_cpu`, built on first use)
+  that runs each pass (forward, backward by queries, backward by keys) as one parallel region over
+  query rows, vectorised along the row; about 3.5x faster than ``"shift"`` on one core. Falls back to
+  ``"shift"`` under ``"auto"`` when it cannot be built.
+* ``"shift"`` -- the portable path for CPU and GPU: loops over the k² window offsets, each a shifted view
   of the padded K/V (no copies), accumulating logits and outputs in place; exact softmax over the
   offset axis; hand-written backward that accumulates gradients into the padded K/V the same way.
   Memory: one (N, heads, k², H, W) logit tensor is kept instead of k² copies of K and V.
@@ -28,9 +35,9 @@ suite only: production code never selects it):
   channels per head of SASA the matmuls stay memory bound, so on CPU it is slower than ``"shift"``
   and is not in :data:`AUTO_PREFERENCE`.
 
-A fused kernel (e.g. FlexAttention or Triton on CUDA) plugs in with
-:func:`register_local_attention_impl` and a ``supports`` predicate; ``impl="auto"`` picks the first
-registered implementation in :data:`AUTO_PREFERENCE` that supports the inputs.
+Further kernels plug in with :func:`register_local_attention_impl` and a ``supports`` predicate;
+``impl="auto"`` picks the first registered implementation in :data:`AUTO_PREFERENCE` that supports
+the inputs (``"triton"`` on CUDA when registered, ``"cpp"`` on CPU, else ``"shift"``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .local_attention_cpu import local_attention_cpp, supports_cpp
+from .local_attention_triton import local_attention_triton, supports_triton
 from .relative_position import window_relative_logits
 
 __all__ = [
@@ -73,7 +82,7 @@ class LocalAttentionImpl:
 _REGISTRY: dict[str, LocalAttentionImpl] = {}
 
 #: Order in which ``impl="auto"`` tries implementations (names not registered are skipped).
-AUTO_PREFERENCE: list[str] = ["fused", "shift"]
+AUTO_PREFERENCE: list[str] = ["triton", "cpp", "shift"]
 
 
 def _always(_: Tensor) -> bool:
@@ -343,3 +352,5 @@ def local_attention_halo(
 register_local_attention_impl("unfold", local_attention_unfold)
 register_local_attention_impl("shift", local_attention_shifted)
 register_local_attention_impl("halo", local_attention_halo)
+register_local_attention_impl("cpp", local_attention_cpp, supports_cpp)
+register_local_attention_impl("triton", local_attention_triton, supports_triton)

@@ -1,0 +1,46 @@
+"""The benchmark library on tiny settings: rows, baselines and ratios are what the tables report."""
+
+from __future__ import annotations
+
+import pytest
+
+from sasa_det.analysis.benchmark_report import machine_description
+from sasa_det.analysis.eval_benchmark import benchmark_eval, format_eval_table, synthetic_coco
+from sasa_det.analysis.layer_benchmark import benchmark_layers, format_layer_table
+from sasa_det.analysis.model_benchmark import benchmark_models, format_model_table
+
+
+def test_eval_benchmark_backends_agree_on_synthetic_detections():
+    coco, predictions = synthetic_coco(30, seed=1)
+    assert len(coco.imgs) == len(predictions) == 30 and len(coco.anns) >= 30
+    rows = benchmark_eval(30)
+    assert [row["backend"] for row in rows] == ["faster_coco_eval", "pycocotools"]
+    assert rows[1]["time_ratio"] == 1.0
+    assert all(row["max_metric_difference"] <= 1e-12 for row in rows)
+    assert 0.05 < rows[0]["metrics"]["bbox/AP"] < 0.95  # jitter and false positives: not trivial
+    assert "| faster_coco_eval |" in format_eval_table(rows, 30)
+
+
+def test_layer_benchmark_rows_and_ratios():
+    rows = benchmark_layers(channels=16, heads=2, kernel_size=3, height=8, width=12, repeats=1, warmup=0,
+                            cases=["sasa", "aa_no_rel"], isolate=False)
+    by_name = {row["name"]: row for row in rows}
+    assert set(by_name) == {"conv3x3", "sasa", "aa_no_rel"}  # the baseline is added
+    assert by_name["conv3x3"]["time_ratio"] == 1.0
+    assert by_name["sasa"]["time_ms"] > 0 and by_name["sasa"]["input"] == [1, 16, 8, 12]
+    assert "sasa" in format_layer_table(rows, "cpu")
+
+
+def test_model_benchmark_against_torchvision():
+    rows = benchmark_models(height=64, width=64, repeats=1, warmup=0, cases=["retinanet_resnet50"], isolate=False)
+    assert [row["name"] for row in rows] == ["torchvision_retinanet_resnet50", "retinanet_resnet50"]
+    assert rows[0]["time_ratio"] == 1.0
+    # the conv RetinaNet is torchvision's model: the same parameters (see the detector tests)
+    assert rows[1]["parameters_m"] == pytest.approx(rows[0]["parameters_m"])
+    assert all(row["train_images_per_s"] > 0 and row["infer_images_per_s"] > 0 for row in rows)
+    assert "| retinanet_resnet50 |" in format_model_table(rows)
+
+
+def test_machine_description_names_versions():
+    text = machine_description("cpu")
+    assert "torch " in text and "faster-coco-eval" in text and "CPU:" in text
