@@ -77,3 +77,19 @@ def test_train_tool_reports_config_errors(tmp_path, capsys):
         _tool("train").main([str(DEMO_CONFIG), "optim.lrr=0.1"])
     with pytest.raises(SystemExit, match="not found"):
         _tool("train").main([str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize("tool", ["eval", "predict"])
+def test_tools_refuse_bad_checkpoint_files_with_one_clear_message(tool, tmp_path):
+    """A missing, truncated or non-checkpoint file ends the tool with a message naming the file: no traceback."""
+    image = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(image)
+    extra = [str(image), "--out", str(tmp_path / "out")] if tool == "predict" else []
+    (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 200)
+    (tmp_path / "text.ckpt").write_text("hello")
+    for name, message in (("missing.ckpt", "no such file"), ("cut.ckpt", "the file is truncated or corrupt"), ("text.ckpt", "not a PyTorch checkpoint")):
+        with pytest.raises(SystemExit) as stop:
+            _tool(tool).main([str(tmp_path / name), *extra])
+        assert f"{name}: {message}" in str(stop.value.code)
