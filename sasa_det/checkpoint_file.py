@@ -71,6 +71,11 @@ def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> A
         raise CheckpointFileError(
             f"{what} {file}: cannot be read as a PyTorch checkpoint ({text.splitlines()[0] if text else type(error).__name__})"
         ) from None
+    except Exception as error:  # the unpickler fails in many ways on bytes that are no pickle at all
+        raise CheckpointFileError(
+            f"{what} {file}: not a PyTorch checkpoint (unreadable: {type(error).__name__}); give a .ckpt written by "
+            "tools/train.py or a file written by torch.save"
+        ) from None
 
 
 def tensors_of(obj: Any, file: str | os.PathLike, what: str = "weights") -> dict[str, torch.Tensor]:
