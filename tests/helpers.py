@@ -1,5 +1,8 @@
 """Small fixtures-as-functions shared by several test files."""
 
+import importlib.util
+from pathlib import Path
+
 import torch
 
 
@@ -34,3 +37,12 @@ def tiny_shapes_overrides(shapes_root, out, num_train: int = 8, num_val: int = 5
         "trainer.enable_progress_bar=false",
         "eval.save_visualization=1",
     ]
+
+
+def load_tool(name: str):
+    """The module of ``tools/<name>.py`` (tools are scripts, not a package), to call its ``main(argv)``."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -108,6 +108,11 @@ def test_checkpoint_holds_config_and_evaluate_reproduces_training_metrics(traine
     detections = json.loads((tmp_path / "eval" / "detections_bbox.json").read_text())
     assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
     assert (tmp_path / "eval" / "per_class.md").read_text().count("|") > 10
+    trained_rows = json.loads((Path(result["output_dir"]) / "evaluation.json").read_text())["iou_types"]["bbox"]["per_class"]
+    evaluated_rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["iou_types"]["bbox"]["per_class"]
+    assert [row["name"] for row in evaluated_rows] == ["circle", "square", "triangle"]
+    for trained_row, evaluated_row in zip(trained_rows, evaluated_rows):
+        assert evaluated_row == pytest.approx(trained_row, abs=1e-6)
 
 
 def test_predict_draws_pngs(trained, shapes, tmp_path):

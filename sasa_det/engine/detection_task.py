@@ -167,14 +167,16 @@ class DetectionTask(Task):
         module.set_evaluation_dataset(datamodule.val_dataset)
 
     def write_report(self, module, datamodule, metrics, cfg, out: Path) -> dict[str, Optional[str]]:
-        """``per_class.md``, the printed final COCO table and ``predictions.png`` (validation images drawn)."""
-        from sasa_det.evaluation import save_prediction_grid
+        """``per_class.md``, ``evaluation.json`` (per-class AP, PR curves), the printed final COCO table and
+        ``predictions.png`` (validation images drawn)."""
+        from sasa_det.evaluation import EVALUATION_FILE, save_prediction_grid, write_evaluation_json
 
         written: dict[str, Optional[str]] = {"predictions_png": None}
         evaluator = getattr(module, "evaluator", None)
         if evaluator is not None and metrics:
             table = evaluator.per_class_table()
             (out / "per_class.md").write_text(table + "\n")
+            write_evaluation_json(evaluator, out / EVALUATION_FILE)
             print(f"Final COCO metrics (step {module.global_step})\n{format_coco_summary(metrics)}\n{table}", flush=True)
         if cfg.eval.save_visualization > 0:
             png = save_prediction_grid(
@@ -185,11 +187,15 @@ class DetectionTask(Task):
         return written
 
     def write_evaluation(self, module: pl.LightningModule, out: Path) -> None:
-        """``detections_<iou>.json`` (COCO results), ``per_class.md`` and ``coco_summary.txt``."""
+        """``detections_<iou>.json`` (COCO results), ``per_class.md``, ``evaluation.json`` (per-class AP, PR
+        curves) and ``coco_summary.txt``."""
+        from sasa_det.evaluation import EVALUATION_FILE, write_evaluation_json
+
         evaluator = module.evaluator
         for iou_type in evaluator.iou_types:
             (out / f"detections_{iou_type}.json").write_text(json.dumps(evaluator.detections_json(iou_type)))
         (out / "per_class.md").write_text(evaluator.per_class_table() + "\n")
+        write_evaluation_json(evaluator, out / EVALUATION_FILE)
         (out / "coco_summary.txt").write_text(evaluator.summary_text())
 
 

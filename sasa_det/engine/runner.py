@@ -16,6 +16,7 @@ Output directory of a training run (``cfg.output_dir``)::
     init_from_report.json    what model.init_from loaded, skipped and missed (when set)
     metrics.json             the final weights' validation metrics
     per_class.md             per-class AP table of the final validation (detection)
+    evaluation.json          per-class AP rows and precision/recall curves at IoU 0.5 (detection)
     predictions.png          validation images with the final model's detections (detection)
 """
 
@@ -260,7 +261,7 @@ def evaluate(
         output_dir: where results go (default: ``eval_<checkpoint name>/`` beside the checkpoint).
 
     Writes (global rank 0) ``metrics.json`` and the task's evaluation files (detection:
-    ``detections_<iou>.json``, ``per_class.md``, ``coco_summary.txt``).
+    ``detections_<iou>.json``, ``per_class.md``, ``evaluation.json``, ``coco_summary.txt``).
 
     Returns:
         ``{"metrics": {name: value}, "output_dir": path}``.

@@ -1,17 +1,30 @@
 """COCO evaluation (bbox and segm, distributed-safe) and drawing of predictions."""
 
 from sasa_det.evaluation.coco_evaluator import COCO_BACKENDS, STAT_NAMES, CocoEvaluator, merge_rank_results
+from sasa_det.evaluation.dataset_drawing import save_dataset_images
+from sasa_det.evaluation.evaluation_file import EVALUATION_FILE, read_evaluation_json, write_evaluation_json
 from sasa_det.evaluation.pr_curves import plot_pr_curves
-from sasa_det.evaluation.visualize import draw_detections, save_detection_grid, save_prediction_grid, to_uint8_image
+from sasa_det.evaluation.visualize import (
+    draw_detections,
+    save_detection_grid,
+    save_png,
+    save_prediction_grid,
+    to_uint8_image,
+)
 
 __all__ = [
     "COCO_BACKENDS",
+    "EVALUATION_FILE",
     "STAT_NAMES",
     "CocoEvaluator",
     "draw_detections",
     "merge_rank_results",
     "plot_pr_curves",
+    "read_evaluation_json",
+    "save_dataset_images",
     "save_detection_grid",
+    "save_png",
     "save_prediction_grid",
     "to_uint8_image",
+    "write_evaluation_json",
 ]

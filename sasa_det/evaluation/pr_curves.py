@@ -1,4 +1,4 @@
-"""Optional plot of per-class precision/recall curves (needs matplotlib, which is not a dependency)."""
+"""Optional plot of per-class precision/recall curves (needs matplotlib: the ``plots`` extra)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sasa_det.optional_matplotlib import require_matplotlib, save_figure
+
 __all__ = ["plot_pr_curves"]
 
 
@@ -16,15 +18,9 @@ def plot_pr_curves(
 ) -> Path:
     """Plot ``{class name: (recall [R], precision [R])}`` (e.g. ``CocoEvaluator.pr_curves()``) to an image file.
 
-    Raises ImportError with the fix when matplotlib is not installed.
+    Raises ImportError (MissingMatplotlib) with the fix when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError("plot_pr_curves needs matplotlib; install it (pip install matplotlib).") from err
+    plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(6, 5))
     for name, (recall, precision) in curves.items():
         ax.plot(recall, precision, label=name)
@@ -32,8 +28,4 @@ def plot_pr_curves(
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize="small")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

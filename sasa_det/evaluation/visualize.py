@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
-__all__ = ["draw_detections", "save_detection_grid", "save_prediction_grid", "to_uint8_image"]
+__all__ = ["draw_detections", "save_detection_grid", "save_prediction_grid", "save_png", "to_uint8_image"]
 
 # Distinct colours, indexed by label (cycled).
 _PALETTE = (
@@ -26,6 +26,14 @@ def to_uint8_image(image: torch.Tensor) -> torch.Tensor:
     if image.dtype == torch.uint8:
         return image
     return (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Save a uint8 [3, H, W] image as a PNG (folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+    return path
 
 
 def draw_detections(
@@ -88,11 +96,7 @@ def save_detection_grid(
     height = max(d.shape[1] for d in drawn)
     width = max(d.shape[2] for d in drawn)
     padded = [F.pad(d, (0, width - d.shape[2], 0, height - d.shape[1])) for d in drawn]
-    grid = make_grid(torch.stack(padded), nrow=nrow, padding=2)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
-    return path
+    return save_png(make_grid(torch.stack(padded), nrow=nrow, padding=2), path)
 
 
 @torch.no_grad()
