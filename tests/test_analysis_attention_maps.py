@@ -1,11 +1,12 @@
 """Attention maps: SASA weights equal the reference implementation's softmax, live in the k×k window and sum
 to one; AA weights equal a dense softmax over the relative embeddings; the tool draws a PNG from a checkpoint."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import load_tool
 import torch
 from PIL import Image
 
@@ -74,19 +75,12 @@ def test_aa_weights_equal_a_dense_softmax(pool_attention):
         torch.testing.assert_close(weights.sum(dim=(1, 2)), torch.ones(2))
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_visualize_attention_tool_lists_layers_and_draws(tiny_detection_run, tmp_path, capsys):
     from omegaconf import OmegaConf
 
     checkpoint = tiny_detection_run["last_checkpoint"]
     image = sorted(Path(OmegaConf.load(tiny_detection_run["config_path"]).data.val_images).glob("*.png"))[0]
-    tool = _tool("visualize_attention")
+    tool = load_tool("visualize_attention")
     rows = tool.main([checkpoint, str(image), "--list-layers"])
     kinds = {row[1].split()[0] for row in rows}
     assert kinds == {"sasa", "aa"} and all(row[3] >= 8 for row in rows)

@@ -1,7 +1,6 @@
 """The command-line tools end to end: DDP detection training as a subprocess, classification through
 ``tools/train.py``, and ``tools/eval.py`` / ``tools/predict.py`` on the resulting checkpoints."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tiny_shapes_overrides
+from tests.helpers import load_tool, tiny_shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
-
-
-def _tool(name: str):
-    """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
@@ -44,7 +35,7 @@ def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
     assert (out / "predictions.png").is_file()
 
     # A single-process evaluation of the same weights scores the same images: same numbers.
-    evaluated = _tool("eval").main([str(out / "checkpoints" / "last.ckpt"), "trainer.devices=1", "trainer.strategy=auto",
+    evaluated = load_tool("eval").main([str(out / "checkpoints" / "last.ckpt"), "trainer.devices=1", "trainer.strategy=auto",
                                     "trainer.accelerator=cpu", "--out", str(tmp_path / "eval")])
     assert evaluated["metrics"]["val/num_images"] == 5
     assert evaluated["metrics"]["val/mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-4)
@@ -64,19 +55,19 @@ def test_classification_through_train_tool_then_eval_tool(tmp_path):
         "optim:\n  name: adamw\n  lr: 0.003\n  weight_decay: 0.0\n"
         "trainer:\n  max_epochs: 2\n  accelerator: cpu\n  devices: 1\n  enable_progress_bar: false\n  log_every_n_steps: 1\n"
     )
-    result = _tool("train").main([str(config)])
+    result = load_tool("train").main([str(config)])
     assert "val/top1" in result["metrics"]
     assert Path(result["best_checkpoint"]).is_file()
-    evaluated = _tool("eval").main([result["last_checkpoint"], "--out", str(tmp_path / "eval")])
+    evaluated = load_tool("eval").main([result["last_checkpoint"], "--out", str(tmp_path / "eval")])
     assert evaluated["metrics"]["val/top1"] == pytest.approx(result["metrics"]["val/top1"], abs=1e-6)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/top1"] == pytest.approx(result["metrics"]["val/top1"])
 
 
 def test_train_tool_reports_config_errors(tmp_path, capsys):
     with pytest.raises(SystemExit, match="optim.lrr"):
-        _tool("train").main([str(DEMO_CONFIG), "optim.lrr=0.1"])
+        load_tool("train").main([str(DEMO_CONFIG), "optim.lrr=0.1"])
     with pytest.raises(SystemExit, match="not found"):
-        _tool("train").main([str(tmp_path / "missing.yaml")])
+        load_tool("train").main([str(tmp_path / "missing.yaml")])
 
 
 @pytest.mark.parametrize("tool", ["eval", "predict"])
@@ -91,5 +82,5 @@ def test_tools_refuse_bad_checkpoint_files_with_one_clear_message(tool, tmp_path
     (tmp_path / "text.ckpt").write_text("hello")
     for name, message in (("missing.ckpt", "no such file"), ("cut.ckpt", "the file is truncated or corrupt"), ("text.ckpt", "not a PyTorch checkpoint")):
         with pytest.raises(SystemExit) as stop:
-            _tool(tool).main([str(tmp_path / name), *extra])
+            load_tool(tool).main([str(tmp_path / name), *extra])
         assert f"{name}: {message}" in str(stop.value.code)

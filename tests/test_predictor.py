@@ -1,12 +1,13 @@
 """Predictor and tools/predict.py: same detections as the module's own forward, for every kind of input;
 the tool over folders with unreadable files, duplicate names, 16-bit PNGs and images without detections."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import load_tool
 import torch
 from PIL import Image
 
@@ -15,13 +16,6 @@ from sasa_det.engine.prediction_files import expand_image_inputs, output_names
 from sasa_det.engine.runner import load_module
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +92,7 @@ def test_predict_tool_on_a_folder_with_bad_file_duplicates_and_16_bit(checkpoint
     assert Image.open(inputs / "deep.png").mode.startswith("I")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as stop:
-        _tool("predict").main([checkpoint, str(inputs), "--out", str(out), "--score-threshold", "0.9999",
+        load_tool("predict").main([checkpoint, str(inputs), "--out", str(out), "--score-threshold", "0.9999",
                                "--no-progress", "model.min_size=64"])
     assert stop.value.code == 1
     captured = capsys.readouterr()
@@ -115,7 +109,7 @@ def test_predict_tool_on_a_folder_with_bad_file_duplicates_and_16_bit(checkpoint
 
 def test_predict_tool_draws_detections_and_writes_coco_results(checkpoint, val_image, tmp_path):
     out = tmp_path / "out"
-    report = _tool("predict").main([checkpoint, str(val_image), "--out", str(out), "--score-threshold", "0.0", "--no-progress"])
+    report = load_tool("predict").main([checkpoint, str(val_image), "--out", str(out), "--score-threshold", "0.0", "--no-progress"])
     assert report.written == [out / val_image.name] and not report.failed
     detections = json.loads((out / "detections.json").read_text())
     assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
@@ -124,5 +118,5 @@ def test_predict_tool_draws_detections_and_writes_coco_results(checkpoint, val_i
 
 
 def test_predict_tool_keeps_set_as_an_alias():
-    args = _tool("predict").parse_args(["c.ckpt", "x.png", "a.b=1", "--out", "o", "--set", "c.d=2"])
+    args = load_tool("predict").parse_args(["c.ckpt", "x.png", "a.b=1", "--out", "o", "--set", "c.d=2"])
     assert args.images == ["x.png"] and args.overrides == ["a.b=1", "c.d=2"]
