@@ -15,7 +15,6 @@ from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d
 from sasa_det.layers.reference import local_attention_reference, relative_embeddings_2d_reference
 from sasa_det.layers.relative_position import slice_relative_table
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _reference_weights(layer, x, row, col):

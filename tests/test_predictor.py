@@ -15,7 +15,6 @@ from sasa_det import Predictor
 from sasa_det.engine.prediction_files import expand_image_inputs, output_names
 from sasa_det.engine.runner import load_module
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
