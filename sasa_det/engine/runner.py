@@ -26,6 +26,8 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -148,8 +150,6 @@ def _finish(trainer: pl.Trainer, module, datamodule, recorder: ValidationRecorde
         previous = best.best_model_score
         if previous is None or score > float(previous):
             target = Path(best.dirpath) / f"best-epoch{trainer.current_epoch:03d}-step{trainer.global_step:06d}.ckpt"
-            import shutil
-
             shutil.copyfile(last.path, target)
             if best.best_model_path and Path(best.best_model_path).exists() and Path(best.best_model_path) != target:
                 Path(best.best_model_path).unlink()
@@ -184,7 +184,8 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     cfg = task.complete_config(cfg, datamodule)
     if resume_from is not None:
         _clear_initial_weights(cfg)
-    module = task.build_module(cfg, list(getattr(datamodule, "class_names", []) or []) or None)
+    class_names = getattr(datamodule, "class_names", None)
+    module = task.build_module(cfg, list(class_names) if class_names else None)
 
     best = ModelCheckpoint(
         dirpath=str(output_dir / "checkpoints"),
@@ -228,8 +229,6 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
         with stop.installed():
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from is not None else None)
     except sigterm_exception():
-        import signal
-
         raise TrainingInterrupted(signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step) from None
     metrics = _finish(trainer, module, datamodule, recorder, best, last, task)
 

@@ -68,10 +68,6 @@ class Task(ABC):
     def network(self, module: pl.LightningModule) -> tuple[Any, Optional[str]]:
         """``(network, backbone key prefix)`` that ``init_from`` loads into."""
 
-    def class_names(self, module: pl.LightningModule) -> Optional[list[str]]:
-        """Class names a module carries (for reports and drawing)."""
-        return getattr(module, "class_names", None)
-
     def callbacks(self, cfg: DictConfig) -> list[pl.Callback]:
         """Task-specific callbacks added to every training run."""
         return []
