@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from sasa_det.layers import LocalSelfAttention2d, available_local_attention_impls, resolve_local_attention_impl
-from sasa_det.layers import local_attention_cpu, local_attention_kernels
-from sasa_det.layers.local_attention_cpu import cpp_extension_available, local_attention_cpp
-from sasa_det.layers.local_attention_kernels import (
+from sasa_det.layers.local_attention import cpu as local_attention_cpu
+from sasa_det.layers.local_attention import registry as local_attention_registry
+from sasa_det.layers.local_attention.cpu import cpp_extension_available, local_attention_cpp
+from sasa_det.layers.local_attention.torch_paths import (
     local_attention_halo,
     local_attention_shifted,
     local_attention_unfold,
@@ -107,8 +108,8 @@ def test_auto_prefers_a_registered_fused_impl(monkeypatch):
         calls.append(q.shape)
         return local_attention_shifted(q, k, v, rel_row, rel_col, kernel_size, mask_padding)
 
-    impl = local_attention_kernels.LocalAttentionImpl("triton", fused, lambda q: q.dtype == torch.float64)
-    monkeypatch.setitem(local_attention_kernels._REGISTRY, "triton", impl)
+    impl = local_attention_registry.LocalAttentionImpl("triton", fused, lambda q: q.dtype == torch.float64)
+    monkeypatch.setitem(local_attention_registry._REGISTRY, "triton", impl)
     layer = make_layer()
     layer(torch.randn(1, 5, 4, 4, dtype=torch.float64))
     assert len(calls) == 1

@@ -5,6 +5,7 @@
                                      [--repeats 5] [--json out.json]
     python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
     python tools/benchmark.py eval   [--images 5000]
+    python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--json out.json]
     python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
 """
 
@@ -112,6 +113,40 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_kernels_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "kernels", help="compile the SASA Triton kernels for sm_90 (no GPU needed): registers, spills, SASS, barriers")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"],
+                        choices=["bfloat16", "float16", "float32", "float64"])
+    parser.add_argument("--head-widths", nargs="+", type=int, default=[8, 16, 32, 64])
+    parser.add_argument("--kernel-size", type=int, default=7)
+    parser.add_argument("--capability", type=int, default=90, help="compute capability to compile for (90: H100/H200)")
+    parser.add_argument("--json", type=Path, help="also write one record per kernel × dtype × head width here")
+    parser.set_defaults(run=run_kernels)
+
+
+def run_kernels(args: argparse.Namespace) -> int:
+    from sasa_det.analysis.kernel_report import REPORT_LIMITS, check_limits, format_kernel_table, kernel_report
+
+    def progress(record) -> None:
+        print(f"compiled {record.kernel} {record.dtype} d={record.head_width} in {record.compile_seconds:.1f} s",
+              file=sys.stderr, flush=True)
+
+    records = kernel_report(tuple(args.dtypes), tuple(args.head_widths), args.kernel_size, args.capability, progress)
+    print(f"Triton {records[0].triton if records else '?'}, target {records[0].target if records else '?'}, "
+          f"k={args.kernel_size}; limits {REPORT_LIMITS}")
+    print(format_kernel_table(records))
+    if args.json is not None:
+        from dataclasses import asdict
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(record) for record in records], indent=2))
+    problems = check_limits(records)
+    for problem in problems:
+        print(f"over the limit: {problem}")
+    return 1 if problems else 0
+
+
 def add_all_parser(subparsers) -> None:
     parser = subparsers.add_parser("all", help="every benchmark for one device, as a markdown report")
     parser.add_argument("--device", default="cpu")
@@ -139,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     add_layers_parser(subparsers)
     add_model_parser(subparsers)
     add_eval_parser(subparsers)
+    add_kernels_parser(subparsers)
     add_all_parser(subparsers)
     args = parser.parse_args(argv)
     from sasa_det.logging_setup import configure_logging

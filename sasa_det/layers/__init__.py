@@ -1,9 +1,11 @@
 """Attention building blocks of SASA (Ramachandran et al. 2019) and AA (Bello et al. 2019)."""
 
 from .augmented_conv import AugmentedConv2d
-from .local_attention import SASA_OPTIONS, LocalSelfAttention2d, check_sasa_options
-from .local_attention_kernels import (
+from .local_attention import (
+    SASA_OPTIONS,
+    LocalSelfAttention2d,
     available_local_attention_impls,
+    check_sasa_options,
     register_local_attention_impl,
     resolve_local_attention_impl,
 )

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .local_attention_kernels import available_local_attention_impls, resolve_local_attention_impl
+from .registry import available_local_attention_impls, resolve_local_attention_impl
 
 __all__ = ["SASA_OPTIONS", "LocalSelfAttention2d", "check_sasa_options"]
 
@@ -32,6 +32,20 @@ def check_sasa_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     if "impl" in options and options["impl"] not in available_local_attention_impls():
         raise ValueError(f"unknown SASA impl {options['impl']!r}; choose one of {available_local_attention_impls()}")
     return options
+
+
+def _query_like(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """An empty stand-in with the device, dtype (autocast included) and shape the queries will have, for
+    choosing an implementation before projecting."""
+    dtype = x.dtype
+    device_type = x.device.type
+    try:
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError, RuntimeError):  # torch < 2.4: CUDA-only autocast queries
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            dtype = torch.get_autocast_gpu_dtype()
+    return torch.empty((), device=x.device, dtype=dtype).expand(shape)
 
 
 class LocalSelfAttention2d(nn.Module):
@@ -134,14 +148,19 @@ class LocalSelfAttention2d(nn.Module):
             raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         n, _, height, width = x.shape
         shape = (n, self.heads, self.head_channels, height, width)
-        q = self.query(x).reshape(shape)
-        k = self.key(x).reshape(shape)
-        v = self.value(x).reshape(shape)
-        if self.scaled:
-            q = q * self.head_channels**-0.5
-        impl = resolve_local_attention_impl(self.impl, q)
-        out = impl.fn(q, k, v, self.rel_row, self.rel_col, self.kernel_size, self.mask_padding)
-        out = out.reshape(n, self.out_channels, height, width)
+        impl = resolve_local_attention_impl(self.impl, _query_like(x, shape))
+        scale = self.head_channels**-0.5 if self.scaled else 1.0
+        if impl.fused is not None:
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight]).flatten(1)
+            out = impl.fused(x, weight, self.rel_row, self.rel_col, self.heads, self.kernel_size, self.mask_padding, scale)
+        else:
+            q = self.query(x).reshape(shape)
+            k = self.key(x).reshape(shape)
+            v = self.value(x).reshape(shape)
+            if self.scaled:
+                q = q * scale
+            out = impl.fn(q, k, v, self.rel_row, self.rel_col, self.kernel_size, self.mask_padding)
+            out = out.reshape(n, self.out_channels, height, width)
         if self.stride > 1:
             out = F.avg_pool2d(out, self.stride, self.stride, ceil_mode=True)
         return out

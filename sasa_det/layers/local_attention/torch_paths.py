@@ -1,6 +1,6 @@
-"""Implementations of SASA's windowed attention and the registry that chooses among them.
+"""SASA's windowed attention in plain PyTorch: the ``"unfold"``, ``"shift"`` and ``"halo"`` implementations.
 
-Every implementation has the same signature (see :data:`LocalAttentionFn`)::
+Every implementation has the signature of :data:`.registry.LocalAttentionFn`::
 
     fn(q, k, v, rel_row, rel_col, kernel_size, mask_padding) -> out
 
@@ -12,19 +12,8 @@ Every implementation has the same signature (see :data:`LocalAttentionFn`)::
 Keys and values outside the image are zeros that still take part in the softmax
 (``mask_padding=False``) or are excluded from it (``mask_padding=True``).
 
-Registered implementations (the slow dense reference,
-:func:`sasa_det.layers.reference.local_attention_reference`, is registered as ``"reference"`` by the test
-suite only: production code never selects it):
-
 * ``"unfold"`` -- gathers the k² neighbours of every pixel with ``F.unfold`` (k² copies of K and V);
   simple, memory hungry.
-* ``"triton"`` -- the CUDA default: fused Triton kernels (:mod:`.local_attention_triton`), one pass
-  over query tiles with an online softmax, backward by recomputation; no K/V copies or logit tensor
-  in global memory.
-* ``"cpp"`` -- the CPU default: a compiled loop (:mod:`.local_attention_cpu`, built on first use)
-  that runs each pass (forward, backward by queries, backward by keys) as one parallel region over
-  query rows, vectorised along the row; about 3.5x faster than ``"shift"`` on one core. Falls back to
-  ``"shift"`` under ``"auto"`` when it cannot be built.
 * ``"shift"`` -- the portable path for CPU and GPU: loops over the k² window offsets, each a shifted view
   of the padded K/V (no copies), accumulating logits and outputs in place; exact softmax over the
   offset axis; hand-written backward that accumulates gradients into the padded K/V the same way.
@@ -32,91 +21,19 @@ suite only: production code never selects it):
 * ``"halo"`` -- cuts the map into b×b query blocks (:data:`HALO_BLOCK_SIZE`) that attend to their
   (b+k-1)² key/value halo with batched matmuls, out-of-window positions masked; autograd backward.
   It computes (b+k-1)²/k² times the logits of the exact window (4× for b=8, k=7); with the few
-  channels per head of SASA the matmuls stay memory bound, so on CPU it is slower than ``"shift"``
-  and is not in :data:`AUTO_PREFERENCE`.
-
-Further kernels plug in with :func:`register_local_attention_impl` and a ``supports`` predicate;
-``impl="auto"`` picks the first registered implementation in :data:`AUTO_PREFERENCE` that supports
-the inputs (``"triton"`` on CUDA when registered, ``"cpp"`` on CPU, else ``"shift"``).
+  channels per head of SASA the matmuls stay memory bound, so on CPU it is slower than ``"shift"``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .local_attention_cpu import local_attention_cpp, supports_cpp
-from .local_attention_triton import local_attention_triton, supports_triton
-from .relative_position import window_relative_logits
+from ..relative_position import window_relative_logits
 
-__all__ = [
-    "AUTO_PREFERENCE",
-    "LocalAttentionFn",
-    "LocalAttentionImpl",
-    "HALO_BLOCK_SIZE",
-    "available_local_attention_impls",
-    "local_attention_halo",
-    "local_attention_shifted",
-    "local_attention_unfold",
-    "register_local_attention_impl",
-    "resolve_local_attention_impl",
-]
-
-LocalAttentionFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, int, bool], Tensor]
-
-
-@dataclass(frozen=True)
-class LocalAttentionImpl:
-    """A registered implementation: its function and a predicate on the query tensor."""
-
-    name: str
-    fn: LocalAttentionFn
-    supports: Callable[[Tensor], bool]
-
-
-_REGISTRY: dict[str, LocalAttentionImpl] = {}
-
-#: Order in which ``impl="auto"`` tries implementations (names not registered are skipped).
-AUTO_PREFERENCE: list[str] = ["triton", "cpp", "shift"]
-
-
-def _always(_: Tensor) -> bool:
-    return True
-
-
-def register_local_attention_impl(
-    name: str, fn: LocalAttentionFn, supports: Callable[[Tensor], bool] = _always
-) -> None:
-    """Register ``fn`` under ``name`` (replacing an earlier one); ``supports(q)`` says if it can run."""
-    if name == "auto":
-        raise ValueError("'auto' is reserved for automatic selection; choose another name")
-    _REGISTRY[name] = LocalAttentionImpl(name, fn, supports)
-
-
-def available_local_attention_impls() -> list[str]:
-    """Names accepted by ``LocalSelfAttention2d(impl=...)``, ``"auto"`` included."""
-    return ["auto", *_REGISTRY]
-
-
-def resolve_local_attention_impl(name: str, q: Tensor | None = None) -> LocalAttentionImpl:
-    """The implementation for ``name``; ``"auto"`` picks by :data:`AUTO_PREFERENCE` for ``q``."""
-    if name == "auto":
-        for candidate in AUTO_PREFERENCE:
-            impl = _REGISTRY.get(candidate)
-            if impl is not None and (q is None or impl.supports(q)):
-                return impl
-        return _REGISTRY["shift"]
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown local attention impl {name!r}; choose one of {available_local_attention_impls()}")
-    impl = _REGISTRY[name]
-    if q is not None and not impl.supports(q):
-        raise ValueError(f"local attention impl {name!r} does not support {q.device.type} {q.dtype} inputs; use impl='auto'")
-    return impl
+__all__ = ["HALO_BLOCK_SIZE", "local_attention_halo", "local_attention_shifted", "local_attention_unfold"]
 
 
 def _outside_image_mask(kernel_size: int, height: int, width: int, device: torch.device) -> Tensor:
@@ -347,10 +264,3 @@ def local_attention_halo(
     out = out.view(batch, blocks_h, blocks_w, block_h, block_w, d).permute(0, 5, 1, 3, 2, 4)
     out = out.reshape(n, heads, d, blocks_h * block_h, blocks_w * block_w)
     return out[..., :height, :width]
-
-
-register_local_attention_impl("unfold", local_attention_unfold)
-register_local_attention_impl("shift", local_attention_shifted)
-register_local_attention_impl("halo", local_attention_halo)
-register_local_attention_impl("cpp", local_attention_cpp, supports_cpp)
-register_local_attention_impl("triton", local_attention_triton, supports_triton)

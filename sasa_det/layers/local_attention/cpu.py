@@ -134,7 +134,7 @@ class _CppLocalAttention(torch.autograd.Function):
 def local_attention_cpp(
     q: Tensor, k: Tensor, v: Tensor, rel_row: Tensor, rel_col: Tensor, kernel_size: int, mask_padding: bool
 ) -> Tensor:
-    """Windowed attention with the compiled CPU loop; shapes as in :mod:`.local_attention_kernels`.
+    """Windowed attention with the compiled CPU loop; shapes as in :mod:`.torch_paths`.
 
     Raises ``RuntimeError`` when the extension cannot be built (``impl="auto"`` then uses ``"shift"``).
     """
