@@ -444,7 +444,31 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 0, got {cfg.trainer.checkpoint_every_n_steps}")
     if cfg.data.batch_size < 1 or cfg.data.val_batch_size < 1:
         raise ConfigError("data.batch_size and data.val_batch_size must be >= 1")
+    _check_deterministic(cfg)
     return cfg
+
+
+def _check_deterministic(cfg: DictConfig) -> None:
+    """``trainer.deterministic=true`` with an op that has no deterministic CUDA backward fails here, not mid-step.
+
+    The attention layers have deterministic paths (pooled AA's upsampling by matrices, the Triton SASA
+    kernels without atomics); torchvision's RoIAlign, which Faster/Mask R-CNN use, has none.
+    """
+    if not cfg.trainer.deterministic or cfg.task != "detection" or cfg.model.arch == "retinanet":
+        return
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator == "cpu":
+        return
+    if accelerator == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+    raise ConfigError(
+        f"trainer.deterministic=true: model.arch={cfg.model.arch!r} uses torchvision's RoIAlign, whose CUDA backward "
+        "has no deterministic implementation (torch would stop at the first step). Set trainer.deterministic=false, "
+        "train on trainer.accelerator=cpu, or use model.arch=retinanet."
+    )
 
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> DictConfig:

@@ -149,3 +149,16 @@ def test_every_shipped_config_loads():
     for path in files:
         cfg = load_config(path)
         assert cfg.task in ("detection", "classification"), path
+
+
+def test_deterministic_rcnn_on_gpu_fails_at_config_time_naming_the_key(monkeypatch):
+    import torch
+
+    from sasa_det.config import ConfigError, load_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match=r"trainer\.deterministic=true: model\.arch='faster_rcnn' uses torchvision's RoIAlign"):
+        load_config(None, ["model.arch=faster_rcnn", "trainer.deterministic=true"])
+    # RetinaNet, or the CPU, is fine
+    load_config(None, ["model.arch=retinanet", "trainer.deterministic=true"])
+    load_config(None, ["model.arch=mask_rcnn", "trainer.deterministic=true", "trainer.accelerator=cpu"])

@@ -193,3 +193,35 @@ def test_atomic_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+def _fake_cuda(monkeypatch, devices: int, current: int = 0) -> list[tuple[int, int]]:
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((int(state[0]), device)))
+    return restored
+
+
+@pytest.mark.parametrize("saved, visible, expected", [(4, 2, [(0, 0), (1, 1)]), (1, 4, [(0, 0)]), (2, 2, [(0, 0), (1, 1)])])
+def test_cuda_generator_states_restore_onto_the_gpus_that_exist(monkeypatch, caplog, saved, visible, expected):
+    from sasa_det.engine.checkpointing import _set_cuda_rng_state
+
+    restored = _fake_cuda(monkeypatch, visible)
+    states = [torch.tensor([index], dtype=torch.uint8) for index in range(saved)]  # an older checkpoint: one per GPU
+    with caplog.at_level("INFO"):
+        _set_cuda_rng_state({"cuda": states})
+    assert restored == expected
+    notes = [record.getMessage() for record in caplog.records if "CUDA generator states for" in record.getMessage()]
+    assert len(notes) == (saved != visible)
+    if notes:
+        assert f"for {saved} GPUs and {visible} are visible" in notes[0]
+
+
+def test_cuda_generator_state_of_this_process_goes_to_its_device(monkeypatch):
+    from sasa_det.engine.checkpointing import _set_cuda_rng_state
+
+    restored = _fake_cuda(monkeypatch, devices=2, current=1)  # e.g. local rank 1 of a DDP run
+    _set_cuda_rng_state({"cuda": [torch.tensor([7], dtype=torch.uint8)], "cuda_device": 3})  # saved by rank 3 of 8
+    assert restored == [(7, 1)]

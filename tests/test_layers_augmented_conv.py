@@ -217,7 +217,7 @@ def test_flex_attention_forward_matches_reference(size, stride, pool_attention, 
 
 def test_auto_uses_sdpa_on_cpu_and_keeps_gradients():
     layer = make_layer(torch.float32)
-    assert layer.attention_impl == "auto" and not layer._uses_flex(torch.zeros(1))
+    assert layer.attention_impl == "auto" and not layer._uses_flex(torch.zeros(1), torch.zeros(1))
     layer(torch.randn(1, 5, 4, 4)).sum().backward()
     assert layer.rel_width.grad is not None
 
@@ -233,3 +233,116 @@ def test_flex_attention_forward_and_backward_on_cuda_match_sdpa():
     result = forward_and_grads(flex, flex, x)
     expected = forward_and_grads(sdpa, sdpa, x)
     assert max_error(result, expected) <= 1e-3
+
+
+# the head widths of AA's presets: (d_k/N_h, d_v/N_h) at C = 128, 256, 512
+PRESET_WIDTHS = [(3, 2), (6, 3), (13, 6)]
+
+
+def dense_scores(score_mod, batch: int, heads: int, length: int) -> torch.Tensor:
+    """``score_mod(0, b, h, i, j)`` for every index, ``(batch, heads, L, L)`` (as FlexAttention's reference does)."""
+    index = [torch.arange(size).view(*([1] * axis), size, *([1] * (3 - axis))) for axis, size in
+             enumerate((batch, heads, length, length))]
+    return score_mod(torch.zeros(()), *index)
+
+
+@needs_flex
+@pytest.mark.parametrize("dkh, dvh", PRESET_WIDTHS)
+def test_what_flex_gets_equals_dense_sdpa_forward_and_backward(dkh, dvh):
+    from sasa_det.layers.relative_flex_attention import flex_inputs
+
+    torch.manual_seed(dkh)
+    height, width, heads = 5, 7, 2
+    q, k = (torch.randn(2, heads, height * width, dkh, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, heads, height * width, dvh, dtype=torch.float64, requires_grad=True)
+    rel_w = torch.randn(2 * width - 1, dkh, dtype=torch.float64, requires_grad=True)
+    rel_h = torch.randn(2 * height - 1, dkh, dtype=torch.float64, requires_grad=True)
+    leaves = [q, k, v, rel_w, rel_h]
+    grad = torch.randn(2, heads, height * width, dvh, dtype=torch.float64)
+
+    q_pad, k_pad, v_pad, score_mod = flex_inputs(q, k, v, rel_w, rel_h, height, width)
+    assert q_pad.shape[-1] == k_pad.shape[-1] == v_pad.shape[-1] == 16  # >= 16, a power of two
+    bias = dense_scores(score_mod, 2, heads, height * width)
+    out = F.scaled_dot_product_attention(q_pad, k_pad, v_pad, attn_mask=bias, scale=1.0)[..., :dvh]
+    result = [out, *torch.autograd.grad((out * grad).sum(), leaves)]
+
+    mask = relative_logits_2d(q.reshape(2 * heads, height, width, dkh), rel_w, rel_h).view(2, heads, height * width, -1)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    expected = [dense, *torch.autograd.grad((dense * grad).sum(), leaves)]
+    assert max((a - b).abs().max().item() for a, b in zip(result, expected)) <= 1e-10
+
+
+@needs_flex
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("dkh, dvh", PRESET_WIDTHS)
+def test_flex_forward_at_preset_widths_matches_reference_and_gets_padded_widths(monkeypatch, dkh, dvh):
+    import torch.nn.attention.flex_attention as flex_module
+
+    widths = []
+    original = flex_module.flex_attention
+
+    def spy(q, k, v, **kwargs):
+        widths.append((q.shape[-1], k.shape[-1], v.shape[-1]))
+        return original(q, k, v, **kwargs)
+
+    monkeypatch.setattr(flex_module, "flex_attention", spy)
+    torch.manual_seed(5)
+    heads = 4
+    layer = make_layer(out_channels=64, heads=heads, dk=dkh * heads, dv=dvh * heads, attention_impl="flex")
+    x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        result = layer(x)
+        expected = augmented_conv_reference(layer, x)
+    assert widths == [(16, 16, 16)] and layer.attention_path == "flex"
+    assert (result - expected).abs().max().item() <= 1e-9
+
+
+@needs_flex
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_multiscale_training_and_validation_compile_flex_at_most_twice():
+    from torch._dynamo.utils import counters
+
+    from sasa_det.layers.relative_flex_attention import compiled_flex_attention, relative_attention_flex
+
+    torch._dynamo.reset()
+    counters.clear()
+    attend = compiled_flex_attention("eager")  # Dynamo's graph capture without Inductor: counts compiles on CPU
+    torch.manual_seed(8)
+
+    def run(height, width):
+        q, k = (torch.randn(1, 2, height * width, 13) for _ in range(2))
+        v = torch.randn(1, 2, height * width, 6)
+        tables = torch.randn(2 * width - 1, 13), torch.randn(2 * height - 1, 13)
+        return relative_attention_flex(q, k, v, *tables, height, width, attend=attend)
+
+    # eleven multi-scale sizes, then validation without gradients at two sizes
+    for side in range(4, 26, 2):
+        assert run(side, side + 3).shape == (1, 2, side * (side + 3), 6)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])  # one graph for every training size
+    with torch.no_grad():
+        run(9, 12)
+        run(15, 11)
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
+def test_flex_probe_failure_falls_back_to_sdpa_once_with_a_warning(monkeypatch, caplog):
+    from sasa_det.layers import augmented_conv, relative_flex_attention
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("NYI: embedding dimension of the query, key, and value must be at least 16")
+
+    monkeypatch.setattr(relative_flex_attention, "_probes", {})
+    monkeypatch.setattr(relative_flex_attention, "relative_attention_flex", broken)
+    monkeypatch.setattr(augmented_conv, "flex_attention_available", lambda: True)
+    q = torch.zeros(1, 2, 4, 3)
+    with caplog.at_level("WARNING"):
+        assert not relative_flex_attention.flex_attention_usable(q, torch.zeros(1, 2, 4, 2))
+        assert not relative_flex_attention.flex_attention_usable(q, torch.zeros(1, 2, 4, 2))
+    warnings = [record for record in caplog.records if "FlexAttention cannot run" in record.getMessage()]
+    assert len(warnings) == 1 and "dense (N, heads, HW, HW) mask" in warnings[0].getMessage()
+    assert "must be at least 16" in warnings[0].getMessage()
+    report = relative_flex_attention.flex_attention_report()
+    assert report == [{"device": "cpu", "dtype": "torch.float32", "d_k": 16, "d_v": 16, "grad": True,
+                       "usable": False, "error": "RuntimeError: NYI: embedding dimension of the query, key, and "
+                                                 "value must be at least 16"}]

@@ -113,3 +113,58 @@ def test_bad_arguments(kwargs, match):
 def test_bad_input_shape():
     with pytest.raises(ValueError, match="expected input"):
         SpatiallyAwareStem()(torch.zeros(1, 1, 8, 8))
+
+
+def _spy_on_sdpa(monkeypatch) -> list[tuple[int, ...]]:
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        calls.append(tuple(q.shape))
+        return original(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("size", [(1024, 1024), (800, 1344), (1030, 1030)])
+def test_no_sdpa_call_exceeds_the_cuda_grid_limit(monkeypatch, size):
+    # shapes only: the meta device computes nothing, so COCO-sized images cost no time
+    from sasa_det.layers.spatially_aware_stem import SDPA_GRID_LIMIT
+
+    calls = _spy_on_sdpa(monkeypatch)
+    stem = SpatiallyAwareStem(3, 64).to("meta")
+    out = stem(torch.empty(2, 3, *size, device="meta"))
+    assert out.shape == (2, 64, math.ceil(size[0] / 4), math.ceil(size[1] / 4))
+    blocks = math.ceil(size[0] / 4) * math.ceil(size[1] / 4)
+    assert blocks > SDPA_GRID_LIMIT  # these sizes would overflow a single call
+    assert len(calls) >= 2
+    assert all(shape[0] <= SDPA_GRID_LIMIT and shape[1] <= SDPA_GRID_LIMIT for shape in calls), calls
+    assert sum(shape[1] for shape in calls) == blocks  # every block attended exactly once
+
+
+def test_chunked_block_attention_equals_one_call(monkeypatch):
+    from sasa_det.layers import spatially_aware_stem
+
+    torch.manual_seed(3)
+    stem = SpatiallyAwareStem(3, 8, heads=2).double()
+    x = torch.randn(3, 3, 13, 18, dtype=torch.float64)  # 4×5 blocks per image, 6 (N·heads) planes, padding
+    whole = forward_and_grads(stem, stem, x)
+    calls = _spy_on_sdpa(monkeypatch)
+    monkeypatch.setattr(spatially_aware_stem, "SDPA_GRID_LIMIT", 4)
+    chunked = forward_and_grads(stem, stem, x)
+    assert len(calls) == 2 * 5 and all(shape[0] <= 4 and shape[1] <= 4 for shape in calls)
+    assert max_error(chunked, whole) <= 1e-12
+    expected = forward_and_grads(lambda t: spatially_aware_stem_reference(stem, t), stem, x)
+    assert max_error(chunked, expected) <= 1e-9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("size", [(1024, 1024), (800, 1344)])
+def test_cuda_at_coco_sizes_matches_cpu(size):
+    torch.manual_seed(4)
+    stem = SpatiallyAwareStem(3, 64).eval()
+    x = torch.randn(1, 3, *size)
+    expected = stem(x)
+    result = stem.cuda()(x.cuda()).cpu()
+    assert (result - expected).abs().max().item() <= 1e-4 * (expected.abs().max().item() + 1)

@@ -34,11 +34,11 @@ class ImageClassifier(nn.Module):
         self.backbone = backbone
         self.feature_name = list(backbone.out_channels)[-1]
         self.num_classes = int(num_classes)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(backbone.out_channels[self.feature_name], self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [N, 3, H, W]`` -> logits ``[N, num_classes]``."""
         feature = self.backbone(x)[self.feature_name]
-        return self.fc(self.dropout(torch.flatten(self.pool(feature), 1)))
+        # global average pooling as a mean: AdaptiveAvgPool2d has no deterministic backward on CUDA
+        return self.fc(self.dropout(feature.mean(dim=(2, 3))))

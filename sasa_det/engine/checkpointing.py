@@ -119,8 +119,34 @@ class LastCheckpoint(pl.Callback):
 def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's device only: asking every visible GPU would open a CUDA context on each of them
+        state["cuda"] = [torch.cuda.get_rng_state()]
+        state["cuda_device"] = torch.cuda.current_device()
     return state
+
+
+def _set_cuda_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the saved CUDA generator states onto the devices that exist now.
+
+    Checkpoints hold the state of the saving process's device (``cuda_device`` set), which goes to the
+    current device; older ones hold one state per visible device, restored onto the devices that exist
+    (a run resumed on fewer or more GPUs than it was saved with gets a note, not an IndexError).
+    """
+    states = list(state["cuda"])
+    available = torch.cuda.device_count()
+    if not states or available == 0:
+        if states:
+            logger.info("Resume: the checkpoint has CUDA generator states but no GPU is visible; they are not restored.")
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(states[0], torch.cuda.current_device())
+        return
+    for index, device_state in enumerate(states[:available]):
+        torch.cuda.set_rng_state(device_state, index)
+    if len(states) != available:
+        logger.info(
+            "Resume: the checkpoint has CUDA generator states for %d GPUs and %d are visible now; restored %d, "
+            "the others keep their seeded state.", len(states), available, min(len(states), available))
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
@@ -129,7 +155,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), int(position), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        _set_cuda_rng_state(state)
 
 
 def _as_python_state(value: Any) -> tuple:

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .relative_flex_attention import flex_attention_available, relative_attention_flex
+from .relative_flex_attention import flex_attention_available, flex_attention_usable, relative_attention_flex
 from .relative_position import relative_logits_2d, slice_relative_table
+from .resize import bilinear_resize
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class AugmentedConv2d(nn.Module):
       input (padding 1, padding excluded from the average), so both parts have the output's size.
     * ``pool_attention=True`` (for large detection maps, where global attention's O((HW)²) memory is
       prohibitive): the attention runs on the 3×3/stride-2 average-pooled input and is bilinearly
-      upsampled (``align_corners=False``) to the conv output's size before the concatenation. With
+      upsampled (``align_corners=False``) to the conv output's size before the concatenation (by matrix
+      products when deterministic algorithms are on: :mod:`.resize`). With
       ``stride=2`` this is the same as the strided layer.
     * Channel counts: ``d_k = dk_ratio·C_out`` and ``d_v = dv_ratio·C_out`` rounded to the nearest
       positive multiple of ``heads`` (the paper's ratios give fractions for ResNet widths, e.g.
@@ -65,9 +67,10 @@ class AugmentedConv2d(nn.Module):
         dk, dv: explicit ``d_k``/``d_v`` overriding the ratios.
         attention_impl: with relative logits, ``"sdpa"`` adds them as a dense ``(N, heads, HW, HW)``
             mask to ``scaled_dot_product_attention``; ``"flex"`` adds them inside FlexAttention from
-            per-query tables of O(HW·(H+W)) (:mod:`.relative_flex_attention`; on CPU torch supports its
-            forward only); ``"auto"`` uses FlexAttention for CUDA inputs when torch has it, falling back
-            to SDPA (with a warning) if it fails, and SDPA otherwise.
+            per-query tables of O(HW·(H+W)), head widths zero-padded to 16 (:mod:`.relative_flex_attention`;
+            on CPU torch supports its forward only); ``"auto"`` uses FlexAttention for CUDA inputs when
+            torch has it and a first forward+backward of that input class works (otherwise SDPA, with a
+            warning naming the reason), and SDPA elsewhere. ``attention_path`` tells which ran last.
     """
 
     def __init__(
@@ -131,6 +134,8 @@ class AugmentedConv2d(nn.Module):
         self.pool_attention = pool_attention
         self.attention_impl = attention_impl
         self._flex_failed = False  # set when "auto" met an error in FlexAttention; SDPA from then on
+        #: which attention ran in the last forward: "flex", "sdpa" (dense relative mask) or "sdpa_no_rel"
+        self.attention_path: str | None = None
         self.conv = nn.Conv2d(
             in_channels, out_channels - dv, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
         )
@@ -187,7 +192,8 @@ class AugmentedConv2d(nn.Module):
         q = q.reshape(n, heads, dkh, height * width).transpose(2, 3)  # (N, heads, HW, d_kh)
         k = k.reshape(n, heads, dkh, height * width).transpose(2, 3)
         v = v.reshape(n, heads, dvh, height * width).transpose(2, 3)  # (N, heads, HW, d_vh)
-        out = self._relative_attention_flex(q, k, v, height, width) if self._uses_flex(q) else None
+        out = self._relative_attention_flex(q, k, v, height, width) if self._uses_flex(q, v) else None
+        self.attention_path = "flex" if out is not None else ("sdpa" if self.relative else "sdpa_no_rel")
         if out is None:
             mask = None
             if self.relative:
@@ -196,12 +202,12 @@ class AugmentedConv2d(nn.Module):
         out = out.transpose(2, 3).reshape(n, self.dv, height, width)  # heads back to channels
         return self.attention_output(out)
 
-    def _uses_flex(self, q: Tensor) -> bool:
+    def _uses_flex(self, q: Tensor, v: Tensor) -> bool:
         if not self.relative or self.attention_impl == "sdpa":
             return False
         if self.attention_impl == "flex":
             return True
-        return q.is_cuda and not self._flex_failed and flex_attention_available()
+        return q.is_cuda and not self._flex_failed and flex_attention_available() and flex_attention_usable(q, v)
 
     def _relative_attention_flex(self, q: Tensor, k: Tensor, v: Tensor, height: int, width: int) -> Tensor | None:
         """FlexAttention path; under ``"auto"`` an error switches the layer to SDPA (``None`` returned)."""
@@ -227,7 +233,7 @@ class AugmentedConv2d(nn.Module):
             attention_input = F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False)
         attention = self.attention(attention_input)
         if attention.shape[-2:] != conv_out.shape[-2:]:
-            attention = F.interpolate(attention, size=conv_out.shape[-2:], mode="bilinear", align_corners=False)
+            attention = bilinear_resize(attention, tuple(conv_out.shape[-2:]))
         return torch.cat([conv_out, attention], dim=1)
 
     def attention_flops(self, height: int, width: int) -> int:

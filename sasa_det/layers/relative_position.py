@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .resize import linear_resize
+
 __all__ = [
     "rel_to_abs",
     "relative_logits_1d",
@@ -106,10 +108,7 @@ def slice_relative_table(table: Tensor, length: int) -> Tensor:
     max_length = (table.shape[0] + 1) // 2
     if length <= max_length:
         return table[max_length - length : max_length + length - 1]
-    resampled = F.interpolate(
-        table.transpose(0, 1).unsqueeze(0), size=2 * length - 1, mode="linear", align_corners=True
-    )
-    return resampled.squeeze(0).transpose(0, 1)
+    return linear_resize(table, 2 * length - 1)
 
 
 def window_relative_logits(q: Tensor, rel_row: Tensor, rel_col: Tensor) -> tuple[Tensor, Tensor]:

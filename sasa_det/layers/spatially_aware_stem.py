@@ -8,7 +8,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SpatiallyAwareStem"]
+__all__ = ["SDPA_GRID_LIMIT", "SpatiallyAwareStem", "blocked_attention"]
+
+#: Largest batch and heads axes of one ``scaled_dot_product_attention`` call. The fused CUDA kernels put
+#: these axes on grid dimensions limited to 65 535; beyond it they fail ("invalid argument") or, on some
+#: backends, return wrong values silently (pytorch issue 142228).
+SDPA_GRID_LIMIT = 65535
+
+
+def blocked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """Unscaled softmax attention inside each block, ``(B, blocks, P, d) -> (B, blocks, P, d)``.
+
+    ``mask`` ``(blocks, 1, P)`` marks the keys that take part (``None``: all). The work is cut into
+    ``scaled_dot_product_attention`` calls whose batch and block axes stay within
+    :data:`SDPA_GRID_LIMIT`, so any image size runs (a 1024×1024 image has 65 536 4×4 blocks).
+    """
+    batch, blocks = q.shape[:2]
+    limit = SDPA_GRID_LIMIT
+    if batch <= limit and blocks <= limit:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    rows = []
+    for b0 in range(0, batch, limit):
+        parts = []
+        for s0 in range(0, blocks, limit):
+            part = (slice(b0, b0 + limit), slice(s0, s0 + limit))
+            part_mask = None if mask is None else mask[s0:s0 + limit]
+            parts.append(F.scaled_dot_product_attention(q[part], k[part], v[part], attn_mask=part_mask, scale=1.0))
+        rows.append(torch.cat(parts, dim=1))
+    return torch.cat(rows, dim=0)
 
 
 class SpatiallyAwareStem(nn.Module):
@@ -132,10 +159,8 @@ class SpatiallyAwareStem(nn.Module):
             valid = valid.view(blocks_h, w, blocks_w, w).permute(0, 2, 1, 3).reshape(blocks_h, blocks_w, 1, w * w)
             mask = valid.view(blocks_h * blocks_w, 1, w * w)
         # fold (N, heads) and (Bh, Bw): (N*heads, Bh*Bw, w*w, d)
-        out = F.scaled_dot_product_attention(
-            q.flatten(0, 1).flatten(1, 2), k.flatten(0, 1).flatten(1, 2), v.flatten(0, 1).flatten(1, 2),
-            attn_mask=mask,
-            scale=1.0,
+        out = blocked_attention(
+            q.flatten(0, 1).flatten(1, 2), k.flatten(0, 1).flatten(1, 2), v.flatten(0, 1).flatten(1, 2), mask
         )
         out = out.reshape(n, heads, blocks_h, blocks_w, w, w, d).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(n, channels, blocks_h * w, blocks_w * w)
