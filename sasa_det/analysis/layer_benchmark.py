@@ -8,7 +8,8 @@ measures the peak memory of one forward + backward for:
   ``sasa_unfold`` (the unfold implementation),
 * ``aa`` (global attention, stride 1; relative logits through FlexAttention on CUDA, a dense mask
   to SDPA elsewhere), ``aa_sdpa`` (always the dense mask), ``aa_no_rel`` (no relative logits: plain
-  SDPA, the memory baseline of the relative paths) and ``aa_pooled`` (``pool_attention=True``),
+  SDPA), ``aa_no_rel_padded`` (the same with head widths padded to 16 as FlexAttention gets them, so
+  SDPA's fused kernels run: the memory baseline of ``aa`` on CUDA) and ``aa_pooled`` (``pool_attention=True``),
 * ``conv_stem`` (7×7/2 conv, BN, ReLU, 3×3/2 max-pool; the baseline of the stem rows) and
   ``attention_stem`` (:class:`SpatiallyAwareStem`), both on a 3-channel image 4× the map size
   so that their outputs have the layers' map size.
@@ -28,7 +29,10 @@ import torch
 from torch import nn
 
 from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
-from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
+import torch.nn.functional as F
+
+from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem, resolve_local_attention_impl
+from sasa_det.layers.relative_flex_attention import flex_attention_available, flex_attention_report, padded_width
 
 __all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_table"]
 
@@ -51,6 +55,8 @@ LAYER_CASES: list[BenchmarkCase] = [
     BenchmarkCase("aa", "conv3x3", "AugmentedConv2d, stride 1"),
     BenchmarkCase("aa_sdpa", "conv3x3", "AugmentedConv2d, relative logits as a dense SDPA mask"),
     BenchmarkCase("aa_no_rel", "conv3x3", "AugmentedConv2d, no relative logits"),
+    BenchmarkCase("aa_no_rel_padded", "conv3x3",
+                  "AugmentedConv2d, no relative logits, head widths padded as for FlexAttention (memory baseline of 'aa')"),
     BenchmarkCase("aa_pooled", "conv3x3", "AugmentedConv2d, pool_attention"),
     BenchmarkCase("conv_stem", "conv_stem", "7×7/2 conv+BN+ReLU+maxpool"),
     BenchmarkCase("attention_stem", "conv_stem", "SpatiallyAwareStem"),
@@ -80,6 +86,10 @@ def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
             AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width), relative=False),
             map_shape,
         ),
+        "aa_no_rel_padded": lambda: (
+            PaddedAugmentedConv2d(channels, channels, heads=heads, max_size=(height, width), relative=False),
+            map_shape,
+        ),
         "aa_pooled": lambda: (
             AugmentedConv2d(channels, channels, heads=heads, max_size=(height, width), pool_attention=True),
             map_shape,
@@ -98,9 +108,27 @@ def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
     return builders[name]()
 
 
+class PaddedAugmentedConv2d(AugmentedConv2d):
+    """AA whose SDPA gets head widths zero-padded as the FlexAttention path pads them, so that SDPA's fused
+    kernels (which need widths that are multiples of 8) serve as the memory baseline of the relative path."""
+
+    def _dense_attention(self, q, k, v, mask):
+        dvh = v.shape[-1]
+        pad = lambda t: F.pad(t, (0, padded_width(t.shape[-1]) - t.shape[-1]))  # noqa: E731
+        return F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=mask, scale=1.0)[..., :dvh]
+
+
+def flex_runs(device: str) -> bool:
+    """Whether ``AugmentedConv2d(attention_impl="auto")`` will use FlexAttention on ``device`` (no probe failed)."""
+    if not device.startswith("cuda") or not flex_attention_available():
+        return False
+    return all(entry["usable"] for entry in flex_attention_report() if entry["device"].startswith("cuda"))
+
+
 def _attention_bytes(name: str, settings: dict) -> int:
-    """Rough size of the (HW)² attention tensors an AA case needs (logits, weights and their grads)."""
-    dense = name == "aa_sdpa" or (name in ("aa", "aa_pooled") and not settings["device"].startswith("cuda"))
+    """Rough size of the (HW)² attention tensors an AA case needs (logits, weights and their grads); 0 for
+    the paths that form none (FlexAttention, SDPA's fused kernels without a mask)."""
+    dense = name == "aa_sdpa" or (name in ("aa", "aa_pooled") and not flex_runs(settings["device"]))
     if not dense:
         return 0
     height, width = settings["height"], settings["width"]
@@ -130,7 +158,16 @@ def _run_case(name: str, settings: dict) -> dict:
     step(small.requires_grad_())
     peak = peak_memory_bytes(step, device)
     seconds = median_seconds(step, device, settings["warmup"], settings["repeats"])
-    return {"time_ms": 1000 * seconds, "peak_mib": peak / 2**20, "input": list(shape)}
+    return {"time_ms": 1000 * seconds, "peak_mib": peak / 2**20, "input": list(shape), "path": _path(module, x)}
+
+
+def _path(module: nn.Module, x: torch.Tensor) -> str | None:
+    """What ran: the SASA implementation, or AA's attention path (``"flex"``: FlexAttention used)."""
+    if isinstance(module, LocalSelfAttention2d):
+        n, _, height, width = x.shape
+        probe = torch.empty((), device=x.device, dtype=x.dtype).expand(n, module.heads, module.head_channels, height, width)
+        return resolve_local_attention_impl(module.impl, probe).name
+    return getattr(module, "attention_path", None)
 
 
 def benchmark_layers(
@@ -162,7 +199,8 @@ def benchmark_layers(
 
     Returns:
         One dict per case: ``name``, ``description``, ``baseline``, ``input``, ``time_ms``,
-        ``peak_mib``, ``time_ratio``, ``memory_ratio`` (vs the baseline row) or ``skipped`` (reason).
+        ``peak_mib``, ``path`` (the SASA implementation or AA path that ran; ``"flex"``: FlexAttention),
+        ``time_ratio``, ``memory_ratio`` (vs the baseline row) or ``skipped`` (reason).
     """
     known = {case.name: case for case in LAYER_CASES}
     names = list(known) if cases is None else list(cases)
@@ -204,15 +242,17 @@ def benchmark_layers(
 def format_layer_table(results: list[dict], device: str) -> str:
     """A plain-text table of :func:`benchmark_layers` results."""
     memory = "peak CUDA alloc" if device.startswith("cuda") else "peak RSS incr."
-    header = f"{'case':<15} {'input (N,C,H,W)':<20} {'fwd+bwd ms':>11} {'× base':>7} {memory + ' MiB':>20} {'× base':>7}  module"
+    header = (f"{'case':<16} {'input (N,C,H,W)':<20} {'fwd+bwd ms':>11} {'× base':>7} {memory + ' MiB':>20} "
+              f"{'× base':>7}  {'path':<11} module")
     lines = [header, "-" * len(header)]
     for row in results:
         shape = "×".join(str(s) for s in row.get("input", [])) or "-"
         if "skipped" in row:
-            lines.append(f"{row['name']:<15} {shape:<20} {'skipped: ' + row['skipped']:>48}  {row['description']}")
+            lines.append(f"{row['name']:<16} {shape:<20} {'skipped: ' + row['skipped']:>48}  {'-':<11} {row['description']}")
             continue
         lines.append(
-            f"{row['name']:<15} {shape:<20} {row['time_ms']:>11.1f} {row.get('time_ratio', float('nan')):>7.2f} "
-            f"{row['peak_mib']:>20.1f} {row.get('memory_ratio', float('nan')):>7.2f}  {row['description']}"
+            f"{row['name']:<16} {shape:<20} {row['time_ms']:>11.1f} {row.get('time_ratio', float('nan')):>7.2f} "
+            f"{row['peak_mib']:>20.1f} {row.get('memory_ratio', float('nan')):>7.2f}  {row.get('path') or '-':<11} "
+            f"{row['description']}"
         )
     return "\n".join(lines)

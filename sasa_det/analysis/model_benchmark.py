@@ -5,7 +5,9 @@ then on random ``batch × 3 × height × width`` images with a few random boxes 
 
 * training: median step time of forward + losses + backward + an SGD step, images/s, and the peak
   memory of one step (CUDA: ``max_memory_allocated``; CPU: peak RSS increase in a fresh process);
-* inference: median time of one eval-mode forward (with post-processing), images/s.
+* inference: median time of one eval-mode forward (with post-processing), images/s;
+* the time of the first training step, which includes compiling the kernels (cold when the
+  compile caches are empty).
 
 Images are given at their final size: our detectors skip the resize in training, and torchvision's
 RetinaNet is built with ``min_size``/``max_size`` equal to the image's sides so its resize keeps them.
@@ -17,6 +19,7 @@ and each costs a hundred times a normal operation, which would measure the initi
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,7 +28,7 @@ from torch import nn
 
 from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
 
-__all__ = ["MODEL_CASES", "ModelCase", "benchmark_models", "format_model_table"]
+__all__ = ["MODEL_CASES", "ModelCase", "benchmark_models", "format_model_table", "measure_model"]
 
 NUM_CLASSES = 80
 
@@ -114,19 +117,36 @@ def _measure(case: ModelCase, settings: dict) -> dict:
             model(images)
 
     model.train()
-    train_step()  # lazy set-up (kernel compilation, allocator) before measuring
+    from sasa_det.analysis.measure import synchronize
+
+    started = time.perf_counter()
+    train_step()  # lazy set-up (kernel compilation, allocator) before measuring: the time to the first step
+    synchronize(device)
+    first_step_s = time.perf_counter() - started
     peak = peak_memory_bytes(train_step, device)
     train_s = median_seconds(train_step, device, settings["warmup"], settings["repeats"])
     model.eval()
     infer_s = median_seconds(infer, device, 1, settings["repeats"])
     batch = settings["batch"]
     return {
+        "first_step_s": first_step_s,
         "train_step_ms": 1000 * train_s,
         "train_images_per_s": batch / train_s,
         "train_peak_mib": peak / 2**20,
         "infer_images_per_s": batch / infer_s,
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
+
+
+def measure_model(name: str, device: str = "cpu", dtype: str = "float32", height: int = 256, width: int = 256,
+                  batch: int = 1, repeats: int = 3, warmup: int = 1) -> dict:
+    """One row of :func:`benchmark_models` (no baseline, no ratios), in this process."""
+    known = {case.name: case for case in MODEL_CASES}
+    if name not in known:
+        raise ValueError(f"unknown case {name!r}; choose from {list(known)}")
+    settings = {"device": device, "dtype": dtype, "height": height, "width": width, "batch": batch,
+                "repeats": repeats, "warmup": warmup}
+    return {**asdict(known[name]), **_run_case(known[name], settings)}
 
 
 def benchmark_models(
@@ -150,7 +170,7 @@ def benchmark_models(
         isolate: each case in a fresh process (default: on CPU, for the peak-RSS measurement).
 
     Returns:
-        One dict per case: ``name``, ``build_kwargs``, ``train_step_ms``, ``train_images_per_s``,
+        One dict per case: ``name``, ``build_kwargs``, ``first_step_s``, ``train_step_ms``, ``train_images_per_s``,
         ``train_peak_mib``, ``infer_images_per_s``, ``parameters_m``, ``time_ratio`` and
         ``memory_ratio`` (training, vs torchvision's RetinaNet).
     """

@@ -198,9 +198,13 @@ class AugmentedConv2d(nn.Module):
             mask = None
             if self.relative:
                 mask = self.relative_logits(q.reshape(n, heads, height, width, dkh))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)  # (N, heads, HW, d_vh)
+            out = self._dense_attention(q, k, v, mask)  # (N, heads, HW, d_vh)
         out = out.transpose(2, 3).reshape(n, self.dv, height, width)  # heads back to channels
         return self.attention_output(out)
+
+    def _dense_attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """SDPA over the whole map; ``mask`` the ``(N, heads, HW, HW)`` relative logits, or ``None``."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
     def _uses_flex(self, q: Tensor, v: Tensor) -> bool:
         if not self.relative or self.attention_impl == "sdpa":
