@@ -30,18 +30,36 @@ def test_sass_counts_loops_and_the_barriers_inside_them():
 @needs_triton
 def test_kernels_at_head_width_8_are_within_the_limits():
     records = kernel_report(dtypes=("bfloat16",), head_widths=(8,))
-    assert [record.kernel for record in records] == ["forward_kernel", "backward_query_kernel", "backward_key_kernel"]
+    kernels = ["forward_kernel", "backward_query_kernel", "backward_key_kernel"]
+    assert [record.kernel for record in records] == kernels * 2  # two CUDA-core candidates, no tensor cores
+    assert all(record.config.startswith("cuda_core") for record in records)
     assert all(record.registers > 0 and record.sass_instructions > 100 for record in records)
     assert all(record.loops >= 1 for record in records)  # the window loop is rolled, not unrolled k² times
+    assert check_limits(records) == [], format_kernel_table(records)
+
+
+@needs_triton
+def test_tensor_core_kernels_at_head_width_32_are_within_the_limits():
+    records = [r for r in kernel_report(dtypes=("bfloat16",), head_widths=(32,)) if r.config.startswith("tensor_core")]
+    assert [record.kernel for record in records] == ["forward_tc_kernel", "backward_query_tc_kernel",
+                                                     "backward_key_tc_kernel"] * 2
+    assert all(record.loops >= 1 for record in records)  # the halo-row loop is rolled
     assert check_limits(records) == [], format_kernel_table(records)
 
 
 def test_limits_name_the_kernel_and_the_value():
     from sasa_det.analysis.kernel_report import KernelRecord
 
-    record = KernelRecord("forward_kernel", "bfloat16", 8, 7, 1.0, 1.0, 100, 0, 24, 24, 5000, 40, 2, 1, 10, 0,
-                          "3.x", "sm_90a")
+    record = KernelRecord("forward_kernel", "cuda_core 8x16 w4", "bfloat16", 8, 7, 1.0, 1.0, 100, 0, 24, 24, 5000, 40,
+                          2, 1, 10, 0, "3.x", "sm_90a")
     problems = check_limits([record])
-    assert "forward_kernel bfloat16 d=8: spill_store_bytes 24 > 0" in problems
-    assert f"forward_kernel bfloat16 d=8: sass_instructions 5000 > {REPORT_LIMITS['sass_instructions']}" in problems
+    assert "forward_kernel [cuda_core 8x16 w4] bfloat16 d=8: spill_store_bytes 24 > 0" in problems
+    assert (f"forward_kernel [cuda_core 8x16 w4] bfloat16 d=8: sass_instructions 5000 > "
+            f"{REPORT_LIMITS['sass_instructions']}") in problems
     assert len(problems) == 5  # spill stores, spill loads, instructions, barriers, barriers in loops
+    # tensor-core kernels stage their product operands behind barriers inside the loop: a few are allowed
+    tensor_core = KernelRecord("forward_tc_kernel", "tensor_core 8x8 w4", "bfloat16", 32, 7, 1.0, 1.0, 100, 0, 0, 0,
+                               1300, 11, 3, 1, 10, 0, "3.x", "sm_90a")
+    assert check_limits([tensor_core]) == []
+    assert check_limits([KernelRecord(**{**tensor_core.__dict__, "barriers_in_loops": 13})]) == [
+        "forward_tc_kernel [tensor_core 8x8 w4] bfloat16 d=32: barriers_in_loops 13 > 12"]

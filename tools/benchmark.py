@@ -126,15 +126,21 @@ def add_kernels_parser(subparsers) -> None:
 
 
 def run_kernels(args: argparse.Namespace) -> int:
-    from sasa_det.analysis.kernel_report import REPORT_LIMITS, check_limits, format_kernel_table, kernel_report
+    from sasa_det.analysis.kernel_report import (
+        PATH_LIMITS,
+        REPORT_LIMITS,
+        check_limits,
+        format_kernel_table,
+        kernel_report,
+    )
 
     def progress(record) -> None:
-        print(f"compiled {record.kernel} {record.dtype} d={record.head_width} in {record.compile_seconds:.1f} s",
-              file=sys.stderr, flush=True)
+        print(f"compiled {record.kernel} [{record.config}] {record.dtype} d={record.head_width} in "
+              f"{record.compile_seconds:.1f} s", file=sys.stderr, flush=True)
 
     records = kernel_report(tuple(args.dtypes), tuple(args.head_widths), args.kernel_size, args.capability, progress)
     print(f"Triton {records[0].triton if records else '?'}, target {records[0].target if records else '?'}, "
-          f"k={args.kernel_size}; limits {REPORT_LIMITS}")
+          f"k={args.kernel_size}; limits {REPORT_LIMITS}, by kernel family {PATH_LIMITS}")
     print(format_kernel_table(records))
     if args.json is not None:
         from dataclasses import asdict

@@ -13,7 +13,7 @@ in this one family Triton gives each thread its pixel's chunks and all offsets o
 16-byte vectors, and needs no layout conversion or barrier inside the loops: dot products over channels
 are in-thread sums (plus ``log2(SPLIT)`` shuffles). Which of axes 0 and 2 holds the chunks
 (``CHUNK_AXIS``) follows how the installed Triton orders equally contiguous axes when it assigns
-threads (see :func:`.triton_launch.chunk_axis`): the chunk axis must be the one it fills last.
+threads (see :func:`.triton_configs.chunk_axis`): the chunk axis must be the one it fills last.
 
 Logits are in log2 units (queries are multiplied by log2(e) once, so ``exp2`` gives the exact softmax);
 the layer's query scale, if any, is already in the projection. The relative term
@@ -286,7 +286,7 @@ def backward_key_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, grad_out_ptr
 @triton.jit
 def layout_probe_kernel(ptr, stride, A: tl.constexpr, B: tl.constexpr, VEC: tl.constexpr):
     """A load of an ``[A, B, VEC]`` tile whose axes 0 and 1 are equally (not) contiguous; compiled, never run,
-    to see which of them the installed Triton gives threads first (:func:`.triton_launch.chunk_axis`)."""
+    to see which of them the installed Triton gives threads first (:func:`.triton_configs.chunk_axis`)."""
     offsets = tl.arange(0, A)[:, None, None] * VEC + tl.arange(0, B)[None, :, None] * stride
     offsets += tl.arange(0, VEC)[None, None, :]
     tl.store(ptr + offsets, tl.load(ptr + offsets) * 2)
