@@ -344,5 +344,54 @@ def test_flex_probe_failure_falls_back_to_sdpa_once_with_a_warning(monkeypatch, 
     assert "must be at least 16" in warnings[0].getMessage()
     report = relative_flex_attention.flex_attention_report()
     assert report == [{"device": "cpu", "dtype": "torch.float32", "d_k": 16, "d_v": 16, "grad": True,
-                       "usable": False, "error": "RuntimeError: NYI: embedding dimension of the query, key, and "
+                       "deterministic": False, "usable": False, "error": "RuntimeError: NYI: embedding dimension of the query, key, and "
                                                  "value must be at least 16"}]
+
+
+class _CudaLike:
+    """Shape, dtype and device of a CUDA query, without a GPU (the decision reads nothing else)."""
+
+    def __init__(self, *shape):
+        self.shape, self.dtype, self.device, self.is_cuda = shape, torch.float32, torch.device("cuda"), True
+
+
+@pytest.fixture
+def deterministic():
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_runs_send_relative_attention_to_sdpa_not_flex(monkeypatch, caplog, deterministic):
+    from sasa_det.layers import augmented_conv, relative_flex_attention
+
+    probes = []
+    monkeypatch.setattr(relative_flex_attention, "_probes", {})
+    monkeypatch.setattr(relative_flex_attention, "relative_attention_flex", lambda *a, **k: probes.append(a))
+    monkeypatch.setattr(augmented_conv, "flex_attention_available", lambda: True)
+    q, v = _CudaLike(1, 2, 4, 3), _CudaLike(1, 2, 4, 2)
+    layer = make_layer(out_channels=32, heads=2, dk=6, dv=4)
+    with caplog.at_level("WARNING"):
+        assert not layer._uses_flex(q, v)  # "auto": SDPA, without even probing FlexAttention
+        assert not layer._uses_flex(q, v)
+    assert probes == []
+    warnings = [r.getMessage() for r in caplog.records if "atomic adds" in r.getMessage()]
+    assert len(warnings) == 1 and "deterministic algorithms are on" in warnings[0]
+    with torch.no_grad():  # inference has no backward: FlexAttention may serve it
+        assert relative_flex_attention.nondeterministic_backward(q) is None
+    layer.attention_impl = "flex"
+    with pytest.raises(RuntimeError, match="attention_impl='flex'.*deterministic algorithms are on"):
+        layer._uses_flex(q, v)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pooled_aa_under_deterministic_algorithms_on_cuda_repeats_bit_for_bit(deterministic):
+    torch.manual_seed(0)
+    layer = AugmentedConv2d(16, 64, heads=4, max_size=(32, 32), pool_attention=True).cuda()
+    x = torch.randn(2, 16, 30, 26, device="cuda", requires_grad=True)
+    grads = []
+    for _ in range(2):
+        out = layer(x)
+        grads.append(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]))
+    assert layer.attention_path == "sdpa"
+    assert all(torch.equal(a, b) for a, b in zip(*grads))

@@ -20,7 +20,9 @@ def test_dry_run_runs_every_section_and_writes_results_as_json_lines(tmp_path, c
     assert by_section["environment"][0]["torch"] and "missing_packages" in by_section["environment"][0]
     # correctness: every CPU-capable SASA implementation at both widths, both borders, both dtypes
     checked = {(r["impl"], r["dtype"], r["head_width"], r["mask_padding"]) for r in by_section["correctness_sasa"] if "ok" in r}
-    assert {impl for impl, *_ in checked} >= {"shift", "unfold", "halo"} and len(checked) >= 3 * 8
+    assert {impl for impl, *_ in checked} >= {"shift", "unfold", "halo", "triton"} and len(checked) >= 4 * 8
+    families = {r.get("family") for r in by_section["correctness_sasa"] if r.get("impl") == "triton" and "ok" in r}
+    assert {"cuda_core", "tensor_core"} <= families  # both kernel families ran (interpreted) and were checked
     assert all(r["ok"] for r in results if "ok" in r), [r for r in results if r.get("ok") is False]
     assert any(r.get("layer") == "augmented_conv" and r["head_widths"] == [13, 6] for r in by_section["correctness_stem_aa"])
     assert {r["name"] for r in by_section["layers"]} >= {"sasa", "attention_stem", "aa", "aa_no_rel_padded"}

@@ -7,8 +7,8 @@ has it, every line with a ``section`` field; the parent adds one ``status`` line
 ``failed``, ``crashed``, ``timeout``, ``skipped``). Kernel compile caches (Triton, Inductor) start empty
 under ``<out>/caches``, so the times include cold compiles, as a user's first run has them.
 
-``dry_run=True`` runs every section on the CPU at tiny sizes: what the test suite runs, so the check
-cannot rot.
+``dry_run=True`` runs every section on the CPU at tiny sizes (the Triton kernels under Triton's
+interpreter): what the test suite runs, so the check cannot rot.
 
 Sections:
 
@@ -116,16 +116,20 @@ def environment(settings: dict) -> Iterator[dict]:
 
 
 def correctness_sasa(settings: dict) -> Iterator[dict]:
-    """Every SASA implementation on the device against the float64 CPU reference."""
+    """Every SASA implementation on the device against the float64 CPU reference; the Triton kernels once
+    per kernel family (``SASA_TRITON_PATH``), then the kernel choices the autotuner made."""
     import torch
 
     from sasa_det.layers import available_local_attention_impls, resolve_local_attention_impl
+    from sasa_det.layers.local_attention.triton_autotune import autotune_report
+    from sasa_det.layers.local_attention.triton_configs import CUDA_CORE, PATH_ENV, TENSOR_CORE, candidate_configs
     from sasa_det.layers.reference import local_attention_reference
 
     device = settings["device"]
     dry = settings["dry_run"]
     n, heads, height, width, kernel_size = (1, 2, 5, 7, 3) if dry else (2, 2, 13, 19, 7)
-    impls = [name for name in available_local_attention_impls() if name not in ("auto", "reference")]
+    impls = [name for name in available_local_attention_impls() if name not in ("auto", "reference", "triton")]
+    variants = [(name, None) for name in impls] + [("triton", CUDA_CORE), ("triton", TENSOR_CORE), ("triton", None)]
     for head_width in (8, 32):
         for mask_padding in (False, True):
             torch.manual_seed(head_width + mask_padding)
@@ -137,20 +141,36 @@ def correctness_sasa(settings: dict) -> Iterator[dict]:
             expected = [out, *torch.autograd.grad((out * grad).sum(), leaves)]
             for dtype_name in ("float32", "bfloat16"):
                 dtype = getattr(torch, dtype_name)
-                for impl_name in impls:
+                for impl_name, family in variants:
                     record = {"impl": impl_name, "dtype": dtype_name, "head_width": head_width,
                               "mask_padding": mask_padding, "map": [n, heads, height, width], "kernel_size": kernel_size}
+                    if impl_name == "triton":
+                        families = {c.path for c in candidate_configs(head_width, dtype, kernel_size, family)}
+                        if family is not None and family not in families:
+                            continue  # this family does not take this head width or dtype
+                        record["family"] = family or "autotuned: " + "/".join(sorted(families))
                     leaves = [t.to(device=device, dtype=dtype).requires_grad_() for t in inputs]
+                    interpreted = dry and impl_name == "triton"  # the dry run's Triton runs on CPU tensors
                     try:
-                        impl = resolve_local_attention_impl(impl_name, leaves[0])
+                        impl = resolve_local_attention_impl(impl_name, None if interpreted else leaves[0])
                     except ValueError as error:
                         yield {**record, "skipped": str(error)}
                         continue
-                    started = time.perf_counter()
-                    out = impl.fn(*leaves, kernel_size, mask_padding)
-                    result = [out, *torch.autograd.grad((out.double() * grad.to(device)).sum(), leaves)]
+                    previous = os.environ.pop(PATH_ENV, None)
+                    if family is not None:
+                        os.environ[PATH_ENV] = family
+                    try:
+                        started = time.perf_counter()
+                        out = impl.fn(*leaves, kernel_size, mask_padding)
+                        result = [out, *torch.autograd.grad((out.double() * grad.to(device)).sum(), leaves)]
+                    finally:
+                        os.environ.pop(PATH_ENV, None)
+                        if previous is not None:
+                            os.environ[PATH_ENV] = previous
                     yield {**record, **_compare(result, expected, dtype_name),
                            "seconds": round(time.perf_counter() - started, 2)}
+    for entry in autotune_report():
+        yield {"autotune": entry}
 
 
 def correctness_stem_aa(settings: dict) -> Iterator[dict]:
@@ -219,7 +239,8 @@ def layers(settings: dict) -> Iterator[dict]:
     dtype = "float32" if device == "cpu" else "bfloat16"
     groups = [
         ("sasa_64ch_200x336", dict(channels=64, heads=8, height=200, width=336), ["sasa", "sasa_shift", "attention_stem"]),
-        ("sasa_256ch_50x84", dict(channels=256, heads=8, height=50, width=84), ["sasa"]),
+        ("sasa_256ch_50x84", dict(channels=256, heads=8, height=50, width=84),
+         ["sasa", "sasa_cuda_core", "sasa_tensor_core"]),
         ("aa_128ch_64x64", dict(channels=128, heads=8, height=64, width=64),
          ["aa", "aa_no_rel_padded", "aa_no_rel", "aa_sdpa", "aa_pooled"]),
     ]
@@ -324,8 +345,10 @@ def run_section(name: str, out: Path, dry_run: bool) -> None:
         _append(path, {"section": name, **record})
 
 
-def _child_environment(out: Path) -> dict:
+def _child_environment(out: Path, section: str, dry_run: bool) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if dry_run and section == "correctness_sasa":
+        env["TRITON_INTERPRET"] = "1"  # the Triton kernels on CPU tensors (set before triton is imported)
     caches = out / "caches"
     env.setdefault("TRITON_CACHE_DIR", str(caches / "triton"))
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(caches / "inductor"))
@@ -362,7 +385,7 @@ def run_gpu_check(out: str | os.PathLike, dry_run: bool = False, sections: list[
             command.append("--dry-run")
         section_started = time.perf_counter()
         try:
-            child = subprocess.run(command, env=_child_environment(out), capture_output=True, text=True, timeout=timeout)
+            child = subprocess.run(command, env=_child_environment(out, section.name, dry_run), capture_output=True, text=True, timeout=timeout)
             seconds = time.perf_counter() - section_started
             status = "ok" if child.returncode == 0 else ("crashed" if child.returncode < 0 else "failed")
             record = {"section": section.name, "status": status, "seconds": round(seconds, 1), "returncode": child.returncode}

@@ -4,8 +4,10 @@
 measures the peak memory of one forward + backward for:
 
 * ``conv3x3``: a 3×3 convolution C -> C (the baseline of the layer rows),
-* ``sasa`` (``impl="auto"``: the compiled loop on CPU), ``sasa_shift`` (the portable shifted-view path), ``sasa_halo`` (blocked queries with key/value halos) and
-  ``sasa_unfold`` (the unfold implementation),
+* ``sasa`` (``impl="auto"``: the compiled loop on CPU, the Triton kernels the autotuner keeps on CUDA),
+  ``sasa_cuda_core`` and ``sasa_tensor_core`` (CUDA only: the Triton kernels of one family, forced by
+  ``SASA_TRITON_PATH``), ``sasa_shift`` (the portable shifted-view path), ``sasa_halo`` (blocked queries
+  with key/value halos) and ``sasa_unfold`` (the unfold implementation),
 * ``aa`` (global attention, stride 1; relative logits through FlexAttention on CUDA, a dense mask
   to SDPA elsewhere), ``aa_sdpa`` (always the dense mask), ``aa_no_rel`` (no relative logits: plain
   SDPA), ``aa_no_rel_padded`` (the same with head widths padded to 16 as FlexAttention gets them, so
@@ -22,16 +24,21 @@ peak). The CPU figure includes allocator and library overheads and is coarser th
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
-import torch.nn.functional as F
 
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem, resolve_local_attention_impl
+from sasa_det.layers.local_attention.triton_autotune import autotune_report, map_class
+from sasa_det.layers.local_attention.triton_configs import PATH_ENV
 from sasa_det.layers.relative_flex_attention import flex_attention_available, flex_attention_report, padded_width
 
 __all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_table"]
@@ -44,11 +51,16 @@ class BenchmarkCase:
     name: str
     baseline: str
     description: str
+    triton_path: str | None = None  # forces one SASA kernel family (SASA_TRITON_PATH) while the case runs
+    cuda_only: bool = False
 
 
 LAYER_CASES: list[BenchmarkCase] = [
     BenchmarkCase("conv3x3", "conv3x3", "3×3 conv C->C"),
     BenchmarkCase("sasa", "conv3x3", "LocalSelfAttention2d, impl='auto'"),
+    BenchmarkCase("sasa_cuda_core", "conv3x3", "LocalSelfAttention2d, Triton CUDA-core kernels", "cuda_core", True),
+    BenchmarkCase("sasa_tensor_core", "conv3x3", "LocalSelfAttention2d, Triton tensor-core kernels", "tensor_core",
+                  True),
     BenchmarkCase("sasa_shift", "conv3x3", "LocalSelfAttention2d, shifted views"),
     BenchmarkCase("sasa_halo", "conv3x3", "LocalSelfAttention2d, halo blocks"),
     BenchmarkCase("sasa_unfold", "conv3x3", "LocalSelfAttention2d, unfold"),
@@ -71,6 +83,9 @@ def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
     builders: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
         "conv3x3": lambda: (nn.Conv2d(channels, channels, 3, padding=1, bias=False), map_shape),
         "sasa": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads), map_shape),
+        "sasa_cuda_core": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="triton"), map_shape),
+        "sasa_tensor_core": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="triton"),
+                                     map_shape),
         "sasa_shift": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="shift"), map_shape),
         "sasa_halo": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="halo"), map_shape),
         "sasa_unfold": lambda: (
@@ -138,8 +153,30 @@ def _attention_bytes(name: str, settings: dict) -> int:
     return 4 * settings["batch"] * settings["heads"] * (height * width) ** 2 * element
 
 
+@contextlib.contextmanager
+def _triton_path(path: str | None):
+    """``SASA_TRITON_PATH=path`` for the duration (nothing when ``None``)."""
+    previous = os.environ.get(PATH_ENV)
+    if path is not None:
+        os.environ[PATH_ENV] = path
+    try:
+        yield
+    finally:
+        if path is not None:
+            if previous is None:
+                os.environ.pop(PATH_ENV, None)
+            else:
+                os.environ[PATH_ENV] = previous
+
+
 def _run_case(name: str, settings: dict) -> dict:
     """Peak memory of one forward+backward, then the median time of ``repeats`` of them."""
+    case = {case.name: case for case in LAYER_CASES}[name]
+    with _triton_path(case.triton_path):
+        return _measure_case(name, settings)
+
+
+def _measure_case(name: str, settings: dict) -> dict:
     device = torch.device(settings["device"])
     dtype = getattr(torch, settings["dtype"])
     torch.manual_seed(0)
@@ -156,6 +193,8 @@ def _run_case(name: str, settings: dict) -> dict:
         module.zero_grad(set_to_none=True)
 
     step(small.requires_grad_())
+    if device.type == "cuda":
+        step()  # kernel choices (autotuning) for this size happen here, not in the measured steps
     peak = peak_memory_bytes(step, device)
     seconds = median_seconds(step, device, settings["warmup"], settings["repeats"])
     return {"time_ms": 1000 * seconds, "peak_mib": peak / 2**20, "input": list(shape), "path": _path(module, x)}
@@ -166,7 +205,13 @@ def _path(module: nn.Module, x: torch.Tensor) -> str | None:
     if isinstance(module, LocalSelfAttention2d):
         n, _, height, width = x.shape
         probe = torch.empty((), device=x.device, dtype=x.dtype).expand(n, module.heads, module.head_channels, height, width)
-        return resolve_local_attention_impl(module.impl, probe).name
+        name = resolve_local_attention_impl(module.impl, probe).name
+        if name == "triton":  # which kernels the autotuner kept for this map
+            chosen = [f"{entry['stage']} {entry['chosen']}" for entry in autotune_report()
+                      if entry["head_width"] == module.head_channels and entry["dtype"] == str(x.dtype)
+                      and entry["map_class"] == map_class(height, width)]
+            return f"triton ({'; '.join(chosen)})" if chosen else name
+        return name
     return getattr(module, "attention_path", None)
 
 
@@ -226,7 +271,9 @@ def benchmark_layers(
     for case in selected:
         row = asdict(case)
         needed = _attention_bytes(case.name, settings)
-        if needed > max_attention_bytes:
+        if case.cuda_only and not device.startswith("cuda"):
+            row["skipped"] = "runs on CUDA only"
+        elif needed > max_attention_bytes:
             row["skipped"] = f"needs ~{needed / 2**30:.1f} GiB of attention tensors"
         else:
             row.update(run_isolated(_run_case, case.name, settings) if isolate else _run_case(case.name, settings))

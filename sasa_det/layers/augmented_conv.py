@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .relative_flex_attention import flex_attention_available, flex_attention_usable, relative_attention_flex
+from .relative_flex_attention import (
+    flex_attention_available,
+    flex_attention_usable,
+    nondeterministic_backward,
+    relative_attention_flex,
+)
 from .relative_position import relative_logits_2d, slice_relative_table
 from .resize import bilinear_resize
 
@@ -70,7 +75,8 @@ class AugmentedConv2d(nn.Module):
             per-query tables of O(HW·(H+W)), head widths zero-padded to 16 (:mod:`.relative_flex_attention`;
             on CPU torch supports its forward only); ``"auto"`` uses FlexAttention for CUDA inputs when
             torch has it and a first forward+backward of that input class works (otherwise SDPA, with a
-            warning naming the reason), and SDPA elsewhere. ``attention_path`` tells which ran last.
+            warning naming the reason; also in deterministic runs, as FlexAttention's table gradients use
+            atomic adds), and SDPA elsewhere. ``attention_path`` tells which ran last.
     """
 
     def __init__(
@@ -210,6 +216,10 @@ class AugmentedConv2d(nn.Module):
         if not self.relative or self.attention_impl == "sdpa":
             return False
         if self.attention_impl == "flex":
+            conflict = nondeterministic_backward(q)
+            if conflict is not None:
+                raise RuntimeError(f"AugmentedConv2d(attention_impl='flex'): {conflict}; use attention_impl='auto' "
+                                   "(SDPA in deterministic runs) or 'sdpa'")
             return True
         return q.is_cuda and not self._flex_failed and flex_attention_available() and flex_attention_usable(q, v)
 

@@ -46,6 +46,7 @@ __all__ = [
     "flex_attention_report",
     "flex_attention_usable",
     "flex_inputs",
+    "nondeterministic_backward",
     "padded_width",
     "relative_attention_flex",
 ]
@@ -151,7 +152,21 @@ def _probe_input(shape: tuple[int, ...], like: Tensor, requires_grad: bool, flip
 
 
 def _input_class(q: Tensor, v: Tensor) -> tuple:
-    return (str(q.device), str(q.dtype), padded_width(q.shape[-1]), padded_width(v.shape[-1]), torch.is_grad_enabled())
+    return (str(q.device), str(q.dtype), padded_width(q.shape[-1]), padded_width(v.shape[-1]), torch.is_grad_enabled(),
+            torch.are_deterministic_algorithms_enabled())
+
+
+def nondeterministic_backward(q: Tensor) -> str | None:
+    """Why FlexAttention cannot serve a deterministic run here (``None`` when it can).
+
+    Its compiled backward scatters the gradients of tensors captured by ``score_mod`` (our relative-logit
+    tables) with atomic adds, whose order varies from run to run; with deterministic algorithms on, CUDA
+    and gradients needed, the relative attention must go to SDPA instead.
+    """
+    if q.is_cuda and torch.is_grad_enabled() and torch.are_deterministic_algorithms_enabled():
+        return ("deterministic algorithms are on, and FlexAttention's backward adds the relative tables' "
+                "gradients with atomic adds (run-to-run differences)")
+    return None
 
 
 def flex_attention_usable(q: Tensor, v: Tensor) -> bool:
@@ -161,6 +176,11 @@ def flex_attention_usable(q: Tensor, v: Tensor) -> bool:
     once as a warning naming the reason, and ``False`` is returned from then on.
     """
     key = _input_class(q, v)
+    if key not in _probes and nondeterministic_backward(q) is not None:
+        _probes[key] = nondeterministic_backward(q)
+        logger.warning("AugmentedConv2d: FlexAttention is not used for %s %s: %s. The relative attention runs on "
+                       "SDPA with a dense (N, heads, HW, HW) mask, which needs O((HW)^2) memory instead of O(HW·d).",
+                       q.device, q.dtype, _probes[key])
     if key not in _probes:
         requires_grad = torch.is_grad_enabled()
         try:
@@ -185,8 +205,10 @@ def flex_attention_usable(q: Tensor, v: Tensor) -> bool:
 
 
 def flex_attention_report() -> list[dict]:
-    """Every input class tried so far: ``{"device", "dtype", "d_k", "d_v", "grad", "usable", "error"}``."""
+    """Every input class tried so far: ``{"device", "dtype", "d_k", "d_v", "grad", "deterministic", "usable",
+    "error"}``."""
     return [
-        {"device": device, "dtype": dtype, "d_k": dk, "d_v": dv, "grad": grad, "usable": error is None, "error": error}
-        for (device, dtype, dk, dv, grad), error in _probes.items()
+        {"device": device, "dtype": dtype, "d_k": dk, "d_v": dv, "grad": grad, "deterministic": deterministic,
+         "usable": error is None, "error": error}
+        for (device, dtype, dk, dv, grad, deterministic), error in _probes.items()
     ]
