@@ -231,15 +231,22 @@ def test_autotune_times_every_candidate_once_per_shape_class_and_reports_the_cho
         return speed[config]
 
     monkeypatch.setattr(triton_autotune, "_time", fake_time)
+    monkeypatch.setattr(triton_autotune.os, "cpu_count", lambda: 4)
     x = torch.empty(0, dtype=torch.bfloat16)
     cuda = torch.device("cuda")
     key = triton_autotune.shape_class("forward", x, 32, 7, False, 50, 84, candidates)
     assert key == triton_autotune.shape_class("forward", x, 32, 7, False, 60, 100, candidates)  # same class
     assert key != triton_autotune.shape_class("forward", x, 32, 7, False, 200, 336, candidates)
+    compiled = []
+
+    def run(config, compile_only=False):
+        compiled.append(config) if compile_only else None
+
     with caplog.at_level("INFO"):
-        chosen = triton_autotune.choose_config(key, candidates, lambda config: None, cuda)
-        again = triton_autotune.choose_config(key, candidates, lambda config: None, cuda)
+        chosen = triton_autotune.choose_config(key, candidates, run, cuda)
+        again = triton_autotune.choose_config(key, candidates, run, cuda)
     assert chosen == again == candidates[2] and timed == candidates  # each timed once, the fastest kept
+    assert sorted(c.label for c in compiled) == sorted(c.label for c in candidates)  # all compiled ahead, once
     assert sum("tensor_core 8x8 w4" in r.getMessage() for r in caplog.records) == 1
     (entry,) = triton_autotune.autotune_report()
     assert entry["chosen"] == "tensor_core 8x8 w4" and entry["map_class"] == [64, 128]

@@ -73,47 +73,58 @@ def _upcast(qkv: Tensor) -> bool:
     return qkv.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _call(kernel, programs: int, compile_only: bool, *args, **kwargs) -> None:
+    """Launch ``kernel`` on ``programs`` programs, or only compile it for these arguments (``compile_only``)."""
+    if compile_only:
+        kernel.warmup(*args, grid=(programs,), **kwargs)
+    else:
+        kernel[(programs,)](*args, **kwargs)
+
+
 def _launch_forward(config: LaunchConfig, qkv: Tensor, rel_row: Tensor, rel_col: Tensor, out: Tensor, lse: Tensor,
-                    heads: int, kernel_size: int, mask_padding: bool) -> None:
+                    heads: int, kernel_size: int, mask_padding: bool, compile_only: bool = False) -> None:
     """The forward kernel of ``config``: fills ``out`` ``(N, H, W, C)`` and ``lse`` ``(N·heads, H, W)``."""
     n, height, width, c3 = qkv.shape
     channels = c3 // 3
     forward, _, _ = kernels_of(config)
     constexprs = config.constexprs(kernel_size, mask_padding, accumulator(qkv.dtype), chunk_axis(), _upcast(qkv))
-    forward[(config.programs(n * heads, height, width),)](
-        qkv, qkv[..., channels:], qkv[..., 2 * channels:], c3, rel_row, rel_col, out, channels, lse,
-        height, width, heads, num_warps=config.num_warps, **constexprs)
+    _call(forward, config.programs(n * heads, height, width), compile_only,
+          qkv, qkv[..., channels:], qkv[..., 2 * channels:], c3, rel_row, rel_col, out, channels, lse,
+          height, width, heads, num_warps=config.num_warps, **constexprs)
 
 
 def _launch_backward(config: LaunchConfig, qkv: Tensor, rel_row: Tensor, rel_col: Tensor, out: Tensor,
                      grad_out: Tensor, lse: Tensor, delta: Tensor, grad_qkv: Tensor, heads: int, kernel_size: int,
-                     mask_padding: bool) -> Tensor:
+                     mask_padding: bool, compile_only: bool = False) -> Tensor | None:
     """Both backward kernels of ``config``: fills ``grad_qkv`` and ``delta``; returns the summed
-    ``(2·window_pad, padded d)`` table gradients (rows ``< window_pad``: row table; then the column table)."""
+    ``(2·window_pad, padded d)`` table gradients (rows ``< window_pad``: row table; then the column table),
+    or only compiles the kernels (``compile_only``, returns ``None``)."""
     n, height, width, c3 = qkv.shape
     channels = c3 // 3
     _, backward_query, backward_key = kernels_of(config)
     programs = config.programs(n * heads, height, width)
-    grad_rel = torch.empty(programs, 2 * config.window_pad, config.padded_width, device=qkv.device, dtype=lse.dtype)
+    grad_rel = torch.empty(1 if compile_only else programs, 2 * config.window_pad, config.padded_width,
+                           device=qkv.device, dtype=lse.dtype)
     constexprs = config.constexprs(kernel_size, mask_padding, accumulator(qkv.dtype), chunk_axis(), _upcast(qkv))
     k, v = qkv[..., channels:], qkv[..., 2 * channels:]
     grad_k, grad_v = grad_qkv[..., channels:], grad_qkv[..., 2 * channels:]
     launch = dict(num_warps=config.num_warps, **constexprs)
     if config.path == TENSOR_CORE:
-        rel_logits = torch.empty(n * heads, height, width, 2 * config.window_pad, device=qkv.device, dtype=lse.dtype)
-        backward_query[(programs,)](
-            qkv, k, v, c3, rel_row, rel_col, out, grad_out, channels, lse, delta, rel_logits, grad_qkv, grad_rel,
-            height, width, heads, **launch)
-        backward_key[(programs,)](
-            qkv, k, v, c3, grad_out, channels, lse, delta, rel_logits, grad_k, grad_v, height, width, heads, **launch)
+        rel_logits = torch.empty(1 if compile_only else n * heads * height * width, 2 * config.window_pad,
+                                 device=qkv.device, dtype=lse.dtype)
+        _call(backward_query, programs, compile_only,
+              qkv, k, v, c3, rel_row, rel_col, out, grad_out, channels, lse, delta, rel_logits, grad_qkv, grad_rel,
+              height, width, heads, **launch)
+        _call(backward_key, programs, compile_only,
+              qkv, k, v, c3, grad_out, channels, lse, delta, rel_logits, grad_k, grad_v, height, width, heads, **launch)
     else:
-        backward_query[(programs,)](
-            qkv, k, v, c3, rel_row, rel_col, out, grad_out, channels, lse, delta, grad_qkv, grad_rel,
-            height, width, heads, **launch)
-        backward_key[(programs,)](
-            qkv, k, v, c3, rel_row, rel_col, grad_out, channels, lse, delta, grad_k, grad_v, height, width, heads,
-            **launch)
-    return grad_rel.sum(0)
+        _call(backward_query, programs, compile_only,
+              qkv, k, v, c3, rel_row, rel_col, out, grad_out, channels, lse, delta, grad_qkv, grad_rel,
+              height, width, heads, **launch)
+        _call(backward_key, programs, compile_only,
+              qkv, k, v, c3, rel_row, rel_col, grad_out, channels, lse, delta, grad_k, grad_v, height, width, heads,
+              **launch)
+    return None if compile_only else grad_rel.sum(0)
 
 
 class _TritonLocalAttention(torch.autograd.Function):
@@ -130,8 +141,8 @@ class _TritonLocalAttention(torch.autograd.Function):
         lse = torch.empty(n * heads, height, width, device=qkv.device, dtype=acc_dtype)
         candidates = candidate_configs(d, qkv.dtype, kernel_size)
 
-        def run(config: LaunchConfig) -> None:
-            _launch_forward(config, qkv, rel_row_, rel_col_, out, lse, heads, kernel_size, mask_padding)
+        def run(config: LaunchConfig, compile_only: bool = False) -> None:
+            _launch_forward(config, qkv, rel_row_, rel_col_, out, lse, heads, kernel_size, mask_padding, compile_only)
 
         with _device_guard(qkv):
             key = shape_class("forward", qkv, d, kernel_size, mask_padding, height, width, candidates)
@@ -154,10 +165,11 @@ class _TritonLocalAttention(torch.autograd.Function):
         candidates = candidate_configs(d, qkv.dtype, kernel_size)
         result = []
 
-        def run(config: LaunchConfig) -> None:
+        def run(config: LaunchConfig, compile_only: bool = False) -> None:
             tables = _launch_backward(config, qkv, rel_row_, rel_col_, out, grad_out, lse, delta, grad_qkv, heads,
-                                      kernel_size, mask_padding)
-            result[:] = [tables, config.window_pad]
+                                      kernel_size, mask_padding, compile_only)
+            if not compile_only:
+                result[:] = [tables, config.window_pad]
 
         with _device_guard(qkv):
             key = shape_class("backward", qkv, d, kernel_size, mask_padding, height, width, candidates)
