@@ -67,9 +67,30 @@ LAYER_CASES = [
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
+    import contextlib, json, os, sys
     import torch
     from sasa_det.layers import LocalSelfAttention2d, register_local_attention_impl
+    from sasa_det.layers.local_attention import triton_launch
+
+    # every kernel launch must happen under the input's device guard (several GPUs in one process)
+    launches = {"guarded": 0, "unguarded": 0}
+    guards = [0]
+    real_guard, real_call = triton_launch._device_guard, triton_launch._call
+
+    @contextlib.contextmanager
+    def counting_guard(t):
+        guards[0] += 1
+        try:
+            with real_guard(t):
+                yield
+        finally:
+            guards[0] -= 1
+
+    def counting_call(*args, **kwargs):
+        launches["guarded" if guards[0] else "unguarded"] += 1
+        return real_call(*args, **kwargs)
+
+    triton_launch._device_guard, triton_launch._call = counting_guard, counting_call
     from sasa_det.layers.local_attention.triton_launch import local_attention_triton, local_attention_triton_fused
     from sasa_det.layers.reference import local_attention_reference
 
@@ -116,7 +137,7 @@ _SCRIPT = textwrap.dedent(
             grads = torch.autograd.grad((out * torch.cos(out)).sum(), [leaf, *layer.parameters()])
             results.append([out, *grads])
         errors[name] = error(results)
-    print(json.dumps(errors))
+    print(json.dumps({**errors, **{"launches_" + k: v for k, v in launches.items()}}))
     """
 )
 
@@ -152,6 +173,11 @@ def test_narrow_heads_are_not_run_on_tensor_cores(errors):
 @pytest.mark.parametrize("name", [case[0] for case in LAYER_CASES])
 def test_layer_through_fused_triton_path_matches_reference(errors, name):
     assert errors[name] <= 1e-9, f"{name}: max error {errors[name]:.3g}"
+
+
+def test_every_kernel_launch_is_under_the_inputs_device_guard(errors):
+    assert errors["launches_guarded"] >= 3 * len(KERNEL_RUNS)  # forward + two backward kernels per run
+    assert errors["launches_unguarded"] == 0
 
 
 def test_kernel_cases_cover_every_thread_split():
@@ -254,6 +280,27 @@ def test_autotune_times_every_candidate_once_per_shape_class_and_reports_the_cho
     # off CUDA (the interpreter) nothing is timed: the first candidate runs
     assert triton_autotune.choose_config(("other",), candidates, lambda c: None, torch.device("cpu")) == candidates[0]
     assert len(timed) == 4
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("path", PATHS)
+def test_inputs_on_the_second_gpu_run_there_while_the_first_is_current(monkeypatch, path):
+    from sasa_det.layers.local_attention.torch_paths import local_attention_shifted
+    from sasa_det.layers.local_attention.triton_launch import local_attention_triton
+
+    monkeypatch.setenv(PATH_ENV, path)
+    torch.cuda.set_device(0)
+    torch.manual_seed(0)
+    inputs = [torch.randn(1, 2, 32, 19, 23, device="cuda:1") for _ in range(3)]
+    inputs += [torch.randn(7, 16, device="cuda:1") for _ in range(2)]
+    results = []
+    for fn in (local_attention_triton, local_attention_shifted):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out = fn(*leaves, 7, False)
+        results.append([out, *torch.autograd.grad(out.square().sum(), leaves)])
+    assert results[0][0].device == torch.device("cuda:1")
+    for a, b in zip(*results):
+        assert (a - b).abs().max().item() <= 1e-3 * (b.abs().max().item() + 1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -5,7 +5,8 @@
                                      [--repeats 5] [--json out.json]
     python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
     python tools/benchmark.py eval   [--images 5000]
-    python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--json out.json]
+    python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--path tensor_core]
+                                      [--json out.json]
     python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
 """
 
@@ -121,6 +122,7 @@ def add_kernels_parser(subparsers) -> None:
     parser.add_argument("--head-widths", nargs="+", type=int, default=[8, 16, 32, 64])
     parser.add_argument("--kernel-size", type=int, default=7)
     parser.add_argument("--capability", type=int, default=90, help="compute capability to compile for (90: H100/H200)")
+    parser.add_argument("--path", choices=["cuda_core", "tensor_core"], help="only this kernel family")
     parser.add_argument("--json", type=Path, help="also write one record per kernel × dtype × head width here")
     parser.set_defaults(run=run_kernels)
 
@@ -138,7 +140,8 @@ def run_kernels(args: argparse.Namespace) -> int:
         print(f"compiled {record.kernel} [{record.config}] {record.dtype} d={record.head_width} in "
               f"{record.compile_seconds:.1f} s", file=sys.stderr, flush=True)
 
-    records = kernel_report(tuple(args.dtypes), tuple(args.head_widths), args.kernel_size, args.capability, progress)
+    records = kernel_report(tuple(args.dtypes), tuple(args.head_widths), args.kernel_size, args.capability, progress,
+                            args.path)
     print(f"Triton {records[0].triton if records else '?'}, target {records[0].target if records else '?'}, "
           f"k={args.kernel_size}; limits {REPORT_LIMITS}, by kernel family {PATH_LIMITS}")
     print(format_kernel_table(records))

@@ -163,9 +163,11 @@ def kernel_report(
     kernel_size: int = 7,
     capability: int = 90,
     progress=None,
+    path: str | None = None,
 ) -> list[KernelRecord]:
-    """Compile every kernel of a training step for each dtype and head width; one record per kernel.
+    """Compile every candidate kernel of a training step for each dtype and head width; one record per kernel.
 
+    ``path`` keeps one kernel family (``"cuda_core"``/``"tensor_core"``, as ``SASA_TRITON_PATH`` does);
     ``progress(record)`` is called after each kernel (the command line prints a line).
     """
     import triton
@@ -182,7 +184,7 @@ def kernel_report(
         for dtype_name in dtypes:
             dtype = getattr(torch, dtype_name)
             for head_width in head_widths:
-                for spec in kernel_build_specs(target, dtype, head_width, kernel_size):
+                for spec in kernel_build_specs(target, dtype, head_width, kernel_size, path=path):
                     attrs = {(spec.kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in spec.aligned}
                     source = ASTSource(fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=attrs)
                     started, cpu_started = time.perf_counter(), _cpu_seconds()

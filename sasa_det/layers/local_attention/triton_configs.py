@@ -18,6 +18,7 @@ import torch
 
 __all__ = [
     "CUDA_CORE",
+    "CUDA_CORE_TILES",
     "KernelBuildSpec",
     "LaunchConfig",
     "PATH_ENV",
@@ -70,12 +71,16 @@ class LaunchConfig:
         """Short name, e.g. ``cuda_core 8x16 w4``."""
         return f"{self.path} {self.block_h}x{self.block_w} w{self.num_warps}"
 
-    def constexprs(self, kernel_size: int, mask_padding: bool, acc, chunk_axis: int = 0, upcast: bool = False) -> dict:
-        """The kernels' ``tl.constexpr`` arguments (``upcast``: tensor-core products in ``acc``, for the interpreter)."""
+    def constexprs(self, kernel_size: int, mask_padding: bool, dtype: torch.dtype, chunk_axis: int = 0,
+                   upcast: bool = False) -> dict:
+        """The kernels' ``tl.constexpr`` arguments for inputs of ``dtype`` (``upcast``: tensor-core products in
+        the accumulation dtype, for the interpreter)."""
+        acc = accumulator(dtype)
         common = {"KS": kernel_size, "KP": self.window_pad, "HD": self.head_width, "MASK_PADDING": bool(mask_padding),
                   "BLOCK_H": self.block_h, "BLOCK_W": self.block_w, "ACC": acc}
         if self.path == TENSOR_CORE:
-            return {**common, "D": self.padded_width, "NK": self.halo_width, "UPCAST": bool(upcast)}
+            auxiliary = "ieee" if dtype in (torch.float32, torch.float64) else "tf32x3"
+            return {**common, "D": self.padded_width, "NK": self.halo_width, "UPCAST": bool(upcast), "AUX": auxiliary}
         return {**common, "NCH": self.chunks, "SPLIT": self.split, "VEC": self.vec, "CHUNK_AXIS": chunk_axis}
 
     def programs(self, planes: int, height: int, width: int) -> int:
@@ -91,15 +96,20 @@ def _window_pad(kernel_size: int) -> int:
     return max(8, _pow2(kernel_size))
 
 
-def _cuda_core(head_width: int, dtype: torch.dtype, kernel_size: int, tile_scale: int) -> LaunchConfig:
-    """At most 16 channels per thread (a pixel's head over ``split`` threads when wider); 128·tile_scale
-    threads of ``128/split`` pixels each."""
+#: CUDA-core tiles ``(block_h, block_w)`` by threads per pixel: the base tile, then the same number of
+#: threads in another shape (a different halo per tile). Both on 4 warps: with 8, ptxas caps some kernels
+#: at 128 registers and they spill (the d = 16 and d = 64 forwards).
+CUDA_CORE_TILES = {1: [(8, 16), (16, 8)], 2: [(8, 8), (4, 16)], 4: [(4, 8), (2, 16)]}
+
+
+def _cuda_core(head_width: int, dtype: torch.dtype, kernel_size: int, variant: int) -> LaunchConfig:
+    """At most 16 channels per thread (a pixel's head over ``split`` threads when wider), one pixel's
+    share per thread; tile ``variant`` of :data:`CUDA_CORE_TILES`."""
     padded = _pow2(head_width)
     split = max(1, padded // 16)
     per_thread = padded // split
     vec = min(per_thread, max(1, 16 // torch.empty((), dtype=dtype).element_size()))
-    block_h, block_w = {1: (8, 16), 2: (8, 8), 4: (4, 8)}.get(split, (2, 8))
-    block_h *= tile_scale
+    block_h, block_w = CUDA_CORE_TILES.get(split, [(2, 8), (1, 16)])[variant]
     return LaunchConfig(CUDA_CORE, head_width, padded, _window_pad(kernel_size), block_h, block_w,
                         max(1, block_h * block_w * split // 32), vec, per_thread // vec, split)
 
@@ -111,13 +121,13 @@ def _tensor_core(head_width: int, kernel_size: int, block_h: int, block_w: int, 
 
 def launch_config(head_width: int, dtype: torch.dtype, kernel_size: int) -> LaunchConfig:
     """The first CUDA-core candidate (what runs without timing: under the interpreter, or when forced)."""
-    return _cuda_core(head_width, dtype, kernel_size, 1)
+    return _cuda_core(head_width, dtype, kernel_size, 0)
 
 
 def candidate_configs(head_width: int, dtype: torch.dtype, kernel_size: int, path: str | None = None) -> list[LaunchConfig]:
     """What may run for this head width and dtype, the default first.
 
-    CUDA cores: the base tile and one twice as tall with twice the warps. Tensor cores (16-bit inputs
+    CUDA cores: the two tiles of :data:`CUDA_CORE_TILES`. Tensor cores (16-bit inputs
     with ``d >= TENSOR_CORE_MIN_WIDTH``, or any dtype with ``d >= 16`` when ``path="tensor_core"`` is
     forced): 8×8 queries on 4 warps and 16×8 on 8 warps. ``path`` (default: :data:`PATH_ENV`) keeps one
     family where it applies (a forced ``"tensor_core"`` on a head narrower than 16 runs the CUDA-core kernels).
@@ -125,7 +135,7 @@ def candidate_configs(head_width: int, dtype: torch.dtype, kernel_size: int, pat
     path = path or os.environ.get(PATH_ENV) or None
     if path not in (None, CUDA_CORE, TENSOR_CORE):
         raise ValueError(f"{PATH_ENV}={path!r}: choose {CUDA_CORE!r} or {TENSOR_CORE!r}")
-    cuda_core = [_cuda_core(head_width, dtype, kernel_size, 1), _cuda_core(head_width, dtype, kernel_size, 2)]
+    cuda_core = [_cuda_core(head_width, dtype, kernel_size, 0), _cuda_core(head_width, dtype, kernel_size, 1)]
     if path == TENSOR_CORE:
         tensor_core = head_width >= 16  # forced: any dtype (exact products for float32/64)
     else:
@@ -226,7 +236,7 @@ def kernel_build_specs(target, dtype: torch.dtype, head_width: int, kernel_size:
     aligned = {name for name, kind in types.items() if kind.startswith("*")} | {"s_t", "o_t"}
     specs = []
     for config in candidate_configs(head_width, dtype, kernel_size, path):
-        constexprs = config.constexprs(kernel_size, mask_padding, accumulator(dtype), chunk_axis(target))
+        constexprs = config.constexprs(kernel_size, mask_padding, dtype, chunk_axis(target))
         for fn in kernels_of(config):
             signature = {arg: ("constexpr" if arg in constexprs else types[arg]) for arg in fn.arg_names}
             used = {key: value for key, value in constexprs.items() if key in fn.arg_names}

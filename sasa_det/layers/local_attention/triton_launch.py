@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .triton_autotune import choose_config, shape_class
-from .triton_configs import TENSOR_CORE, LaunchConfig, accumulator, candidate_configs, chunk_axis, kernels_of
+from .triton_configs import TENSOR_CORE, LaunchConfig, candidate_configs, chunk_axis, kernels_of
 
 __all__ = [
     "MAX_HEAD_WIDTH",
@@ -87,7 +87,7 @@ def _launch_forward(config: LaunchConfig, qkv: Tensor, rel_row: Tensor, rel_col:
     n, height, width, c3 = qkv.shape
     channels = c3 // 3
     forward, _, _ = kernels_of(config)
-    constexprs = config.constexprs(kernel_size, mask_padding, accumulator(qkv.dtype), chunk_axis(), _upcast(qkv))
+    constexprs = config.constexprs(kernel_size, mask_padding, qkv.dtype, chunk_axis(), _upcast(qkv))
     _call(forward, config.programs(n * heads, height, width), compile_only,
           qkv, qkv[..., channels:], qkv[..., 2 * channels:], c3, rel_row, rel_col, out, channels, lse,
           height, width, heads, num_warps=config.num_warps, **constexprs)
@@ -105,7 +105,7 @@ def _launch_backward(config: LaunchConfig, qkv: Tensor, rel_row: Tensor, rel_col
     programs = config.programs(n * heads, height, width)
     grad_rel = torch.empty(1 if compile_only else programs, 2 * config.window_pad, config.padded_width,
                            device=qkv.device, dtype=lse.dtype)
-    constexprs = config.constexprs(kernel_size, mask_padding, accumulator(qkv.dtype), chunk_axis(), _upcast(qkv))
+    constexprs = config.constexprs(kernel_size, mask_padding, qkv.dtype, chunk_axis(), _upcast(qkv))
     k, v = qkv[..., channels:], qkv[..., 2 * channels:]
     grad_k, grad_v = grad_qkv[..., channels:], grad_qkv[..., 2 * channels:]
     launch = dict(num_warps=config.num_warps, **constexprs)

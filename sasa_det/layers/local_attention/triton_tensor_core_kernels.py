@@ -19,9 +19,12 @@ kernel gathers from it.
 
 Precision: products of 16-bit inputs accumulate in float32 (as the CUDA-core kernels do); the softmax
 weights and ``dS`` are rounded to the input dtype before their products with ``V`` and ``K``/``Q``
-(FlashAttention's choice). Float32 and float64 inputs use exact (``"ieee"``) products: that is how the
-tests check these kernels against the float64 reference, and why the launcher never picks this path for
-them on its own.
+(FlashAttention's choice). The float32 products with the relative tables (``REL``, its gradient's share
+of ``grad_q`` and the table gradients) run as ``AUX``: three TF32 products (``"tf32x3"``, about float32's
+accuracy, on tensor cores) for 16-bit inputs; done as exact FMAs instead they were half the code of the
+query kernel at d = 64. Float32 and float64 inputs use exact (``"ieee"``) products throughout: that is how
+the tests check these kernels against the float64 reference, and why the launcher never picks this path
+for them on its own.
 
 Logits are in log2 units inside the softmax (``exp2``); ``lse`` is stored in log2 units, as by the
 CUDA-core kernels, so either backward can follow either forward.
@@ -97,7 +100,7 @@ def _row_logit(rel, a, KP: tl.constexpr):
 @triton.jit(do_not_specialize=["height", "width"])
 def forward_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, lse_ptr, height, width, heads,
                       KS: tl.constexpr, KP: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, NK: tl.constexpr,
-                      MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr):
+                      MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, AUX: tl.constexpr):
     """``out = softmax(logits) v`` over each query's window and ``lse = log2 sum exp2(logits)``."""
     LOG2E: tl.constexpr = 1.4426950408889634
     R: tl.constexpr = KS // 2
@@ -108,7 +111,7 @@ def forward_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, 
     base = (b // heads).to(tl.int64) * plane * s_t + (b % heads) * HD
     q = tl.load(q_ptr + base + tok[:, None] * s_t + ch[None, :], mask=valid[:, None] & ch_ok[None, :], other=0.0)
     tables = _tables(rel_row, rel_col, HD, D, KS, KP, ACC)
-    rel = tl.dot(q.to(ACC), tables, input_precision="ieee", out_dtype=ACC)  # (M, 2KP)
+    rel = tl.dot(q.to(ACC), tables, input_precision=AUX, out_dtype=ACC)  # (M, 2KP)
     col_logits = _column_logits(rel, lx, KS, KP, NK)
     hx = tl.arange(0, NK)
     kx = x0 - R + hx
@@ -146,7 +149,7 @@ def backward_query_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr
                              delta_ptr, rel_logits_ptr, grad_q_ptr, grad_rel_ptr, height, width, heads,
                              KS: tl.constexpr, KP: tl.constexpr, HD: tl.constexpr, D: tl.constexpr,
                              NK: tl.constexpr, MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr,
-                             BLOCK_W: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr):
+                             BLOCK_W: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, AUX: tl.constexpr):
     """``delta``, the per-query relative logits (for the key kernel), ``grad_q`` and this tile's ``(2·KP, D)``
     share of the table gradients (rows ``< KP``: row table, channels ``< d/2``; rows ``KP..``: column table)."""
     LOG2E: tl.constexpr = 1.4426950408889634
@@ -168,7 +171,7 @@ def backward_query_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr
     lse = tl.load(lse_ptr + stats, mask=valid, other=0.0)
     tables = _tables(rel_row, rel_col, HD, D, KS, KP, ACC)
     q_acc = q.to(ACC)
-    rel = tl.dot(q_acc, tables, input_precision="ieee", out_dtype=ACC)
+    rel = tl.dot(q_acc, tables, input_precision=AUX, out_dtype=ACC)
     tl.store(rel_logits_ptr + stats[:, None] * (2 * KP) + cols[None, :], rel, mask=valid[:, None])
     col_logits = _column_logits(rel, lx, KS, KP, NK)
     hx = tl.arange(0, NK)
@@ -198,10 +201,10 @@ def backward_query_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr
     for c in tl.static_range(KS):
         grad_rel = tl.where(cols[None, :] == KP + c, tl.sum(tl.where(shift == c, ds_by_column, 0.0), 1)[:, None],
                             grad_rel)
-    grad_q += tl.dot(grad_rel, tl.trans(tables), input_precision="ieee", out_dtype=ACC)
+    grad_q += tl.dot(grad_rel, tl.trans(tables), input_precision=AUX, out_dtype=ACC)
     tl.store(grad_q_ptr + base + tok[:, None] * s_t + ch[None, :], grad_q.to(grad_q_ptr.dtype.element_ty), mask=here)
     # this tile's table gradients: grad_rel^T (2KP, M) @ q (M, D)
-    grad_tables = tl.dot(tl.trans(grad_rel), q_acc, input_precision="ieee", out_dtype=ACC)
+    grad_tables = tl.dot(tl.trans(grad_rel), q_acc, input_precision=AUX, out_dtype=ACC)
     rows = tl.arange(0, 2 * KP)[:, None]
     tl.store(grad_rel_ptr + tl.program_id(0).to(tl.int64) * (2 * KP * D) + rows * D + ch[None, :], grad_tables)
 
@@ -211,7 +214,7 @@ def backward_key_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, grad_out_ptr, o_t, lse_ptr,
                            grad_k_ptr, grad_v_ptr, height, width, heads,
                            KS: tl.constexpr, KP: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, NK: tl.constexpr,
                            MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-                           ACC: tl.constexpr, UPCAST: tl.constexpr):
+                           ACC: tl.constexpr, UPCAST: tl.constexpr, AUX: tl.constexpr):
     """``grad_k``, ``grad_v`` of a tile of keys, from the ``(BLOCK_H + k - 1) × NK`` queries around it."""
     LOG2E: tl.constexpr = 1.4426950408889634
     R: tl.constexpr = KS // 2
