@@ -175,7 +175,7 @@ def chunk_axis(target=None) -> int:
             source = ASTSource(fn=triton_kernels.layout_probe_kernel, signature=signature,
                                constexprs={"A": 2, "B": 128, "VEC": 4},
                                attrs={(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]})
-            ttgir = triton.compile(source, target=target, options={"num_warps": 4}).asm["ttgir"]
+            ttgir = triton.compile(source, target=target, options={"num_warps": 4, "enable_fp_fusion": True}).asm["ttgir"]
             threads = re.search(r"threadsPerWarp = \[(\d+), (\d+), (\d+)\]", ttgir)
             _chunk_axes[key] = 0 if int(threads.group(2)) == 32 else 2
         except Exception:  # an older compiler API: the rule of the versions it belongs to

@@ -74,7 +74,12 @@ def _upcast(qkv: Tensor) -> bool:
 
 
 def _call(kernel, programs: int, compile_only: bool, *args, **kwargs) -> None:
-    """Launch ``kernel`` on ``programs`` programs, or only compile it for these arguments (``compile_only``)."""
+    """Launch ``kernel`` on ``programs`` programs, or only compile it for these arguments (``compile_only``).
+
+    Multiply-adds are fused (``enable_fp_fusion``), as Triton did by default before 3.9 asked for the
+    choice to be made explicitly.
+    """
+    kwargs["enable_fp_fusion"] = True
     if compile_only:
         kernel.warmup(*args, grid=(programs,), **kwargs)
     else:
