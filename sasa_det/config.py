@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -55,7 +56,9 @@ TASKS = ("detection", "classification")
 class SasaConfig:
     """Options of every SASA layer of the model: backbone stages, attention FPN and attention heads alike."""
 
-    impl: str = "auto"  # implementation: "auto" (fastest for the device) | "shift" | "halo" | "unfold" | registered ones
+    impl: str = (
+        "auto"  # implementation: "auto" (fastest for the device) | "shift" | "halo" | "unfold" | registered ones
+    )
     kernel_size: int = 7  # window k (SASA Sec. 4.1: 7)
     heads: int = 8  # attention heads (SASA Sec. 4.1: 8)
     scaled: bool = False  # divide logits by sqrt(head width); the paper's Eq. 3 has no scaling
@@ -67,7 +70,9 @@ class BackboneConfig:
     """Backbone preset and its options (``sasa_det.backbones.build_backbone``); null = the preset's value."""
 
     name: str = "resnet50"  # a preset of sasa_det.backbones.list_backbones()
-    weights: Optional[str] = None  # backbone weights to start from: a classification checkpoint, classifier or backbone state_dict, torchvision ResNet weights
+    weights: Optional[str] = (
+        None  # backbone weights to start from: a classification checkpoint, classifier or backbone state_dict, torchvision ResNet weights
+    )
     stage_ops: Optional[list[str]] = None  # spatial op per stage, 4 of "conv" | "sasa" | "aa"
     stem: Optional[str] = None  # "conv" | "attention" (SASA spatially-aware stem)
     blocks_per_stage: Optional[list[int]] = None  # residual blocks of stages 1-4
@@ -92,14 +97,20 @@ class ModelConfig:
     num_classes: Optional[int] = None  # foreground classes; null = taken from the training dataset
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # backbone preset and options
     sasa: SasaConfig = field(default_factory=SasaConfig)  # every SASA layer: backbone, attention FPN, attention heads
-    init_from: Optional[str] = None  # weights to start from (no optimizer state): our checkpoint, a state dict, torchvision weights; mismatched shapes are re-initialised
+    init_from: Optional[str] = (
+        None  # weights to start from (no optimizer state): our checkpoint, a state dict, torchvision weights; mismatched shapes are re-initialised
+    )
     fpn: str = "conv"  # "conv" (torchvision FPN) | "attention" (SASA paper's attention FPN)
     head: str = "conv"  # "conv" (torchvision heads) | "attention" (SASA paper's attention heads; RetinaNet)
     fpn_channels: int = 256  # FPN width (SASA paper: d=256)
-    head_norm: Optional[str] = None  # RetinaNet heads: "none" | "group" (GroupNorm); null = conv head none, attention head group
+    head_norm: Optional[str] = (
+        None  # RetinaNet heads: "none" | "group" (GroupNorm); null = conv head none, attention head group
+    )
     min_size: int = 800  # evaluation resize: shorter side (torchvision GeneralizedRCNNTransform)
     max_size: int = 1333  # evaluation resize: longest side cap
-    detector_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the torchvision detector (e.g. detections_per_img)
+    detector_kwargs: dict[str, Any] = field(
+        default_factory=dict
+    )  # passed to the torchvision detector (e.g. detections_per_img)
 
 
 @dataclass
@@ -109,7 +120,9 @@ class ClassifierConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # backbone preset and options
     sasa: SasaConfig = field(default_factory=SasaConfig)  # every SASA layer of the backbone
     num_classes: Optional[int] = None  # null = number of class folders in data.train_dir
-    init_from: Optional[str] = None  # weights to start from (no optimizer state); a new class count re-initialises the head
+    init_from: Optional[str] = (
+        None  # weights to start from (no optimizer state); a new class count re-initialises the head
+    )
     image_size: int = 224  # training crop / evaluation size in pixels
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = off)
     dropout: float = 0.0  # dropout before the linear head
@@ -126,7 +139,9 @@ class ShapesConfig:
     seed: int = 0  # generator seed (the dataset is deterministic by seed)
     min_objects: int = 1  # fewest shapes per image
     max_objects: int = 4  # most shapes per image
-    classes: list[str] = field(default_factory=lambda: ["circle", "square", "triangle"])  # shapes drawn: circle, square, triangle, star, diamond
+    classes: list[str] = field(
+        default_factory=lambda: ["circle", "square", "triangle"]
+    )  # shapes drawn: circle, square, triangle, star, diamond
 
 
 @dataclass
@@ -137,18 +152,24 @@ class DataConfig:
     train_ann: Optional[str] = None  # training instances json
     val_images: Optional[str] = None  # validation image directory
     val_ann: Optional[str] = None  # validation instances json
-    shapes: ShapesConfig = field(default_factory=ShapesConfig)  # when shapes.root is set it supplies the four paths above
+    shapes: ShapesConfig = field(
+        default_factory=ShapesConfig
+    )  # when shapes.root is set it supplies the four paths above
     batch_size: int = 2  # training images per device (global batch = batch_size * devices * num_nodes)
     val_batch_size: int = 2  # validation images per device
     num_workers: int = 2  # data-loader workers per device
-    min_sizes: list[int] = field(default_factory=lambda: [800])  # training shorter side, sampled per image (multiscale jitter)
+    min_sizes: list[int] = field(
+        default_factory=lambda: [800]
+    )  # training shorter side, sampled per image (multiscale jitter)
     max_size: int = 1333  # training longest-side cap
     flip_prob: float = 0.5  # horizontal-flip probability in training
     with_masks: Optional[bool] = None  # load instance masks; null = only for arch mask_rcnn
     keep_empty_train: bool = False  # keep training images without annotations
     check_images: str = "header"  # before training open every image: "header" (size/mode/EXIF, fast) | "full" (decode all pixels) | "off"
     on_bad_records: str = "error"  # "error": list every bad record and stop | "drop": remove them (listed in data_report_*), skip training images that fail later
-    check_cache: bool = True  # cache the image check by file size + modification time (a second run does not reopen the images)
+    check_cache: bool = (
+        True  # cache the image check by file size + modification time (a second run does not reopen the images)
+    )
     check_cache_dir: Optional[str] = None  # image-check cache folder; null = $SASA_DET_CACHE_DIR or ~/.cache/sasa_det
     check_workers: Optional[int] = None  # threads for the image check; null = min(8, CPUs)
     train_dir: Optional[str] = None  # classification: ImageFolder training root
@@ -161,7 +182,9 @@ class OptimConfig:
 
     name: str = "sgd"  # "sgd" | "adamw"
     lr: float = 0.01  # peak learning rate (for reference_batch_size images per step when that is set)
-    reference_batch_size: Optional[int] = None  # linear scaling rule: lr *= global batch / this (global = devices x nodes x batch x accumulation); null = lr as given
+    reference_batch_size: Optional[int] = (
+        None  # linear scaling rule: lr *= global batch / this (global = devices x nodes x batch x accumulation); null = lr as given
+    )
     backbone_lr_mult: float = 1.0  # learning-rate multiplier of the backbone's parameters (e.g. 0.1 when fine-tuning)
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD Nesterov momentum
@@ -171,7 +194,9 @@ class OptimConfig:
     warmup_epochs: float = 0.0  # linear warm-up length in epochs (may be fractional)
     warmup_steps: Optional[int] = None  # linear warm-up length in optimizer steps; overrides warmup_epochs when set
     warmup_factor: float = 0.001  # learning-rate multiplier at the first warm-up step
-    milestones: list[float] = field(default_factory=list)  # multistep: FRACTIONS of the total steps in (0, 1), e.g. [0.667, 0.889]
+    milestones: list[float] = field(
+        default_factory=list
+    )  # multistep: FRACTIONS of the total steps in (0, 1), e.g. [0.667, 0.889]
     gamma: float = 0.1  # multistep decay factor
     grad_clip: Optional[float] = None  # clip the global gradient norm to this value; null = no clipping
 
@@ -196,8 +221,12 @@ class TrainerConfig:
     seed: int = 0  # seed for python/numpy/torch and the data loaders
     accumulate_grad_batches: int = 1  # gradient accumulation
     enable_progress_bar: bool = True  # show a progress bar
-    checkpoint_every_n_steps: int = 500  # write checkpoints/last.ckpt every N optimizer steps (and at every epoch end); 0 = epoch ends only
-    ema_decay: Optional[float] = None  # exponential moving average of the weights (e.g. 0.999): validated and saved in checkpoints; null = off
+    checkpoint_every_n_steps: int = (
+        500  # write checkpoints/last.ckpt every N optimizer steps (and at every epoch end); 0 = epoch ends only
+    )
+    ema_decay: Optional[float] = (
+        None  # exponential moving average of the weights (e.g. 0.999): validated and saved in checkpoints; null = off
+    )
     ema_start_step: int = 0  # optimizer steps before the moving average starts
 
 
@@ -437,7 +466,9 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         if stage_ops is not None and len(stage_ops) != 4:
             raise ConfigError(f"{section}.backbone.stage_ops needs one operation per stage (4), got {list(stage_ops)}")
     if not cfg.optim.backbone_lr_mult > 0:
-        raise ConfigError(f"optim.backbone_lr_mult must be > 0 (freeze with model.backbone.frozen_stages), got {cfg.optim.backbone_lr_mult}")
+        raise ConfigError(
+            f"optim.backbone_lr_mult must be > 0 (freeze with model.backbone.frozen_stages), got {cfg.optim.backbone_lr_mult}"
+        )
     if cfg.optim.reference_batch_size is not None and cfg.optim.reference_batch_size < 1:
         raise ConfigError(f"optim.reference_batch_size must be >= 1 or null, got {cfg.optim.reference_batch_size}")
     if cfg.trainer.checkpoint_every_n_steps < 0:

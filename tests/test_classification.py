@@ -42,7 +42,9 @@ def test_missing_or_empty_folders_are_clear_errors(tmp_path):
     (tmp_path / "noimages" / "cat").mkdir(parents=True)
     with pytest.raises(ValueError, match="no image"):
         ImageFolderDataModule(tmp_path / "noimages", paths["val"])
-    other = make_image_folder_dataset(tmp_path / "four", num_train_per_class=1, num_val_per_class=1, image_size=8, num_classes=4)
+    other = make_image_folder_dataset(
+        tmp_path / "four", num_train_per_class=1, num_val_per_class=1, image_size=8, num_classes=4
+    )
     with pytest.raises(ValueError, match="different classes"):
         ImageFolderDataModule(paths["train"], other["val"])
 

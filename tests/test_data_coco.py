@@ -55,26 +55,75 @@ def _dataset_dict() -> dict:
         "categories": [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 11, "name": "eleven"}],
         "annotations": [
             # polygon triangle, category 7
-            {"id": 10, "image_id": 1, "category_id": 7, "bbox": [2, 3, 10, 8], "iscrowd": 0,
-             "segmentation": [[2, 3, 12, 3, 7, 11]], "area": 40},
+            {
+                "id": 10,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [2, 3, 10, 8],
+                "iscrowd": 0,
+                "segmentation": [[2, 3, 12, 3, 7, 11]],
+                "area": 40,
+            },
             # compressed RLE, category 3
-            {"id": 11, "image_id": 1, "category_id": 3, "bbox": [30, 20, 5, 6], "iscrowd": 0,
-             "segmentation": compressed, "area": 30},
+            {
+                "id": 11,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [30, 20, 5, 6],
+                "iscrowd": 0,
+                "segmentation": compressed,
+                "area": 30,
+            },
             # uncompressed RLE, category 11
-            {"id": 12, "image_id": 1, "category_id": 11, "bbox": [2, 20, 7, 8], "iscrowd": 0,
-             "segmentation": uncompressed, "area": 56},
+            {
+                "id": 12,
+                "image_id": 1,
+                "category_id": 11,
+                "bbox": [2, 20, 7, 8],
+                "iscrowd": 0,
+                "segmentation": uncompressed,
+                "area": 56,
+            },
             # crowd: never a training target
-            {"id": 13, "image_id": 1, "category_id": 7, "bbox": [0, 0, 20, 20], "iscrowd": 1,
-             "segmentation": uncompressed, "area": 400},
+            {
+                "id": 13,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [0, 0, 20, 20],
+                "iscrowd": 1,
+                "segmentation": uncompressed,
+                "area": 400,
+            },
             # degenerate: 0.5 px wide
-            {"id": 14, "image_id": 1, "category_id": 3, "bbox": [5, 5, 0.5, 10], "iscrowd": 0,
-             "segmentation": [[5, 5, 5.5, 5, 5.5, 15]], "area": 2},
+            {
+                "id": 14,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [5, 5, 0.5, 10],
+                "iscrowd": 0,
+                "segmentation": [[5, 5, 5.5, 5, 5.5, 15]],
+                "area": 2,
+            },
             # partly outside: clipped to [35, 0, 40, 6]
-            {"id": 16, "image_id": 1, "category_id": 7, "bbox": [35, -4, 10, 10], "iscrowd": 0,
-             "segmentation": [[35, 0, 39, 0, 39, 5, 35, 5]], "area": 20},
+            {
+                "id": 16,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [35, -4, 10, 10],
+                "iscrowd": 0,
+                "segmentation": [[35, 0, 39, 0, 39, 5, 35, 5]],
+                "area": 20,
+            },
             # a 2-point "polygon" (pycocotools would read 4 numbers as a box): invalid segmentation
-            {"id": 17, "image_id": 1, "category_id": 7, "bbox": [20, 2, 5, 5], "iscrowd": 0,
-             "segmentation": [[20, 2, 25, 7]], "area": 25},
+            {
+                "id": 17,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [20, 2, 5, 5],
+                "iscrowd": 0,
+                "segmentation": [[20, 2, 25, 7]],
+                "area": 25,
+            },
         ],
     }
 
@@ -106,8 +155,9 @@ def test_targets_boxes_labels_and_filter_counts(ann_file, caplog):
     assert target["image_id"] == 1 and target["orig_size"] == (H, W)
     assert "masks" not in target
     # annotations 10, 11, 12, 16, 17 in file order (17 is kept: its segmentation is not needed)
-    expected = torch.tensor([[2, 3, 12, 11], [30, 20, 35, 26], [2, 20, 9, 28], [35, 0, 40, 6], [20, 2, 25, 7]],
-                            dtype=torch.float32)
+    expected = torch.tensor(
+        [[2, 3, 12, 11], [30, 20, 35, 26], [2, 20, 9, 28], [35, 0, 40, 6], [20, 2, 25, 7]], dtype=torch.float32
+    )
     torch.testing.assert_close(target["boxes"], expected)
     assert target["labels"].tolist() == [2, 1, 3, 2, 2] and target["labels"].dtype == torch.int64
     empty_image, empty = ds[1]
@@ -155,7 +205,9 @@ def test_transforms_receive_tv_tensors(ann_file):
         seen["image"], seen["boxes"], seen["masks"] = type(image).__name__, target["boxes"], target["masks"]
         return image, target
 
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, transforms=probe, with_masks=True, on_bad_records="drop")
+    ds = CocoDetectionDataset(
+        ann_file.parent / "img", ann_file, transforms=probe, with_masks=True, on_bad_records="drop"
+    )
     image, target = ds[0]
     assert seen["image"] == "Image" and type(seen["boxes"]).__name__ == "BoundingBoxes"
     assert tuple(seen["boxes"].canvas_size) == (H, W) and type(seen["masks"]).__name__ == "Mask"

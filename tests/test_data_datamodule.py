@@ -39,8 +39,9 @@ def _check_batch(images, targets, with_masks):
 
 @pytest.mark.parametrize("with_masks", [False, True])
 def test_batches_follow_the_data_contract(shapes, with_masks):
-    dm = CocoDataModule(**shapes, batch_size=3, val_batch_size=2, num_workers=0, min_sizes=(48, 96),
-                        max_size=96, with_masks=with_masks)
+    dm = CocoDataModule(
+        **shapes, batch_size=3, val_batch_size=2, num_workers=0, min_sizes=(48, 96), max_size=96, with_masks=with_masks
+    )
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
     assert len(images) == 3
@@ -78,19 +79,26 @@ def test_training_batches_depend_on_the_seed_alone_and_resume_mid_epoch(shapes):
     batch done' yields exactly the rest of epoch 1."""
 
     def batches(loader):
-        return [(torch.cat([im.flatten() for im in images]), [int(t["image_id"]) for t in targets]) for images, targets in loader]
+        return [
+            (torch.cat([im.flatten() for im in images]), [int(t["image_id"]) for t in targets])
+            for images, targets in loader
+        ]
 
     dm = CocoDataModule(**shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7)
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(1)
     epoch1 = batches(loader)
-    other = CocoDataModule(**shapes, batch_size=2, num_workers=2, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
+    other = CocoDataModule(
+        **shapes, batch_size=2, num_workers=2, min_sizes=[48, 64], max_size=64, seed=7
+    ).train_dataloader()
     other.sampler.set_epoch(1)
     for (a, ids_a), (b, ids_b) in zip(epoch1, batches(other), strict=True):
         assert ids_a == ids_b and torch.equal(a, b)
     loader.sampler.set_epoch(0)
     assert [ids for _, ids in batches(loader)] != [ids for _, ids in epoch1]  # a new order each epoch
-    resumed = CocoDataModule(**shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
+    resumed = CocoDataModule(
+        **shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7
+    ).train_dataloader()
     resumed.load_state_dict({"epoch": 1, "batches_done": 1, "batch_size": 2})
     rest = batches(resumed)
     assert len(rest) == len(epoch1) - 1 and all(torch.equal(a, b) for (a, _), (b, _) in zip(rest, epoch1[1:]))

@@ -25,19 +25,23 @@ def _ann(data, ann_id):
 
 def _set(path, value):
     """A mutation of the json: ``path`` like ("annotations", 0, "bbox")."""
+
     def mutate(data, image_dir):
         node = data
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
     return mutate
 
 
 def _file(name, content):
     """A mutation of an image file: replace ``name`` with bytes, or a function of its old bytes."""
+
     def mutate(data, image_dir):
         old = (image_dir / name).read_bytes()
         (image_dir / name).write_bytes(content(old) if callable(content) else content)
+
     return mutate
 
 
@@ -53,50 +57,196 @@ def _rle(counts):
 # id, mutation, image check level, fragments of the error, records dropped under on_bad_records="drop"
 # (None: no drop can fix it, the error stays).
 ERRORS = [
-    ("not-an-object", lambda d, _: d.clear() or d.update({"x": 1}), "header", ["missing or non-list key 'images'"], None),
+    (
+        "not-an-object",
+        lambda d, _: d.clear() or d.update({"x": 1}),
+        "header",
+        ["missing or non-list key 'images'"],
+        None,
+    ),
     ("duplicate-category", _set(("categories", 1, "id"), 1), "header", ["category id 1", "appears twice"], None),
     ("no-annotations", _set(("annotations",), []), "header", ["'annotations' is empty"], None),
-    ("image-id-not-int", _set(("images", 0, "id"), "one"), "header", ["images[0]", "integer 'id'"], {"images[0]", "annotation id 1 (image id 1)"}),
-    ("duplicate-image-id", _set(("images", 1, "id"), 1), "header", ["image id 1", "appears twice", "give each image its own id"],
-     {"image id 1", "annotation id 2 (image id 2)"}),
-    ("missing-height", _set(("images", 2, "height"), None), "header", ["image id 3", "height=None", "set height"], {"image id 3"}),
-    ("duplicate-annotation-id", _set(("annotations", 1, "id"), 1), "header", ["annotation id 1", "appears twice", "renumber"],
-     {"annotation id 1"}),
-    ("unknown-image", _set(("annotations", 1, "image_id"), 9), "header", ["annotation id 2 (image id 9)", "not in 'images'"],
-     {"annotation id 2 (image id 9)"}),
-    ("unknown-category", _set(("annotations", 1, "category_id"), 7), "header", ["annotation id 2", "category_id 7", "add the category"],
-     {"annotation id 2 (image id 2)"}),
-    ("bbox-nan", _set(("annotations", 0, "bbox"), [1, 2, float("nan"), 3]), "header", ["annotation id 1", "malformed bbox", "[x, y, width, height]"],
-     {"annotation id 1 (image id 1)"}),
-    ("bbox-length", _set(("annotations", 0, "bbox"), [1, 2, 3]), "header", ["annotation id 1", "malformed bbox"], {"annotation id 1 (image id 1)"}),
-    ("bbox-string", _set(("annotations", 0, "bbox"), [1, "2", 3, 4]), "header", ["annotation id 1", "malformed bbox"], {"annotation id 1 (image id 1)"}),
-    ("bbox-zero-width", _set(("annotations", 0, "bbox"), [1, 2, 0, 4]), "header", ["annotation id 1", "non-positive size"], {"annotation id 1 (image id 1)"}),
-    ("bbox-outside", _set(("annotations", 2, "bbox"), [40, 5, 10, 10]), "header", ["annotation id 3", "entirely outside", "32x24"],
-     {"annotation id 3 (image id 3)"}),
-    ("iscrowd-2", _set(("annotations", 0, "iscrowd"), 2), "header", ["annotation id 1", "iscrowd must be 0 or 1"], {"annotation id 1 (image id 1)"}),
-    ("polygon-2-points", _set(("annotations", 0, "segmentation"), [[2, 2, 12, 10]]), "header", ["annotation id 1", "cannot make a mask", "3 points"],
-     {"annotation id 1 (image id 1)"}),
-    ("polygon-nan", _set(("annotations", 0, "segmentation"), [[2, 2, 12, 2, float("nan"), 10]]), "header", ["annotation id 1", "finite numbers"],
-     {"annotation id 1 (image id 1)"}),
-    ("no-segmentation", lambda d, _: d["annotations"][0].pop("segmentation"), "header", ["annotation id 1", "no 'segmentation'", "with_masks=False"],
-     {"annotation id 1 (image id 1)"}),
-    ("rle-wrong-size", _set(("annotations", 0, "segmentation"), {"size": [H + 1, W], "counts": [H * W + W]}), "header",
-     ["annotation id 1", "RLE of size [25, 32]"], {"annotation id 1 (image id 1)"}),
-    ("rle-short-runs", _rle([10, 20]), "header", ["annotation id 1", "do not cover the 24x32 image"], {"annotation id 1 (image id 1)"}),
-    ("rle-bad-string", _rle("ab~~"), "header", ["annotation id 1", "cannot be decoded"], {"annotation id 1 (image id 1)"}),
-    ("image-missing", lambda d, image_dir: (image_dir / "2.png").unlink(), "header", ["2.png", "image id 2", "does not exist", "check the image folder"],
-     {"image id 2"}),
-    ("image-not-an-image", _file("2.png", b"this is text"), "header", ["2.png", "image id 2", "cannot be read as an image"], {"image id 2"}),
-    ("image-truncated-png", _file("2.png", lambda old: old[: len(old) // 2]), "header", ["2.png", "image id 2", "truncated"], {"image id 2"}),
-    ("image-truncated-jpeg", lambda d, image_dir: (_set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
-                                                   (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2))[:-300])),
-     "header", ["2.jpg", "image id 2", "truncated"], {"image id 2"}),
-    ("image-corrupt-data", _file("2.png", _corrupt_png_data), "full", ["2.png", "image id 2", "cannot be read"], {"image id 2"}),
-    ("image-size-mismatch", lambda d, image_dir: Image.fromarray(pixels(2, H + 1, W)).save(image_dir / "2.png"), "header",
-     ["2.png", "image id 2", "25x32 (HxW)", "says 24x32", "set height/width"], {"image id 2"}),
-    ("exif-rotated-after-annotation", lambda d, image_dir: (_set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
-                                                            (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2), orientation=6))),
-     "header", ["2.jpg", "image id 2", "32x24 (HxW)", "before EXIF orientation 6", "exiftool"], {"image id 2"}),
+    (
+        "image-id-not-int",
+        _set(("images", 0, "id"), "one"),
+        "header",
+        ["images[0]", "integer 'id'"],
+        {"images[0]", "annotation id 1 (image id 1)"},
+    ),
+    (
+        "duplicate-image-id",
+        _set(("images", 1, "id"), 1),
+        "header",
+        ["image id 1", "appears twice", "give each image its own id"],
+        {"image id 1", "annotation id 2 (image id 2)"},
+    ),
+    (
+        "missing-height",
+        _set(("images", 2, "height"), None),
+        "header",
+        ["image id 3", "height=None", "set height"],
+        {"image id 3"},
+    ),
+    (
+        "duplicate-annotation-id",
+        _set(("annotations", 1, "id"), 1),
+        "header",
+        ["annotation id 1", "appears twice", "renumber"],
+        {"annotation id 1"},
+    ),
+    (
+        "unknown-image",
+        _set(("annotations", 1, "image_id"), 9),
+        "header",
+        ["annotation id 2 (image id 9)", "not in 'images'"],
+        {"annotation id 2 (image id 9)"},
+    ),
+    (
+        "unknown-category",
+        _set(("annotations", 1, "category_id"), 7),
+        "header",
+        ["annotation id 2", "category_id 7", "add the category"],
+        {"annotation id 2 (image id 2)"},
+    ),
+    (
+        "bbox-nan",
+        _set(("annotations", 0, "bbox"), [1, 2, float("nan"), 3]),
+        "header",
+        ["annotation id 1", "malformed bbox", "[x, y, width, height]"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-length",
+        _set(("annotations", 0, "bbox"), [1, 2, 3]),
+        "header",
+        ["annotation id 1", "malformed bbox"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-string",
+        _set(("annotations", 0, "bbox"), [1, "2", 3, 4]),
+        "header",
+        ["annotation id 1", "malformed bbox"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-zero-width",
+        _set(("annotations", 0, "bbox"), [1, 2, 0, 4]),
+        "header",
+        ["annotation id 1", "non-positive size"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-outside",
+        _set(("annotations", 2, "bbox"), [40, 5, 10, 10]),
+        "header",
+        ["annotation id 3", "entirely outside", "32x24"],
+        {"annotation id 3 (image id 3)"},
+    ),
+    (
+        "iscrowd-2",
+        _set(("annotations", 0, "iscrowd"), 2),
+        "header",
+        ["annotation id 1", "iscrowd must be 0 or 1"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "polygon-2-points",
+        _set(("annotations", 0, "segmentation"), [[2, 2, 12, 10]]),
+        "header",
+        ["annotation id 1", "cannot make a mask", "3 points"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "polygon-nan",
+        _set(("annotations", 0, "segmentation"), [[2, 2, 12, 2, float("nan"), 10]]),
+        "header",
+        ["annotation id 1", "finite numbers"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "no-segmentation",
+        lambda d, _: d["annotations"][0].pop("segmentation"),
+        "header",
+        ["annotation id 1", "no 'segmentation'", "with_masks=False"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "rle-wrong-size",
+        _set(("annotations", 0, "segmentation"), {"size": [H + 1, W], "counts": [H * W + W]}),
+        "header",
+        ["annotation id 1", "RLE of size [25, 32]"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "rle-short-runs",
+        _rle([10, 20]),
+        "header",
+        ["annotation id 1", "do not cover the 24x32 image"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "rle-bad-string",
+        _rle("ab~~"),
+        "header",
+        ["annotation id 1", "cannot be decoded"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "image-missing",
+        lambda d, image_dir: (image_dir / "2.png").unlink(),
+        "header",
+        ["2.png", "image id 2", "does not exist", "check the image folder"],
+        {"image id 2"},
+    ),
+    (
+        "image-not-an-image",
+        _file("2.png", b"this is text"),
+        "header",
+        ["2.png", "image id 2", "cannot be read as an image"],
+        {"image id 2"},
+    ),
+    (
+        "image-truncated-png",
+        _file("2.png", lambda old: old[: len(old) // 2]),
+        "header",
+        ["2.png", "image id 2", "truncated"],
+        {"image id 2"},
+    ),
+    (
+        "image-truncated-jpeg",
+        lambda d, image_dir: (
+            _set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
+            (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2))[:-300]),
+        ),
+        "header",
+        ["2.jpg", "image id 2", "truncated"],
+        {"image id 2"},
+    ),
+    (
+        "image-corrupt-data",
+        _file("2.png", _corrupt_png_data),
+        "full",
+        ["2.png", "image id 2", "cannot be read"],
+        {"image id 2"},
+    ),
+    (
+        "image-size-mismatch",
+        lambda d, image_dir: Image.fromarray(pixels(2, H + 1, W)).save(image_dir / "2.png"),
+        "header",
+        ["2.png", "image id 2", "25x32 (HxW)", "says 24x32", "set height/width"],
+        {"image id 2"},
+    ),
+    (
+        "exif-rotated-after-annotation",
+        lambda d, image_dir: (
+            _set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
+            (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2), orientation=6)),
+        ),
+        "header",
+        ["2.jpg", "image id 2", "32x24 (HxW)", "before EXIF orientation 6", "exiftool"],
+        {"image id 2"},
+    ),
 ]
 
 
@@ -113,7 +263,9 @@ def _build(ann_file, image_dir, **kwargs):
 
 
 @pytest.mark.parametrize("case, mutate, level, fragments, dropped", ERRORS, ids=[e[0] for e in ERRORS])
-def test_bad_input_stops_before_training_and_names_file_record_and_fix(tmp_path, case, mutate, level, fragments, dropped):
+def test_bad_input_stops_before_training_and_names_file_record_and_fix(
+    tmp_path, case, mutate, level, fragments, dropped
+):
     ann_file, image_dir = _corrupted(tmp_path, mutate)
     with pytest.raises(DatasetError) as info:
         _build(ann_file, image_dir, check_images=level)
@@ -161,7 +313,9 @@ def test_every_problem_is_listed_at_once_and_a_long_list_goes_to_a_file(tmp_path
     err = info.value
     assert len(err.problems) == 32 and "... and 12 more" in str(err) and str(err.full_list) in str(err)
     lines = err.full_list.read_text().splitlines()
-    assert len(lines) == 32 and any("3.png" in line for line in lines) and any("category_id 9" in line for line in lines)
+    assert (
+        len(lines) == 32 and any("3.png" in line for line in lines) and any("category_id 9" in line for line in lines)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ fixes
@@ -171,9 +325,24 @@ def test_safe_fixes_are_applied_counted_and_reach_the_model_fixed(tmp_path):
     _ann(data, 2)["segmentation"].append([1, 1, 3, 3])  # a 2-point part next to a valid one
     del _ann(data, 3)["area"]
     data["annotations"] += [
-        {"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 0.5, 5], "area": 2.5, "iscrowd": 0, "segmentation": [[1, 1, 1.5, 1, 1.5, 6]]},
-        {"id": 5, "image_id": 3, "category_id": 2, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 1,
-         "segmentation": {"size": [H, W], "counts": [H * W]}},
+        {
+            "id": 4,
+            "image_id": 3,
+            "category_id": 1,
+            "bbox": [1, 1, 0.5, 5],
+            "area": 2.5,
+            "iscrowd": 0,
+            "segmentation": [[1, 1, 1.5, 1, 1.5, 6]],
+        },
+        {
+            "id": 5,
+            "image_id": 3,
+            "category_id": 2,
+            "bbox": [0, 0, 20, 20],
+            "area": 400,
+            "iscrowd": 1,
+            "segmentation": {"size": [H, W], "counts": [H * W]},
+        },
     ]
     data["images"].append({"id": 4, "file_name": "1.png", "height": H, "width": W})  # no annotation...
     data["images"][-1]["file_name"] = "4.png"
@@ -271,16 +440,33 @@ def test_num_classes_disagreeing_in_either_direction(tmp_path):
     names = _build(ann_file, image_dir).class_names
     check_num_classes(3, names, ann_file)
     check_num_classes(None, names, ann_file)
-    with pytest.raises(DatasetError, match=r"ann.json.*model.num_classes=2 but the dataset has 3 categories \(cat, dog, bird\).*set model.num_classes=3"):
+    with pytest.raises(
+        DatasetError,
+        match=r"ann.json.*model.num_classes=2 but the dataset has 3 categories \(cat, dog, bird\).*set model.num_classes=3",
+    ):
         check_num_classes(2, names, ann_file)
-    with pytest.raises(DatasetError, match=r"model.num_classes=5 but the dataset has only 3.*2 output\(s\) would be trained on no data"):
+    with pytest.raises(
+        DatasetError, match=r"model.num_classes=5 but the dataset has only 3.*2 output\(s\) would be trained on no data"
+    ):
         check_num_classes(5, names, ann_file)
 
 
 # ------------------------------------------------------------------------------------------------ data module
 def _datamodule(ann_file, image_dir, tmp_path, **kwargs):
-    return CocoDataModule(image_dir, ann_file, image_dir, ann_file, batch_size=3, num_workers=0, min_sizes=(H,), max_size=W,
-                          flip_prob=0.0, report_dir=tmp_path / "run", check_cache_dir=tmp_path / "cache", **kwargs)
+    return CocoDataModule(
+        image_dir,
+        ann_file,
+        image_dir,
+        ann_file,
+        batch_size=3,
+        num_workers=0,
+        min_sizes=(H,),
+        max_size=W,
+        flip_prob=0.0,
+        report_dir=tmp_path / "run",
+        check_cache_dir=tmp_path / "cache",
+        **kwargs,
+    )
 
 
 def test_datamodule_prints_and_writes_the_report_and_drops_on_request(tmp_path, capsys):
@@ -296,7 +482,10 @@ def test_datamodule_prints_and_writes_the_report_and_drops_on_request(tmp_path, 
     assert "Dataset train" in out and "Dataset val" in out and "box clipped to the image (1)" in out
     assert "dropped 1 bad record(s)" in out and "annotation id 2 (image id 2)" in out
     written = json.loads((tmp_path / "run" / "data_report_train.json").read_text())
-    assert written["fixes"]["box clipped to the image"] == [1] and written["dropped"][0]["record"] == "annotation id 2 (image id 2)"
+    assert (
+        written["fixes"]["box clipped to the image"] == [1]
+        and written["dropped"][0]["record"] == "annotation id 2 (image id 2)"
+    )
     assert (tmp_path / "run" / "data_report_val.txt").read_text().startswith("Dataset val")
     images, targets = next(iter(dm.train_dataloader()))
     assert sorted(t["image_id"] for t in targets) == [1, 3]  # image 2 lost its only annotation

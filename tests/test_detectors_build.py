@@ -18,9 +18,15 @@ TINY_BACKBONES = {
 }
 SIZE = 64
 SHORT = 48
-RCNN_SMALL = {"rpn_pre_nms_top_n_train": 64, "rpn_post_nms_top_n_train": 32, "rpn_pre_nms_top_n_test": 64,
-              "rpn_post_nms_top_n_test": 16, "box_batch_size_per_image": 16, "box_score_thresh": 0.0,
-              "box_detections_per_img": 5}
+RCNN_SMALL = {
+    "rpn_pre_nms_top_n_train": 64,
+    "rpn_post_nms_top_n_train": 32,
+    "rpn_pre_nms_top_n_test": 64,
+    "rpn_post_nms_top_n_test": 16,
+    "box_batch_size_per_image": 16,
+    "box_score_thresh": 0.0,
+    "box_detections_per_img": 5,
+}
 RETINANET_SMALL = {"score_thresh": 0.0, "topk_candidates": 20, "detections_per_img": 10}
 
 
@@ -40,8 +46,18 @@ def _batch(with_masks):
 def _build(arch, backbone, fpn="conv", head="conv", **kwargs):
     small = RETINANET_SMALL if arch == "retinanet" else RCNN_SMALL
     return build_detector(
-        arch, 2, backbone=backbone, backbone_overrides=TINY_BACKBONES[backbone], fpn=fpn, head=head,
-        fpn_channels=32, min_size=SIZE, max_size=SIZE, detector_kwargs=small, sasa={"heads": 4}, **kwargs,
+        arch,
+        2,
+        backbone=backbone,
+        backbone_overrides=TINY_BACKBONES[backbone],
+        fpn=fpn,
+        head=head,
+        fpn_channels=32,
+        min_size=SIZE,
+        max_size=SIZE,
+        detector_kwargs=small,
+        sasa={"heads": 4},
+        **kwargs,
     )
 
 
@@ -50,8 +66,14 @@ def test_sasa_options_reach_every_sasa_layer():
     from sasa_det.layers import LocalSelfAttention2d
 
     model = build_detector(
-        "retinanet", 2, backbone="sasa_resnet26", backbone_overrides={"base_width": 16}, fpn="attention",
-        head="attention", fpn_channels=32, sasa={"heads": 2, "kernel_size": 5, "impl": "halo", "mask_padding": True},
+        "retinanet",
+        2,
+        backbone="sasa_resnet26",
+        backbone_overrides={"base_width": 16},
+        fpn="attention",
+        head="attention",
+        fpn_channels=32,
+        sasa={"heads": 2, "kernel_size": 5, "impl": "halo", "mask_padding": True},
     )
     layers = {name: m for name, m in model.named_modules() if isinstance(m, LocalSelfAttention2d)}
     places = {name.split(".")[0] + "." + name.split(".")[1] for name in layers}
@@ -65,8 +87,11 @@ def _train_step_and_predict(model, arch):
     images, targets = _batch(with_masks=arch == "mask_rcnn")
     model.train()
     losses = model(images, targets)
-    expected = {"classification", "bbox_regression"} if arch == "retinanet" else {
-        "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    expected = (
+        {"classification", "bbox_regression"}
+        if arch == "retinanet"
+        else {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    )
     if arch == "mask_rcnn":
         expected.add("loss_mask")
     assert set(losses) == expected
@@ -126,8 +151,9 @@ def test_detector_trains_and_predicts_full_grid(arch, backbone, fpn, head):
     _train_step_and_predict(_build(arch, backbone, fpn, head), arch)
 
 
-@pytest.mark.parametrize("arch,levels", [("retinanet", ["P3", "P4", "P5", "P6", "P7"]),
-                                         ("mask_rcnn", ["P2", "P3", "P4", "P5", "P6"])])
+@pytest.mark.parametrize(
+    "arch,levels", [("retinanet", ["P3", "P4", "P5", "P6", "P7"]), ("mask_rcnn", ["P2", "P3", "P4", "P5", "P6"])]
+)
 def test_pyramid_levels_and_strides(arch, levels):
     model = _build(arch, "resnet26")
     with torch.no_grad():
@@ -136,8 +162,9 @@ def test_pyramid_levels_and_strides(arch, levels):
     for name, p in pyramid.items():
         stride = 2 ** int(name[1:])
         assert p.shape == (1, 32, math.ceil(96 / stride), math.ceil(80 / stride))
-    assert sorted(model.backbone.body.out_channels) == (["C3", "C4", "C5"] if arch == "retinanet" else
-                                                         ["C2", "C3", "C4", "C5"])
+    assert sorted(model.backbone.body.out_channels) == (
+        ["C3", "C4", "C5"] if arch == "retinanet" else ["C2", "C3", "C4", "C5"]
+    )
 
 
 def test_class_counts_include_unused_background_index():
@@ -162,10 +189,20 @@ def test_retinanet_never_reports_class_zero():
 
 def test_arguments_reach_torchvision():
     model = build_detector(
-        "retinanet", 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32,
-        min_size=[480, 512, 640], max_size=640,
-        detector_kwargs={"score_thresh": 0.3, "nms_thresh": 0.6, "detections_per_img": 7, "topk_candidates": 11,
-                         "fg_iou_thresh": 0.55},
+        "retinanet",
+        3,
+        backbone="resnet26",
+        backbone_overrides={"base_width": 8},
+        fpn_channels=32,
+        min_size=[480, 512, 640],
+        max_size=640,
+        detector_kwargs={
+            "score_thresh": 0.3,
+            "nms_thresh": 0.6,
+            "detections_per_img": 7,
+            "topk_candidates": 11,
+            "fg_iou_thresh": 0.55,
+        },
     )
     assert (model.score_thresh, model.nms_thresh, model.detections_per_img, model.topk_candidates) == (0.3, 0.6, 7, 11)
     assert model.proposal_matcher.high_threshold == 0.55
@@ -173,9 +210,13 @@ def test_arguments_reach_torchvision():
     assert model.transform._skip_resize is True
     assert model.backbone.body.image_size == 640
     rcnn = build_detector(
-        "faster_rcnn", 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32,
-        max_size=1333, detector_kwargs={"score_thresh": 0.25, "nms_thresh": 0.4, "detections_per_img": 9,
-                                        "rpn_nms_thresh": 0.65},
+        "faster_rcnn",
+        3,
+        backbone="resnet26",
+        backbone_overrides={"base_width": 8},
+        fpn_channels=32,
+        max_size=1333,
+        detector_kwargs={"score_thresh": 0.25, "nms_thresh": 0.4, "detections_per_img": 9, "rpn_nms_thresh": 0.65},
     )
     assert (rcnn.roi_heads.score_thresh, rcnn.roi_heads.nms_thresh, rcnn.roi_heads.detections_per_img) == (0.25, 0.4, 9)
     assert rcnn.rpn.nms_thresh == 0.65
@@ -185,10 +226,19 @@ def test_arguments_reach_torchvision():
 
 def test_backbone_overrides_and_image_size_override():
     model = build_detector(
-        "retinanet", 3, backbone="aa_resnet50",
-        backbone_overrides={"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa_heads": 2, "image_size": 320,
-                            "norm": "frozen_bn", "frozen_stages": 2},
-        fpn_channels=32, max_size=640,
+        "retinanet",
+        3,
+        backbone="aa_resnet50",
+        backbone_overrides={
+            "base_width": 16,
+            "blocks_per_stage": (1, 1, 1, 1),
+            "aa_heads": 2,
+            "image_size": 320,
+            "norm": "frozen_bn",
+            "frozen_stages": 2,
+        },
+        fpn_channels=32,
+        max_size=640,
     )
     body = model.backbone.body
     assert body.image_size == 320
@@ -203,8 +253,9 @@ def test_backbone_weights_are_loaded_and_mismatches_logged(tmp_path, caplog):
     path = tmp_path / "backbone.pt"
     torch.save(source.state_dict(), path)
     torch.manual_seed(2)
-    model = build_detector("retinanet", 3, backbone="resnet26", backbone_overrides=overrides, backbone_weights=path,
-                           fpn_channels=32)
+    model = build_detector(
+        "retinanet", 3, backbone="resnet26", backbone_overrides=overrides, backbone_weights=path, fpn_channels=32
+    )
     loaded = model.backbone.body.state_dict()
     for name, tensor in source.state_dict().items():
         torch.testing.assert_close(loaded[name], tensor)
@@ -214,20 +265,34 @@ def test_backbone_weights_are_loaded_and_mismatches_logged(tmp_path, caplog):
     del state["layer4.0.conv3.weight"]
     torch.save(state, path)
     with caplog.at_level(logging.WARNING, logger="sasa_det.detectors.build"):
-        build_detector("retinanet", 3, backbone="resnet26", backbone_overrides=overrides, backbone_weights=path,
-                       fpn_channels=32)
+        build_detector(
+            "retinanet", 3, backbone="resnet26", backbone_overrides=overrides, backbone_weights=path, fpn_channels=32
+        )
     message = " ".join(r.getMessage() for r in caplog.records if r.name == "sasa_det.detectors.build")
     assert "1 missing" in message and "layer4.0.conv3.weight" in message
     assert "1 unexpected" in message and "fc.weight" in message
 
 
-@pytest.mark.parametrize("head,head_norm,expect_group_norm", [
-    ("conv", None, False), ("conv", "none", False), ("conv", "group", True),
-    ("attention", None, True), ("attention", "none", False),
-])
+@pytest.mark.parametrize(
+    "head,head_norm,expect_group_norm",
+    [
+        ("conv", None, False),
+        ("conv", "none", False),
+        ("conv", "group", True),
+        ("attention", None, True),
+        ("attention", "none", False),
+    ],
+)
 def test_head_norm_choice(head, head_norm, expect_group_norm):
-    model = build_detector("retinanet", 3, backbone="resnet26", backbone_overrides={"base_width": 8},
-                           fpn_channels=64, head=head, head_norm=head_norm)
+    model = build_detector(
+        "retinanet",
+        3,
+        backbone="resnet26",
+        backbone_overrides={"base_width": 8},
+        fpn_channels=64,
+        head=head,
+        head_norm=head_norm,
+    )
     for tower in (model.head.classification_head.conv, model.head.regression_head.conv):
         norms = [m for m in tower.modules() if isinstance(m, torch.nn.GroupNorm)]
         assert (len(norms) == 4) if expect_group_norm else not norms
@@ -258,8 +323,13 @@ def test_head_norm_choice(head, head_norm, expect_group_norm):
     ],
 )
 def test_bad_arguments_are_rejected_with_clear_errors(kwargs, match):
-    arguments = {"arch": "retinanet", "num_classes": 3, "backbone": "resnet26", "backbone_overrides": {"base_width": 8},
-                 "fpn_channels": 32}
+    arguments = {
+        "arch": "retinanet",
+        "num_classes": 3,
+        "backbone": "resnet26",
+        "backbone_overrides": {"base_width": 8},
+        "fpn_channels": 32,
+    }
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         build_detector(**arguments)

@@ -112,7 +112,12 @@ def test_retinanet_resnet50_equals_torchvision_detections_and_losses():
     reference = _torchvision_retinanet_frozen()
     _randomize_norm_statistics(reference)
     ours = build_detector(
-        "retinanet", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50, min_size=SIZE, max_size=SIZE,
+        "retinanet",
+        90,
+        backbone="resnet50",
+        backbone_overrides=FROZEN_RESNET50,
+        min_size=SIZE,
+        max_size=SIZE,
         detector_kwargs=RETINANET_SMALL,
     )
     ours.load_state_dict(reference.state_dict(), strict=True)
@@ -139,8 +144,12 @@ def test_retinanet_resnet50_equals_torchvision_detections_and_losses():
     sum(ours_losses.values()).backward()
     sum(ref_losses.values()).backward()
     ours_params, ref_params = dict(ours.named_parameters()), dict(reference.named_parameters())
-    for name in ("backbone.body.layer2.0.conv2.weight", "backbone.fpn.extra_blocks.p7.weight",
-                 "head.classification_head.cls_logits.weight", "head.regression_head.bbox_reg.bias"):
+    for name in (
+        "backbone.body.layer2.0.conv2.weight",
+        "backbone.fpn.extra_blocks.p7.weight",
+        "head.classification_head.cls_logits.weight",
+        "head.regression_head.bbox_reg.bias",
+    ):
         torch.testing.assert_close(ours_params[name].grad, ref_params[name].grad)
 
 
@@ -150,8 +159,13 @@ def _torchvision_mask_rcnn_frozen(**kwargs) -> MaskRCNN:
 
 
 MASK_RCNN_SMALL = {
-    "box_score_thresh": 0.0, "box_detections_per_img": 8, "rpn_pre_nms_top_n_test": 128, "rpn_post_nms_top_n_test": 32,
-    "rpn_pre_nms_top_n_train": 128, "rpn_post_nms_top_n_train": 64, "box_batch_size_per_image": 32,
+    "box_score_thresh": 0.0,
+    "box_detections_per_img": 8,
+    "rpn_pre_nms_top_n_test": 128,
+    "rpn_post_nms_top_n_test": 32,
+    "rpn_pre_nms_top_n_train": 128,
+    "rpn_post_nms_top_n_train": 64,
+    "box_batch_size_per_image": 32,
 }
 
 
@@ -168,7 +182,12 @@ def test_mask_rcnn_resnet50_equals_torchvision_detections_masks_and_losses():
     reference = _torchvision_mask_rcnn_frozen(**MASK_RCNN_SMALL)
     _randomize_norm_statistics(reference)
     ours = build_detector(
-        "mask_rcnn", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50, min_size=SIZE, max_size=SIZE,
+        "mask_rcnn",
+        90,
+        backbone="resnet50",
+        backbone_overrides=FROZEN_RESNET50,
+        min_size=SIZE,
+        max_size=SIZE,
         detector_kwargs=MASK_RCNN_SMALL,
     )
     ours.load_state_dict(reference.state_dict(), strict=True)
@@ -185,9 +204,11 @@ def test_mask_rcnn_resnet50_equals_torchvision_detections_masks_and_losses():
     ours_losses = ours(_images(), _targets(with_masks=True))
     torch.manual_seed(3)
     ref_losses = reference(_images(), _targets(with_masks=True))
-    assert set(ours_losses) == set(ref_losses) == {
-        "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"
-    }
+    assert (
+        set(ours_losses)
+        == set(ref_losses)
+        == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    )
     for key in ref_losses:
         torch.testing.assert_close(ours_losses[key], ref_losses[key], rtol=0, atol=0)
 

@@ -65,9 +65,13 @@ def shapes(tmp_path_factory):
 def trained(shapes, tmp_path_factory):
     """Untrained metrics (validation without a training step), then the result of a few dozen steps."""
     out = tmp_path_factory.mktemp("retinanet")
-    untrained_cfg = load_config(None, _overrides(shapes, out / "untrained", "trainer.max_steps=0", "eval.save_visualization=0"))
+    untrained_cfg = load_config(
+        None, _overrides(shapes, out / "untrained", "trainer.max_steps=0", "eval.save_visualization=0")
+    )
     untrained = train(untrained_cfg)
-    cfg = load_config(None, _overrides(shapes, out / "trained", "trainer.max_epochs=50", "trainer.check_val_every_n_epoch=25"))
+    cfg = load_config(
+        None, _overrides(shapes, out / "trained", "trainer.max_epochs=50", "trainer.check_val_every_n_epoch=25")
+    )
     return untrained, train(cfg)
 
 
@@ -108,7 +112,9 @@ def test_checkpoint_holds_config_and_evaluate_reproduces_training_metrics(traine
     detections = json.loads((tmp_path / "eval" / "detections_bbox.json").read_text())
     assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
     assert (tmp_path / "eval" / "per_class.md").read_text().count("|") > 10
-    trained_rows = json.loads((Path(result["output_dir"]) / "evaluation.json").read_text())["iou_types"]["bbox"]["per_class"]
+    trained_rows = json.loads((Path(result["output_dir"]) / "evaluation.json").read_text())["iou_types"]["bbox"][
+        "per_class"
+    ]
     evaluated_rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["iou_types"]["bbox"]["per_class"]
     assert [row["name"] for row in evaluated_rows] == ["circle", "square", "triangle"]
     for trained_row, evaluated_row in zip(trained_rows, evaluated_rows):
@@ -172,8 +178,13 @@ def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
 
     det_cfg = load_config(
         None,
-        _overrides(shapes, tmp_path / "det", f"model.backbone.weights={cls_result['last_checkpoint']}", "model.num_classes=3",
-                   "trainer.max_steps=2"),
+        _overrides(
+            shapes,
+            tmp_path / "det",
+            f"model.backbone.weights={cls_result['last_checkpoint']}",
+            "model.num_classes=3",
+            "trainer.max_steps=2",
+        ),
     )
     from sasa_det.engine.task import get_task
 

@@ -35,8 +35,16 @@ def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
     assert (out / "predictions.png").is_file()
 
     # A single-process evaluation of the same weights scores the same images: same numbers.
-    evaluated = load_tool("eval").main([str(out / "checkpoints" / "last.ckpt"), "trainer.devices=1", "trainer.strategy=auto",
-                                    "trainer.accelerator=cpu", "--out", str(tmp_path / "eval")])
+    evaluated = load_tool("eval").main(
+        [
+            str(out / "checkpoints" / "last.ckpt"),
+            "trainer.devices=1",
+            "trainer.strategy=auto",
+            "trainer.accelerator=cpu",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert evaluated["metrics"]["val/num_images"] == 5
     assert evaluated["metrics"]["val/mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-4)
     assert (tmp_path / "eval" / "detections_bbox.json").is_file()
@@ -60,7 +68,9 @@ def test_classification_through_train_tool_then_eval_tool(tmp_path):
     assert Path(result["best_checkpoint"]).is_file()
     evaluated = load_tool("eval").main([result["last_checkpoint"], "--out", str(tmp_path / "eval")])
     assert evaluated["metrics"]["val/top1"] == pytest.approx(result["metrics"]["val/top1"], abs=1e-6)
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/top1"] == pytest.approx(result["metrics"]["val/top1"])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/top1"] == pytest.approx(
+        result["metrics"]["val/top1"]
+    )
 
 
 def test_train_tool_reports_config_errors(tmp_path, capsys):
@@ -80,7 +90,11 @@ def test_tools_refuse_bad_checkpoint_files_with_one_clear_message(tool, tmp_path
     extra = [str(image), "--out", str(tmp_path / "out")] if tool == "predict" else []
     (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 200)
     (tmp_path / "text.ckpt").write_text("hello")
-    for name, message in (("missing.ckpt", "no such file"), ("cut.ckpt", "the file is truncated or corrupt"), ("text.ckpt", "not a PyTorch checkpoint")):
+    for name, message in (
+        ("missing.ckpt", "no such file"),
+        ("cut.ckpt", "the file is truncated or corrupt"),
+        ("text.ckpt", "not a PyTorch checkpoint"),
+    ):
         with pytest.raises(SystemExit) as stop:
             load_tool(tool).main([str(tmp_path / name), *extra])
         assert f"{name}: {message}" in str(stop.value.code)

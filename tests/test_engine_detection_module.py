@@ -6,10 +6,9 @@ import torch
 from sasa_det.config import ConfigError, config_to_dict, load_config
 from sasa_det.engine.callbacks import format_coco_summary
 from sasa_det.engine.checkpointing import CONFIG_KEY, ExperimentConfigInCheckpoint
-from sasa_det.engine.detection_module import DetectionModule
 from sasa_det.engine.detection_task import detector_arguments, iou_types_for
-from sasa_det.engine.task import get_task
 from sasa_det.engine.optim import schedule_lengths
+from sasa_det.engine.task import get_task
 
 TINY = [
     "model.num_classes=3",
@@ -21,7 +20,9 @@ TINY = [
 
 
 def test_schedule_lengths_from_epochs_and_fractions():
-    optim = config_to_dict(load_config(None, ["optim.warmup_epochs=1.5", "optim.schedule=multistep", "optim.milestones=[0.5,0.75]"]))["optim"]
+    optim = config_to_dict(
+        load_config(None, ["optim.warmup_epochs=1.5", "optim.schedule=multistep", "optim.milestones=[0.5,0.75]"])
+    )["optim"]
     args = schedule_lengths(optim, total_steps=200, steps_per_epoch=20)
     assert args["warmup_steps"] == 30  # 1.5 epochs x 20 steps
     assert args["milestones"] == [100, 150]
@@ -59,7 +60,9 @@ def test_module_stores_plain_settings_not_the_config():
 def test_misspelt_backbone_option_fails_at_load_naming_key_file_and_choices(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("model:\n  backbone:\n    name: sasa_resnet26\n  sasa:\n    impl: shfit\n")
-    with pytest.raises(ConfigError, match=r"exp.yaml: model.sasa.impl='shfit' is not one of .*'shift'.*did you mean 'shift'"):
+    with pytest.raises(
+        ConfigError, match=r"exp.yaml: model.sasa.impl='shfit' is not one of .*'shift'.*did you mean 'shift'"
+    ):
         load_config(path)
     path.write_text("model:\n  backbone:\n    name: sasa_resnet26\n    sasa_impl: shift\n")
     with pytest.raises(ConfigError, match="exp.yaml: unknown config key 'model.backbone.sasa_impl'"):

@@ -51,7 +51,9 @@ def _overrides(root: Path, out: Path, classes: str, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def source_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
-    cfg = load_config(None, _overrides(root / "shapes", root / "source", "[circle, square, triangle]", "trainer.max_steps=300"))
+    cfg = load_config(
+        None, _overrides(root / "shapes", root / "source", "[circle, square, triangle]", "trainer.max_steps=300")
+    )
     result = train(cfg)
     assert result["metrics"]["val/AP50"] > 0.1  # the source detector has learnt something of its shapes
     return root, result["last_checkpoint"]
@@ -71,7 +73,10 @@ def test_finetuned_detector_is_ahead_of_scratch_on_other_classes(source_checkpoi
     report = json.loads((root / "tuned" / "init_from_report.json").read_text())
     assert report["source"] == source
     # 3 source classes + background -> 2 + background: only the class logits' shapes differ.
-    assert set(report["skipped"]) == {"head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias"}
+    assert set(report["skipped"]) == {
+        "head.classification_head.cls_logits.weight",
+        "head.classification_head.cls_logits.bias",
+    }
     assert report["skipped"]["head.classification_head.cls_logits.bias"] == [[9 * 4], [9 * 3]]
     assert not report["missing"] and not report["unused"]
     checkpoint = torch.load(tuned["last_checkpoint"], map_location="cpu", weights_only=True)

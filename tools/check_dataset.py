@@ -24,9 +24,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="an instances json (then IMAGES is required) or an experiment YAML")
     parser.add_argument("rest", nargs="*", help="IMAGES folder after a json; key=value overrides after a YAML")
-    parser.add_argument("--images", dest="level", choices=["header", "full", "off"], default=None,
-                        help="image check: header (size, mode, EXIF, end marker; default) or full (decode every pixel)")
-    parser.add_argument("--masks", action="store_true", help="also check segmentations (json mode; a config decides itself)")
+    parser.add_argument(
+        "--images",
+        dest="level",
+        choices=["header", "full", "off"],
+        default=None,
+        help="image check: header (size, mode, EXIF, end marker; default) or full (decode every pixel)",
+    )
+    parser.add_argument(
+        "--masks", action="store_true", help="also check segmentations (json mode; a config decides itself)"
+    )
     parser.add_argument("--num-classes", type=int, default=None, help="json mode: the model's num_classes to compare")
     parser.add_argument("--workers", type=int, default=None, help="threads for the image check (default: min(8, CPUs))")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the image-check cache")
@@ -57,8 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports = check_config_datasets(cfg, check_images=args.level, **common)
         else:
             reports = [
-                check_dataset(args.source, args.rest[0], check_images=args.level or "header", with_masks=args.masks,
-                              cache=not args.no_cache, cache_dir=args.cache_dir, num_classes=args.num_classes, **common)
+                check_dataset(
+                    args.source,
+                    args.rest[0],
+                    check_images=args.level or "header",
+                    with_masks=args.masks,
+                    cache=not args.no_cache,
+                    cache_dir=args.cache_dir,
+                    num_classes=args.num_classes,
+                    **common,
+                )
             ]
     except (DatasetError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

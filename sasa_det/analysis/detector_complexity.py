@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sasa_det.detectors.build import build_detector
 from sasa_det.analysis.model_info import FlopCount, ModelInfo, count_flops, count_parameters, format_table
+from sasa_det.detectors.build import build_detector
 
 PAPER_IMAGE_SIZE = 640  # SASA paper, Sec. 4.2: max side 640
 COCO_CLASSES = 80

@@ -59,13 +59,17 @@ def _build(case: ModelCase, height: int, width: int) -> nn.Module:
         from torchvision.models.detection import retinanet_resnet50_fpn
 
         return retinanet_resnet50_fpn(
-            weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
-            min_size=min(height, width), max_size=max(height, width),
+            weights=None,
+            weights_backbone=None,
+            num_classes=NUM_CLASSES + 1,
+            min_size=min(height, width),
+            max_size=max(height, width),
         )
     from sasa_det.detectors import build_detector
 
-    return build_detector("retinanet", NUM_CLASSES, min_size=min(height, width), max_size=max(height, width),
-                          **case.build_kwargs)
+    return build_detector(
+        "retinanet", NUM_CLASSES, min_size=min(height, width), max_size=max(height, width), **case.build_kwargs
+    )
 
 
 def _inputs(settings: dict, device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -76,10 +80,12 @@ def _inputs(settings: dict, device: torch.device) -> tuple[list[torch.Tensor], l
         images.append(torch.rand(3, height, width, generator=generator).to(device))
         xy = torch.rand(4, 2, generator=generator) * torch.tensor([width * 0.6, height * 0.6])
         wh = 16 + torch.rand(4, 2, generator=generator) * torch.tensor([width * 0.3, height * 0.3])
-        targets.append({
-            "boxes": torch.cat([xy, xy + wh], dim=1).to(device),
-            "labels": torch.randint(1, NUM_CLASSES + 1, (4,), generator=generator).to(device),
-        })
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], dim=1).to(device),
+                "labels": torch.randint(1, NUM_CLASSES + 1, (4,), generator=generator).to(device),
+            }
+        )
     return images, targets
 
 
@@ -138,14 +144,29 @@ def _measure(case: ModelCase, settings: dict) -> dict:
     }
 
 
-def measure_model(name: str, device: str = "cpu", dtype: str = "float32", height: int = 256, width: int = 256,
-                  batch: int = 1, repeats: int = 3, warmup: int = 1) -> dict:
+def measure_model(
+    name: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+    height: int = 256,
+    width: int = 256,
+    batch: int = 1,
+    repeats: int = 3,
+    warmup: int = 1,
+) -> dict:
     """One row of :func:`benchmark_models` (no baseline, no ratios), in this process."""
     known = {case.name: case for case in MODEL_CASES}
     if name not in known:
         raise ValueError(f"unknown case {name!r}; choose from {list(known)}")
-    settings = {"device": device, "dtype": dtype, "height": height, "width": width, "batch": batch,
-                "repeats": repeats, "warmup": warmup}
+    settings = {
+        "device": device,
+        "dtype": dtype,
+        "height": height,
+        "width": width,
+        "batch": batch,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
     return {**asdict(known[name]), **_run_case(known[name], settings)}
 
 
@@ -183,8 +204,15 @@ def benchmark_models(
     selected = [case for case in MODEL_CASES if case.name in names or case.name == baseline]
     if isolate is None:
         isolate = device.startswith("cpu")
-    settings = {"device": device, "dtype": dtype, "height": height, "width": width, "batch": batch,
-                "repeats": repeats, "warmup": warmup}
+    settings = {
+        "device": device,
+        "dtype": dtype,
+        "height": height,
+        "width": width,
+        "batch": batch,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
     results = []
     for case in selected:
         row = asdict(case)

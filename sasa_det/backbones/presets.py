@@ -37,7 +37,11 @@ for _depth in (26, 38, 50, 101, 152):
     PRESETS[f"resnet{_depth}"] = {"blocks_per_stage": _DEPTHS[_depth], "stage_ops": "conv", "stem": "conv"}
 for _depth in (26, 38, 50):
     PRESETS[f"sasa_resnet{_depth}"] = {"blocks_per_stage": _DEPTHS[_depth], "stage_ops": "sasa", "stem": "attention"}
-    PRESETS[f"sasa_resnet{_depth}_convstem"] = {"blocks_per_stage": _DEPTHS[_depth], "stage_ops": "sasa", "stem": "conv"}
+    PRESETS[f"sasa_resnet{_depth}_convstem"] = {
+        "blocks_per_stage": _DEPTHS[_depth],
+        "stage_ops": "sasa",
+        "stem": "conv",
+    }
 for _depth in (50, 101, 152):
     # AA Sec. 4.2: augmented convolutions in the last 3 stages of the ImageNet ResNets.
     PRESETS[f"aa_resnet{_depth}"] = {

@@ -226,7 +226,9 @@ class ResNet(nn.Module):
             out_features = (out_features,)
         unknown = [f for f in out_features if f not in FEATURE_NAMES]
         if unknown or not out_features:
-            raise ValueError(f"out_features must be a non-empty subset of {list(FEATURE_NAMES)}, got {list(out_features)}")
+            raise ValueError(
+                f"out_features must be a non-empty subset of {list(FEATURE_NAMES)}, got {list(out_features)}"
+            )
         if int(base_width) < 1:
             raise ValueError(f"base_width must be >= 1, got {base_width}")
         if int(image_size) < 1:

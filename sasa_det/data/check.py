@@ -72,8 +72,16 @@ def check_config_datasets(cfg: Any, check_images: str | None = None, **kwargs: A
         try:
             reports.append(
                 check_dataset(
-                    ann, images, check_images=check_images or data.check_images, with_masks=with_masks, cache=data.check_cache,
-                    cache_dir=data.check_cache_dir, workers=data.check_workers, name=name, num_classes=cfg.model.num_classes, **kwargs,
+                    ann,
+                    images,
+                    check_images=check_images or data.check_images,
+                    with_masks=with_masks,
+                    cache=data.check_cache,
+                    cache_dir=data.check_cache_dir,
+                    workers=data.check_workers,
+                    name=name,
+                    num_classes=cfg.model.num_classes,
+                    **kwargs,
                 )
             )
         except DatasetError as err:

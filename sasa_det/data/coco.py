@@ -36,8 +36,9 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,9 +101,13 @@ def _read_json(path: Path) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
-        raise DatasetError(f"Annotation file {str(path)!r} is not valid JSON: {err}. Fix or regenerate the file.") from err
+        raise DatasetError(
+            f"Annotation file {str(path)!r} is not valid JSON: {err}. Fix or regenerate the file."
+        ) from err
     if not isinstance(data, dict):
-        raise DatasetError(f"Annotation file {str(path)!r} must hold a JSON object with 'images', 'annotations', 'categories'.")
+        raise DatasetError(
+            f"Annotation file {str(path)!r} must hold a JSON object with 'images', 'annotations', 'categories'."
+        )
     return data
 
 
@@ -194,7 +199,11 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         data = _read_json(self.ann_file)
         problems = check_coco_dict(data, self.ann_file, with_masks=with_masks)
         if check_images != "off" and isinstance(data, dict) and isinstance(data.get("images"), list):
-            names = [img["file_name"] for img in data["images"] if isinstance(img, dict) and isinstance(img.get("file_name"), str) and img["file_name"]]
+            names = [
+                img["file_name"]
+                for img in data["images"]
+                if isinstance(img, dict) and isinstance(img.get("file_name"), str) and img["file_name"]
+            ]
             results, self.report.counts["image_checks_cached"] = check_image_files(
                 self.image_dir, names, level=check_images, cache_dir=cache_dir, workers=check_workers, progress=progress
             )
@@ -221,7 +230,14 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         if not self.image_ids:
             raise DatasetError(
                 f"{self.ann_file}: no image is left to use:",
-                [Problem(str(self.ann_file), "", f"all {len(data['images'])} image(s) were dropped (none has a usable annotation)", "check the annotations, or keep empty images (keep_empty_train)")],
+                [
+                    Problem(
+                        str(self.ann_file),
+                        "",
+                        f"all {len(data['images'])} image(s) were dropped (none has a usable annotation)",
+                        "check the annotations, or keep empty images (keep_empty_train)",
+                    )
+                ],
             )
         self._log_stats()
 
@@ -247,12 +263,19 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             x2, y2 = min(max(x + w, 0.0), img["width"]), min(max(y + h, 0.0), img["height"])
             if x2 - x1 < self.min_box_size or y2 - y1 < self.min_box_size:
                 self.stats["degenerate_boxes"] += 1
-                self.report.fix(f"box smaller than min_box_size={self.min_box_size:g} px (after clipping) removed", ann["id"])
+                self.report.fix(
+                    f"box smaller than min_box_size={self.min_box_size:g} px (after clipping) removed", ann["id"]
+                )
                 continue
             if (x1, y1, x2, y2) != (x, y, x + w, y + h):
                 self.stats["clipped_boxes"] += 1
                 self.report.fix("box clipped to the image", ann["id"])
-            kept = {"id": ann["id"], "image_id": ann["image_id"], "category_id": ann["category_id"], "box": (x1, y1, x2, y2)}
+            kept = {
+                "id": ann["id"],
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "box": (x1, y1, x2, y2),
+            }
             if self.with_masks:
                 segm = ann["segmentation"]
                 if removed_polygon_parts(segm):
@@ -273,9 +296,13 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             self._annotations[img["id"]] = anns
         self.stats["images_kept"] = len(self.image_ids)
         self.stats["instances_kept"] = sum(len(a) for a in self._annotations.values())
-        self.report.counts.update({k: self.stats[k] for k in ("images", "annotations", "images_kept", "instances_kept")})
+        self.report.counts.update(
+            {k: self.stats[k] for k in ("images", "annotations", "images_kept", "instances_kept")}
+        )
         if self.keep_empty and self.stats["images_without_annotations"]:
-            self.report.notes.append(f"{self.stats['images_without_annotations']} image(s) without annotations kept (negatives)")
+            self.report.notes.append(
+                f"{self.stats['images_without_annotations']} image(s) without annotations kept (negatives)"
+            )
         used = {a["category_id"] for anns in self._annotations.values() for a in anns}
         unused = [self.class_names[self.category_to_label[c] - 1] for c in sorted(self.coco.cats) if c not in used]
         if unused:
@@ -371,9 +398,15 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             except DatasetError as err:
                 if self.on_load_error != "skip":
                     raise
-                logger.warning("%s Skipped (on_bad_records=drop): image id %d is used in its place.", err, self.image_ids[(index + 1) % len(self)])
+                logger.warning(
+                    "%s Skipped (on_bad_records=drop): image id %d is used in its place.",
+                    err,
+                    self.image_ids[(index + 1) % len(self)],
+                )
                 index = (index + 1) % len(self)
-        raise DatasetError(f"{_MAX_SKIPS} images in a row failed to load from {str(self.image_dir)!r}; is the folder still there?")
+        raise DatasetError(
+            f"{_MAX_SKIPS} images in a row failed to load from {str(self.image_dir)!r}; is the folder still there?"
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         index, image = self._load_image_or_skip(index)

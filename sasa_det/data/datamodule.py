@@ -11,10 +11,10 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from sasa_det.data.coco import CocoDetectionDataset
-from sasa_det.data.validation import BAD_RECORD_POLICIES, CHECK_LEVELS, DatasetReport, default_cache_dir
 from sasa_det.data.collate import collate_detection
 from sasa_det.data.sampling import resumable_train_loader, sharded_val_loader
 from sasa_det.data.transforms import build_train_transforms, build_val_transforms
+from sasa_det.data.validation import BAD_RECORD_POLICIES, CHECK_LEVELS, DatasetReport, default_cache_dir
 
 __all__ = ["CocoDataModule"]
 
@@ -98,7 +98,9 @@ class CocoDataModule(pl.LightningDataModule):
         if (val_images is None) != (val_ann is None):
             raise ValueError("val_images and val_ann must be given together (or both None).")
         if train_ann is None and val_ann is None:
-            raise ValueError("CocoDataModule needs at least one split: give train_images/train_ann or val_images/val_ann.")
+            raise ValueError(
+                "CocoDataModule needs at least one split: give train_images/train_ann or val_images/val_ann."
+            )
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
             raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, val_batch_size={val_batch_size}.")
         if num_workers < 0:
@@ -136,7 +138,9 @@ class CocoDataModule(pl.LightningDataModule):
         if self.train_ann is None:
             raise ValueError("This CocoDataModule has no training split (train_images/train_ann are None).")
         if self._train_dataset is None:
-            self._train_dataset = self._build("train", self.train_images, self.train_ann, self.train_transforms, self.keep_empty_train)
+            self._train_dataset = self._build(
+                "train", self.train_images, self.train_ann, self.train_transforms, self.keep_empty_train
+            )
             self._check_categories()
         return self._train_dataset
 
@@ -224,7 +228,9 @@ class CocoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, resumable training loader over this rank's shard."""
-        return resumable_train_loader(self.train_dataset, self.trainer, self.seed, self.batch_size, **self._loader_options())
+        return resumable_train_loader(
+            self.train_dataset, self.trainer, self.seed, self.batch_size, **self._loader_options()
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Validation loader in file order over this rank's unpadded shard."""

@@ -26,7 +26,6 @@ Where the paper is silent, what we chose:
 """
 
 import math
-
 from collections.abc import Mapping
 from typing import Any
 
@@ -170,4 +169,3 @@ class AttentionRetinaNetHead(RetinaNetHead):
             norm=norm,
             value_init_std=value_init_std,
         )
-

@@ -6,7 +6,6 @@ their state dicts load into ours by name.
 """
 
 from collections import OrderedDict
-
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,9 +95,7 @@ def build_fpn(
         extra_blocks = AttentionLastLevelP6P7(out_channels, out_channels, sasa=sasa)
     else:
         extra_blocks = LastLevelMaxPool()
-    return AttentionFeaturePyramidNetwork(
-        in_channels_list, out_channels, extra_blocks=extra_blocks, sasa=sasa
-    )
+    return AttentionFeaturePyramidNetwork(in_channels_list, out_channels, extra_blocks=extra_blocks, sasa=sasa)
 
 
 def backbone_with_fpn(

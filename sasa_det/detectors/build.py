@@ -14,9 +14,9 @@ from torchvision.models.detection.retinanet import RetinaNet
 
 from sasa_det.backbones import build_backbone, load_backbone_weights
 from sasa_det.detectors.backbone_with_fpn import FPN_KINDS
-from sasa_det.layers import check_sasa_options
 from sasa_det.detectors.rcnn import RCNN_FEATURES, faster_rcnn_from_backbone, mask_rcnn_from_backbone
 from sasa_det.detectors.retinanet import HEAD_KINDS, RETINANET_FEATURES, retinanet_from_backbone
+from sasa_det.layers import check_sasa_options
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,9 @@ def build_detector(
     sasa = check_sasa_options(sasa)
     overrides = dict(backbone_overrides or {})
     if "sasa" in overrides:
-        raise ValueError("give the SASA options as build_detector(sasa=...), not in backbone_overrides: they apply to every SASA layer")
+        raise ValueError(
+            "give the SASA options as build_detector(sasa=...), not in backbone_overrides: they apply to every SASA layer"
+        )
     overrides["sasa"] = sasa
     if "out_features" in overrides:
         raise ValueError(
@@ -158,7 +160,11 @@ def build_detector(
         if missing or unexpected:
             logger.warning(
                 "backbone weights %s: %d missing keys %s, %d unexpected keys %s",
-                backbone_weights, len(missing), list(missing)[:10], len(unexpected), list(unexpected)[:10],
+                backbone_weights,
+                len(missing),
+                list(missing)[:10],
+                len(unexpected),
+                list(unexpected)[:10],
             )
         else:
             logger.info("backbone weights %s loaded: all keys matched", backbone_weights)
@@ -166,8 +172,15 @@ def build_detector(
     size_kwargs = {"min_size": min_sizes, "max_size": max_size}
     if arch == "retinanet":
         return retinanet_from_backbone(
-            body, num_classes + 1, fpn=fpn, head=head, fpn_channels=fpn_channels, head_norm=head_norm, sasa=sasa,
-            **size_kwargs, **kwargs
+            body,
+            num_classes + 1,
+            fpn=fpn,
+            head=head,
+            fpn_channels=fpn_channels,
+            head_norm=head_norm,
+            sasa=sasa,
+            **size_kwargs,
+            **kwargs,
         )
     if arch == "faster_rcnn":
         return faster_rcnn_from_backbone(

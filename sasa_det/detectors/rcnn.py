@@ -67,6 +67,4 @@ def mask_rcnn_from_backbone(
     )
     box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
     mask_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)
-    return MaskRCNN(
-        backbone, num_classes, box_roi_pool=box_roi_pool, mask_roi_pool=mask_roi_pool, **mask_rcnn_kwargs
-    )
+    return MaskRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, mask_roi_pool=mask_roi_pool, **mask_rcnn_kwargs)

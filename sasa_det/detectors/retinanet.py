@@ -86,7 +86,9 @@ def retinanet_from_backbone(
     model = ForegroundRetinaNet(backbone, num_classes, **retinanet_kwargs)
     num_anchors = model.anchor_generator.num_anchors_per_location()[0]
     if head == "attention":
-        model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes, sasa=sasa, norm=head_norm or "group")
+        model.head = AttentionRetinaNetHead(
+            fpn_channels, num_anchors, num_classes, sasa=sasa, norm=head_norm or "group"
+        )
     elif head_norm == "group":
         # torchvision's v2 head: GroupNorm(32) after every tower conv; trains much faster from scratch.
         if fpn_channels % GROUP_NORM_GROUPS != 0:

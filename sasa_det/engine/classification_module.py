@@ -50,15 +50,21 @@ class ClassificationModule(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing (0 = off; neither paper states one).
     """
 
-    def __init__(self, classifier: Mapping[str, Any], optim: Mapping[str, Any] | None = None, label_smoothing: float = 0.0):
+    def __init__(
+        self, classifier: Mapping[str, Any], optim: Mapping[str, Any] | None = None, label_smoothing: float = 0.0
+    ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         classifier = dict(classifier)
         if classifier.get("num_classes") is None:
-            raise ValueError("classifier num_classes is not set; set classifier.num_classes or let the trainer take it from the dataset")
+            raise ValueError(
+                "classifier num_classes is not set; set classifier.num_classes or let the trainer take it from the dataset"
+            )
         settings = OptimSettings.from_mapping(optim or {})
-        self.save_hyperparameters({"classifier": classifier, "optim": settings.to_dict(), "label_smoothing": float(label_smoothing)})
+        self.save_hyperparameters(
+            {"classifier": classifier, "optim": settings.to_dict(), "label_smoothing": float(label_smoothing)}
+        )
         self.optim_settings = settings
         self.label_smoothing = float(label_smoothing)
         build_args = dict(classifier)
@@ -96,7 +102,10 @@ class ClassificationModule(pl.LightningModule):
         images, labels = batch
         logits = self.model(images)
         correct = topk_correct(logits, labels, self.topk)
-        sums = [self._loss(logits, labels, reduction="sum").double(), torch.tensor(float(labels.shape[0]), device=self.device)]
+        sums = [
+            self._loss(logits, labels, reduction="sum").double(),
+            torch.tensor(float(labels.shape[0]), device=self.device),
+        ]
         self._val_sums += torch.stack(sums + [c.double() for c in correct])
 
     def on_validation_epoch_end(self) -> None:
@@ -113,4 +122,6 @@ class ClassificationModule(pl.LightningModule):
     def configure_optimizers(self):
         """Optimizer and per-step schedule (:func:`sasa_det.engine.optim.configure_optimization`)."""
         batch_size = getattr(self.trainer.datamodule, "batch_size", 1)
-        return configure_optimization(self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone)
+        return configure_optimization(
+            self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone
+        )

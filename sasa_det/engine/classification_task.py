@@ -60,7 +60,9 @@ class ClassificationTask(Task):
         from sasa_det.engine.classification_module import ClassificationModule
 
         module = ClassificationModule(
-            classifier_arguments(cfg), optim=config_to_dict(cfg.optim), label_smoothing=float(cfg.classifier.label_smoothing)
+            classifier_arguments(cfg),
+            optim=config_to_dict(cfg.optim),
+            label_smoothing=float(cfg.classifier.label_smoothing),
         )
         if cfg.classifier.backbone.weights:
             load_backbone_weights(module.model.backbone, cfg.classifier.backbone.weights)

@@ -59,17 +59,21 @@ class DetectionModule(pl.LightningModule):
         super().__init__()
         detector = dict(detector)
         if detector.get("num_classes") is None:
-            raise ValueError("detector num_classes is not set; set model.num_classes or let the trainer take it from the dataset")
+            raise ValueError(
+                "detector num_classes is not set; set model.num_classes or let the trainer take it from the dataset"
+            )
         settings = OptimSettings.from_mapping(optim or {})
         names = [str(n) for n in class_names] if class_names is not None else None
-        self.save_hyperparameters({
-            "detector": detector,
-            "optim": settings.to_dict(),
-            "iou_types": list(iou_types),
-            "score_threshold": float(score_threshold),
-            "class_names": names,
-            "eval_backend": str(eval_backend),
-        })
+        self.save_hyperparameters(
+            {
+                "detector": detector,
+                "optim": settings.to_dict(),
+                "iou_types": list(iou_types),
+                "score_threshold": float(score_threshold),
+                "class_names": names,
+                "eval_backend": str(eval_backend),
+            }
+        )
         self.optim_settings = settings
         self.class_names = names
         self.iou_types = tuple(iou_types)
@@ -126,7 +130,9 @@ class DetectionModule(pl.LightningModule):
         """Optimizer and per-step schedule (:func:`sasa_det.engine.optim.configure_optimization`); the
         backbone body gets ``optim.backbone_lr_mult``."""
         batch_size = getattr(self.trainer.datamodule, "batch_size", 1)
-        return configure_optimization(self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone.body)
+        return configure_optimization(
+            self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone.body
+        )
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

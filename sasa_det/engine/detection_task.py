@@ -74,7 +74,8 @@ class DetectionTask(Task):
         given = [key for key in _PATH_KEYS if cfg.data[key] is not None]
         if len(given) == len(_PATH_KEYS):
             logger.warning(
-                "data.shapes.root=%s is ignored: data.train_images/train_ann/val_images/val_ann are set and win", shapes.root
+                "data.shapes.root=%s is ignored: data.train_images/train_ann/val_images/val_ann are set and win",
+                shapes.root,
             )
             cfg = cfg.copy()
             cfg.data.shapes.root = None
@@ -177,11 +178,17 @@ class DetectionTask(Task):
             table = evaluator.per_class_table()
             (out / "per_class.md").write_text(table + "\n")
             write_evaluation_json(evaluator, out / EVALUATION_FILE)
-            print(f"Final COCO metrics (step {module.global_step})\n{format_coco_summary(metrics)}\n{table}", flush=True)
+            print(
+                f"Final COCO metrics (step {module.global_step})\n{format_coco_summary(metrics)}\n{table}", flush=True
+            )
         if cfg.eval.save_visualization > 0:
             png = save_prediction_grid(
-                module.model, datamodule.val_dataset, out / "predictions.png", cfg.eval.save_visualization,
-                cfg.eval.draw_threshold, class_names=module.class_names,
+                module.model,
+                datamodule.val_dataset,
+                out / "predictions.png",
+                cfg.eval.save_visualization,
+                cfg.eval.draw_threshold,
+                class_names=module.class_names,
             )
             written["predictions_png"] = str(png) if png else None
         return written

@@ -27,8 +27,8 @@ cosine starts where the warm-up ends, so the peak rate is reached exactly once.
 
 from __future__ import annotations
 
-import math
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -94,12 +94,14 @@ def parameter_groups(
         for decays in (True, False):
             params = buckets.get((is_backbone, decays))
             if params:
-                groups.append({
-                    "params": params,
-                    "weight_decay": float(weight_decay) if decays else 0.0,
-                    "name": ("backbone_" if is_backbone else "") + ("decay" if decays else "no_decay"),
-                    "lr_mult": float(backbone_lr_mult) if is_backbone else 1.0,
-                })
+                groups.append(
+                    {
+                        "params": params,
+                        "weight_decay": float(weight_decay) if decays else 0.0,
+                        "name": ("backbone_" if is_backbone else "") + ("decay" if decays else "no_decay"),
+                        "lr_mult": float(backbone_lr_mult) if is_backbone else 1.0,
+                    }
+                )
     return groups
 
 
@@ -279,7 +281,7 @@ class OptimSettings:
     reference_batch_size: int | None = None
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "OptimSettings":
+    def from_mapping(cls, values: Mapping[str, Any]) -> OptimSettings:
         """Settings from a mapping with these field names (e.g. the ``optim`` config section); others are ignored."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in dict(values).items() if k in known}
@@ -322,7 +324,12 @@ def configure_optimization(
     if settings.reference_batch_size is not None:
         logger.info(
             "linear scaling rule: lr %.6g = %.6g x global batch %d (%d per device x %d devices x %d accumulation) / %d",
-            lr, settings.lr, global_batch, batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+            lr,
+            settings.lr,
+            global_batch,
+            batch_size,
+            trainer.world_size,
+            trainer.accumulate_grad_batches,
             settings.reference_batch_size,
         )
     optimizer = build_optimizer(

@@ -73,7 +73,12 @@ class Task(ABC):
         return []
 
     def write_report(
-        self, module: pl.LightningModule, datamodule: pl.LightningDataModule, metrics: dict[str, float], cfg: DictConfig, out: Path
+        self,
+        module: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
+        metrics: dict[str, float],
+        cfg: DictConfig,
+        out: Path,
     ) -> dict[str, Optional[str]]:
         """Files written (global rank 0) after training; returns ``{name: path}`` of what was written."""
         return {}

@@ -148,7 +148,9 @@ class CocoEvaluator:
         """
         image_ids = [int(i) for i in image_ids]
         if len(image_ids) != len(predictions):
-            raise ValueError(f"got {len(predictions)} predictions but {len(image_ids)} image ids; pass one id per image.")
+            raise ValueError(
+                f"got {len(predictions)} predictions but {len(image_ids)} image ids; pass one id per image."
+            )
         for prediction, image_id in zip(predictions, image_ids):
             if image_id not in self.coco_gt.imgs:
                 raise ValueError(
@@ -301,9 +303,14 @@ class CocoEvaluator:
         iou_thresholds = coco_eval.params.iouThrs
         rows = []
         for k, category_id in enumerate(coco_eval.params.catIds):
-            row = {"category_id": int(category_id), "name": str(self.coco_gt.cats[category_id].get("name", category_id))}
+            row = {
+                "category_id": int(category_id),
+                "name": str(self.coco_gt.cats[category_id].get("name", category_id)),
+            }
             for key, t in (("AP", None), ("AP50", 0.5), ("AP75", 0.75)):
-                values = precision[:, :, k, 0, -1] if t is None else precision[np.isclose(iou_thresholds, t), :, k, 0, -1]
+                values = (
+                    precision[:, :, k, 0, -1] if t is None else precision[np.isclose(iou_thresholds, t), :, k, 0, -1]
+                )
                 valid = values[values > -1]
                 row[key] = float(valid.mean()) if valid.size else float("nan")
             rows.append(row)

@@ -32,7 +32,7 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> T
         parts = []
         for s0 in range(0, blocks, limit):
             part = (slice(b0, b0 + limit), slice(s0, s0 + limit))
-            part_mask = None if mask is None else mask[s0:s0 + limit]
+            part_mask = None if mask is None else mask[s0 : s0 + limit]
             parts.append(F.scaled_dot_product_attention(q[part], k[part], v[part], attn_mask=part_mask, scale=1.0))
         rows.append(torch.cat(parts, dim=1))
     return torch.cat(rows, dim=0)

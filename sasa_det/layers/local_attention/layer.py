@@ -152,7 +152,9 @@ class LocalSelfAttention2d(nn.Module):
         scale = self.head_channels**-0.5 if self.scaled else 1.0
         if impl.fused is not None:
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight]).flatten(1)
-            out = impl.fused(x, weight, self.rel_row, self.rel_col, self.heads, self.kernel_size, self.mask_padding, scale)
+            out = impl.fused(
+                x, weight, self.rel_row, self.rel_col, self.heads, self.kernel_size, self.mask_padding, scale
+            )
         else:
             q = self.query(x).reshape(shape)
             k = self.key(x).reshape(shape)
