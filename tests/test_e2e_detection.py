@@ -153,7 +153,7 @@ def test_mask_rcnn_reports_segm_metrics(shapes, tmp_path):
 
 def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
     from sasa_det.data import make_image_folder_dataset
-    from sasa_det.engine.runner import load_module
+    from sasa_det.engine.loading import load_module
 
     folders = make_image_folder_dataset(tmp_path / "folders", num_train_per_class=4, num_val_per_class=2, image_size=32)
     cls_cfg = load_config(
@@ -186,7 +186,7 @@ def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
             "trainer.max_steps=2",
         ),
     )
-    from sasa_det.engine.task import get_task
+    from sasa_det.engine.tasks import get_task
 
     detector = get_task("detection").build_module(det_cfg)
     body = detector.model.backbone.body.state_dict()

@@ -8,7 +8,7 @@ from sasa_det.engine.callbacks import format_coco_summary
 from sasa_det.engine.checkpointing import CONFIG_KEY, ExperimentConfigInCheckpoint
 from sasa_det.engine.detection_task import detector_arguments, iou_types_for
 from sasa_det.engine.optim import schedule_lengths
-from sasa_det.engine.task import get_task
+from sasa_det.engine.tasks import get_task
 
 TINY = [
     "model.num_classes=3",

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> list:
 
     configure_logging()
     from sasa_det.config import ConfigError, load_config
-    from sasa_det.engine.task import get_task
+    from sasa_det.engine.tasks import get_task
     from sasa_det.evaluation import save_dataset_images
 
     try:

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from sasa_det.config import config_to_dict
-from sasa_det.engine.task import Task, backbone_build_arguments, register_task
+from sasa_det.engine.task import Task, backbone_build_arguments
 
 __all__ = ["ClassificationTask", "classifier_arguments"]
 
@@ -70,6 +70,3 @@ class ClassificationTask(Task):
 
     def network(self, module: pl.LightningModule) -> tuple[Any, Optional[str]]:
         return module.model, "backbone."
-
-
-register_task(ClassificationTask())

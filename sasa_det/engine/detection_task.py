@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from sasa_det.config import ConfigError, config_to_dict
 from sasa_det.engine.callbacks import CocoSummaryPrinter, format_coco_summary
-from sasa_det.engine.task import Task, backbone_build_arguments, register_task
+from sasa_det.engine.task import Task, backbone_build_arguments
 
 __all__ = ["DetectionTask", "detector_arguments", "iou_types_for"]
 
@@ -204,6 +204,3 @@ class DetectionTask(Task):
         (out / "per_class.md").write_text(evaluator.per_class_table() + "\n")
         write_evaluation_json(evaluator, out / EVALUATION_FILE)
         (out / "coco_summary.txt").write_text(evaluator.summary_text())
-
-
-register_task(DetectionTask())

@@ -106,7 +106,7 @@ class Predictor:
         amp: bool = False,
         batch_size: int = 1,
     ):
-        from sasa_det.engine.runner import load_module
+        from sasa_det.engine.loading import load_module
 
         module, cfg = load_module(checkpoint, overrides)
         if cfg.task != "detection":

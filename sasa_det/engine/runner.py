@@ -51,35 +51,13 @@ from sasa_det.engine.checkpointing import (
 )
 from sasa_det.engine.ema import ExponentialMovingAverage
 from sasa_det.engine.init_from import initialize_from
-from sasa_det.engine.resume import checkpoint_config
-from sasa_det.engine.task import get_task
+from sasa_det.engine.loading import clear_initial_weights, load_module
+from sasa_det.engine.tasks import get_task
 from sasa_det.logging_setup import log_to_file
 
-__all__ = ["build_trainer", "evaluate", "load_module", "predict", "train"]
+__all__ = ["build_trainer", "evaluate", "predict", "train"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_module(
-    ckpt_path: str | os.PathLike, overrides: Optional[Sequence[str]] = None
-) -> tuple[pl.LightningModule, DictConfig]:
-    """Rebuild the LightningModule of a checkpoint (its stored config + ``overrides``) with its weights.
-
-    Returns ``(module, cfg)``; ``cfg`` has the initial-weight keys cleared (the checkpoint holds all weights).
-    """
-    cfg, checkpoint = checkpoint_config(ckpt_path, list(overrides or []))
-    _clear_initial_weights(cfg)
-    task = get_task(cfg.task)
-    class_names = (checkpoint.get("hyper_parameters") or {}).get("class_names")
-    module = task.build_module(cfg, class_names)
-    module.load_state_dict(checkpoint["state_dict"])
-    return module, cfg
-
-
-def _clear_initial_weights(cfg: DictConfig) -> None:
-    for section in ("model", "classifier"):
-        cfg[section].init_from = None
-        cfg[section].backbone.weights = None
 
 
 def _loggers(output_dir: Path) -> list:
@@ -197,7 +175,7 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     datamodule = task.build_datamodule(cfg, train=True)
     cfg = task.complete_config(cfg, datamodule)
     if resume_from is not None:
-        _clear_initial_weights(cfg)
+        clear_initial_weights(cfg)
     class_names = getattr(datamodule, "class_names", None)
     module = task.build_module(cfg, list(class_names) if class_names else None)
 

@@ -1,4 +1,4 @@
-"""What differs between the engine's tasks, behind one interface; ``get_task(cfg.task)`` picks one.
+"""What differs between the engine's tasks, behind one interface (:mod:`sasa_det.engine.tasks` names them).
 
 A :class:`Task` owns everything of a task that ``train`` / ``evaluate`` / ``predict`` need: the data module
 and LightningModule builders (the only code that reads those config sections), the metric the best
@@ -14,7 +14,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-__all__ = ["Task", "backbone_build_arguments", "get_task", "register_task"]
+__all__ = ["Task", "backbone_build_arguments"]
 
 
 def backbone_build_arguments(backbone: DictConfig) -> tuple[str, dict[str, Any], Optional[str]]:
@@ -88,21 +88,3 @@ class Task(ABC):
 
     def attach_evaluation_data(self, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
         """Give the module what validation needs outside a training run (e.g. the COCO ground truth)."""
-
-
-_TASKS: dict[str, Task] = {}
-
-
-def register_task(task: Task) -> Task:
-    """Make ``task`` available under ``task.name``."""
-    _TASKS[task.name] = task
-    return task
-
-
-def get_task(name: str) -> Task:
-    """The task registered under ``name`` (``"detection"``, ``"classification"``)."""
-    from sasa_det.engine import classification_task, detection_task  # noqa: F401  (they register themselves)
-
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(_TASKS)}")
-    return _TASKS[name]
