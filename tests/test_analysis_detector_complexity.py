@@ -8,7 +8,7 @@ from torchvision.models.detection import retinanet_resnet50_fpn
 
 from sasa_det.analysis.detector_complexity import PAPER_DETECTORS, measure_detector, paper_detector_table
 from sasa_det.analysis.model_info import count_flops, count_parameters
-from sasa_det.detectors import build_detector
+from sasa_det.engine.detection_task import preset_detection_model
 
 SIZE = 64
 TINY = {"base_width": 8, "norm": "bn"}
@@ -19,7 +19,7 @@ def _level_pixels(size):
 
 
 def test_conv_retinanet_resnet50_has_torchvisions_parameter_count():
-    ours = build_detector("retinanet", 80, backbone="resnet50", backbone_overrides={"norm": "bn"})
+    ours = preset_detection_model("retinanet", 80, backbone="resnet50", backbone_overrides={"norm": "bn"})
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=81)
     assert count_parameters(ours) == count_parameters(reference)
 
@@ -31,7 +31,7 @@ def test_dense_flops_are_backbone_plus_pyramid_plus_heads(attention):
     info = measure_detector(
         "tiny", "retinanet", 3, SIZE, backbone="resnet26", backbone_overrides=TINY, fpn=kind, head=kind, fpn_channels=c
     )
-    model = build_detector(
+    model = preset_detection_model(
         "retinanet",
         3,
         backbone="resnet26",

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from sasa_det.backbones import build_backbone, build_classifier, load_backbone_weights
+from sasa_det.backbones import AAOptions, build_backbone, build_classifier, load_backbone_weights
 from sasa_det.backbones.weights import find_backbone_prefix
 from sasa_det.layers.relative_position import slice_relative_table
 
@@ -100,7 +100,7 @@ def test_missing_file_is_an_error(tmp_path):
 
 
 AA_NAME = "aa_resnet50"
-AA_KWARGS = {"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa_heads": 2}
+AA_KWARGS = {"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa": AAOptions(heads=2)}
 RELATIVE_KEYS = [f"layer{stage}.0.conv2.{table}" for stage in (2, 3, 4) for table in ("rel_width", "rel_height")]
 
 

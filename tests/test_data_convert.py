@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sasa_det.data import CocoDetectionDataset, DatasetError
+from sasa_det.data import CocoDetectionDataset, DatasetChecks, DatasetError, load_checked_coco
 from sasa_det.data.convert_voc import convert_voc
 from sasa_det.data.convert_yolo import convert_yolo
 from sasa_det.data.split import split_coco
@@ -130,8 +130,11 @@ def test_yolo_boxes_polygons_and_background_images(tmp_path):
     assert polygon["category_id"] == 2 and polygon["bbox"] == [6.0, 4.0, 24.0, 20.0]
     assert polygon["segmentation"] == [[6.0, 4.0, 30.0, 4.0, 30.0, 24.0]] and math.isclose(polygon["area"], 240.0)
     # box-only lines have no mask: Mask R-CNN training names them, or drops them on request
-    ds = CocoDetectionDataset(root / "images", tmp_path / "out.json", with_masks=True, on_bad_records="drop")
-    assert {p.record for p in ds.report.dropped} == {
+    records, report = load_checked_coco(
+        tmp_path / "out.json", root / "images", DatasetChecks(on_bad_records="drop"), with_masks=True
+    )
+    ds = CocoDetectionDataset(records)
+    assert {p.record for p in report.dropped} == {
         f"annotation id {a['id']} (image id {a['image_id']})" for a in by_file["a.jpg"]
     }
     _, target = ds[ds.image_ids.index(polygon["image_id"])]

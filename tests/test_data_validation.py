@@ -15,7 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from sasa_det.data import CocoDataModule, CocoDetectionDataset, DatasetError, check_num_classes
+from sasa_det.data import (
+    CocoDataModule,
+    CocoDataOptions,
+    CocoDetectionDataset,
+    DatasetChecks,
+    DatasetError,
+    check_num_classes,
+    load_checked_coco,
+)
 from tests.data_corruptions import H, W, base_dataset, jpeg_bytes, pixels, write_dataset
 
 
@@ -258,8 +266,11 @@ def _corrupted(tmp_path, mutate):
     return ann_file, image_dir
 
 
-def _build(ann_file, image_dir, **kwargs):
-    return CocoDetectionDataset(image_dir, ann_file, with_masks=True, **kwargs)
+def _build(ann_file, image_dir, check_images="header", on_bad_records="error", cache_dir=None, **kwargs):
+    """``(dataset, report)`` of a split with masks, loaded as the data module loads one."""
+    checks = DatasetChecks(check_images, on_bad_records, check_cache=cache_dir is not None, check_cache_dir=cache_dir)
+    records, report = load_checked_coco(ann_file, image_dir, checks, with_masks=True, **kwargs)
+    return CocoDetectionDataset(records), report
 
 
 @pytest.mark.parametrize("case, mutate, level, fragments, dropped", ERRORS, ids=[e[0] for e in ERRORS])
@@ -277,19 +288,19 @@ def test_bad_input_stops_before_training_and_names_file_record_and_fix(
         with pytest.raises(DatasetError):
             _build(ann_file, image_dir, check_images=level, on_bad_records="drop")
         return
-    ds = _build(ann_file, image_dir, check_images=level, on_bad_records="drop")
-    assert {p.record for p in ds.report.dropped} == dropped
+    ds, report = _build(ann_file, image_dir, check_images=level, on_bad_records="drop")
+    assert {p.record for p in report.dropped} == dropped
     # whatever survives is loadable, and nothing of a dropped record reaches the model
     assert len(ds.coco.dataset["annotations"]) < 3
     for index in range(len(ds)):
         image, target = ds[index]
         assert image.shape == (3, H, W) and len(target["boxes"]) == len(target["masks"])
-    assert "dropped" in ds.report.format()
+    assert "dropped" in report.format()
 
 
 def test_corrupt_pixel_data_passes_the_header_check_and_is_named_when_loaded(tmp_path):
     ann_file, image_dir = _corrupted(tmp_path, _file("2.png", _corrupt_png_data))
-    ds = _build(ann_file, image_dir, check_images="header")
+    ds, report = _build(ann_file, image_dir, check_images="header")
     with pytest.raises(DatasetError, match=r"2\.png.*image id 2 of .*ann\.json"):
         ds[1]
 
@@ -348,8 +359,8 @@ def test_safe_fixes_are_applied_counted_and_reach_the_model_fixed(tmp_path):
     data["images"][-1]["file_name"] = "4.png"
     ann_file, image_dir = write_dataset(tmp_path, data)
     Image.fromarray(pixels(4)).save(image_dir / "4.png")
-    ds = _build(ann_file, image_dir, keep_empty=False)
-    fixes = ds.report.fixes
+    ds, report = _build(ann_file, image_dir, keep_empty=False)
+    fixes = report.fixes
     assert fixes["box clipped to the image"] == [1]
     assert fixes["polygon parts with fewer than 3 points removed"] == [2]
     assert fixes["missing area filled in from the box"] == [3]
@@ -363,7 +374,7 @@ def test_safe_fixes_are_applied_counted_and_reach_the_model_fixed(tmp_path):
     assert target["masks"].shape == (1, H, W) and target["masks"][0, 4:12, 4:12].all() and target["masks"].sum() == 64
     _, target = ds[2]
     assert target["labels"].tolist() == [3]  # the tiny box and the crowd region are not targets
-    text = ds.report.format()
+    text = report.format()
     assert "fixed: 1 x box clipped to the image (1)" in text and "crowd annotation" in text
 
 
@@ -383,8 +394,8 @@ def test_image_modes_are_converted_and_counted(tmp_path, mode, expected):
     if mode == "RGBA":
         stored.putalpha(0)  # fully transparent: the colour must survive
     stored.save(image_dir / "1.png")
-    ds = _build(ann_file, image_dir)
-    assert ds.report.fixes[f"image mode {mode} -> RGB ({'alpha dropped' if 'A' in mode else 'converted'})"] == [1]
+    ds, report = _build(ann_file, image_dir)
+    assert report.fixes[f"image mode {mode} -> RGB ({'alpha dropped' if 'A' in mode else 'converted'})"] == [1]
     image, _ = ds[0]
     np.testing.assert_array_equal((image * 255).round().byte().permute(1, 2, 0).numpy(), expected(rgb))
 
@@ -394,9 +405,9 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     values = np.linspace(0, 65535, H * W).reshape(H, W).astype(np.uint16)
     Image.fromarray(values).save(image_dir / "1.png")
     assert Image.open(image_dir / "1.png").convert("RGB").getextrema()[0][1] == 255  # what a plain convert does: clip
-    ds = _build(ann_file, image_dir)
+    ds, report = _build(ann_file, image_dir)
     image, _ = ds[0]
-    assert [k for k in ds.report.fixes if "16 bits" in k]
+    assert [k for k in report.fixes if "16 bits" in k]
     got = (image[0] * 255).round().numpy()
     np.testing.assert_allclose(got, np.round(values / 257.0), atol=0)
     assert 0 < (got == 255).mean() < 0.01  # only the brightest pixel is white
@@ -410,8 +421,8 @@ def test_cmyk_jpeg_is_converted(tmp_path):
     flat = np.zeros((H, W, 3), np.uint8)
     flat[:] = (200, 40, 40)
     (image_dir / "1.jpg").write_bytes(jpeg_bytes(flat, mode="CMYK"))
-    ds = _build(ann_file, image_dir)
-    assert ds.report.fixes["image mode CMYK -> RGB (converted)"] == [1]
+    ds, report = _build(ann_file, image_dir)
+    assert report.fixes["image mode CMYK -> RGB (converted)"] == [1]
     image, _ = ds[0]
     mean = (image * 255).mean(dim=(1, 2))
     torch.testing.assert_close(mean, torch.tensor([200.0, 40.0, 40.0]), atol=8, rtol=0)
@@ -427,8 +438,8 @@ def test_exif_orientation_is_applied_the_way_the_annotations_expect(tmp_path):
     stored = np.zeros((H, W, 3), np.uint8)
     stored[:8, :8] = 255  # a white block at the stored top-left
     (image_dir / "1.jpg").write_bytes(jpeg_bytes(stored, orientation=6))
-    ds = _build(ann_file, image_dir)
-    assert ds.report.fixes["image EXIF orientation 6 applied"] == [1]
+    ds, report = _build(ann_file, image_dir)
+    assert report.fixes["image EXIF orientation 6 applied"] == [1]
     image, target = ds[0]
     assert image.shape == (3, W, H) and target["masks"].shape == (1, W, H)
     # orientation 6 = displayed after a 90-degree clockwise turn: the stored top-left is the top-right
@@ -437,7 +448,7 @@ def test_exif_orientation_is_applied_the_way_the_annotations_expect(tmp_path):
 
 def test_num_classes_disagreeing_in_either_direction(tmp_path):
     ann_file, image_dir = write_dataset(tmp_path)
-    names = _build(ann_file, image_dir).class_names
+    names = _build(ann_file, image_dir)[0].class_names
     check_num_classes(3, names, ann_file)
     check_num_classes(None, names, ann_file)
     with pytest.raises(
@@ -453,20 +464,20 @@ def test_num_classes_disagreeing_in_either_direction(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ data module
 def _datamodule(ann_file, image_dir, tmp_path, **kwargs):
-    return CocoDataModule(
-        image_dir,
-        ann_file,
-        image_dir,
-        ann_file,
+    options = CocoDataOptions(
+        train_images=image_dir,
+        train_ann=ann_file,
+        val_images=image_dir,
+        val_ann=ann_file,
         batch_size=3,
         num_workers=0,
         min_sizes=(H,),
         max_size=W,
         flip_prob=0.0,
-        report_dir=tmp_path / "run",
         check_cache_dir=tmp_path / "cache",
         **kwargs,
     )
+    return CocoDataModule(options, report_dir=tmp_path / "run")
 
 
 def test_datamodule_prints_and_writes_the_report_and_drops_on_request(tmp_path, capsys):
@@ -509,16 +520,18 @@ def test_an_image_that_breaks_during_training_is_named_and_follows_the_policy(tm
 
 def test_image_checks_are_cached_by_size_and_modification_time(tmp_path):
     ann_file, image_dir = write_dataset(tmp_path)
-    first = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
-    second = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
-    assert first.report.counts["image_checks_cached"] == 0 and second.report.counts["image_checks_cached"] == 3
+    first, first_report = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
+    second, second_report = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
+    assert first_report.counts["image_checks_cached"] == 0 and second_report.counts["image_checks_cached"] == 3
     Image.fromarray(pixels(5, H + 2, W)).save(image_dir / "3.png")
     os.utime(image_dir / "3.png", ns=(1, 1))
     with pytest.raises(DatasetError, match="3.png.*26x32"):
         _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
     # a header answer does not stand in for a full decode
-    full = _build(ann_file, image_dir, cache_dir=tmp_path / "cache2", check_images="full", on_bad_records="drop")
-    assert full.report.counts["image_checks_cached"] == 0
+    full, full_report = _build(
+        ann_file, image_dir, cache_dir=tmp_path / "cache2", check_images="full", on_bad_records="drop"
+    )
+    assert full_report.counts["image_checks_cached"] == 0
 
 
 def test_check_dataset_tool(tmp_path, capsys):

@@ -17,7 +17,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from sasa_det.detectors import build_detector
+from sasa_det.engine.detection_task import preset_detection_model
 from tests.helpers import masks_from_boxes
 
 SIZE = 64
@@ -71,7 +71,7 @@ def test_retinanet_resnet50_loads_torchvision_state_dict_and_matches_its_outputs
     torch.manual_seed(0)
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None, min_size=SIZE, max_size=SIZE).eval()
     _randomize_norm_statistics(reference)
-    ours = build_detector(
+    ours = preset_detection_model(
         "retinanet", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50, min_size=SIZE, max_size=SIZE
     ).eval()
     assert set(ours.state_dict()) == set(reference.state_dict()) - {
@@ -111,7 +111,7 @@ def test_retinanet_resnet50_equals_torchvision_detections_and_losses():
     torch.manual_seed(0)
     reference = _torchvision_retinanet_frozen()
     _randomize_norm_statistics(reference)
-    ours = build_detector(
+    ours = preset_detection_model(
         "retinanet",
         90,
         backbone="resnet50",
@@ -172,7 +172,7 @@ MASK_RCNN_SMALL = {
 def test_mask_rcnn_resnet50_loads_torchvision_state_dict():
     torch.manual_seed(0)
     reference = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-    ours = build_detector("mask_rcnn", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50)
+    ours = preset_detection_model("mask_rcnn", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50)
     ours.load_state_dict(reference.state_dict(), strict=True)
     assert ours.roi_heads.box_predictor.cls_score.out_features == 91
 
@@ -181,7 +181,7 @@ def test_mask_rcnn_resnet50_equals_torchvision_detections_masks_and_losses():
     torch.manual_seed(0)
     reference = _torchvision_mask_rcnn_frozen(**MASK_RCNN_SMALL)
     _randomize_norm_statistics(reference)
-    ours = build_detector(
+    ours = preset_detection_model(
         "mask_rcnn",
         90,
         backbone="resnet50",
@@ -215,6 +215,6 @@ def test_mask_rcnn_resnet50_equals_torchvision_detections_masks_and_losses():
 
 @pytest.mark.parametrize("arch", ["retinanet", "mask_rcnn"])
 def test_parameter_names_follow_torchvision_layout(arch):
-    model = build_detector(arch, 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32)
+    model = preset_detection_model(arch, 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32)
     prefixes = {".".join(name.split(".")[:2]) for name in model.state_dict() if name.startswith("backbone.")}
     assert prefixes == {"backbone.body", "backbone.fpn"}

@@ -86,10 +86,10 @@ def test_finetuned_detector_is_ahead_of_scratch_on_other_classes(source_checkpoi
 def test_init_from_accepts_torchvision_and_backbone_files_and_reports_what_it_did(tmp_path):
     from torchvision.models import resnet50
 
-    from sasa_det.detectors import build_detector
+    from sasa_det.engine.detection_task import preset_detection_model
     from sasa_det.engine.init_from import initialize_from
 
-    detector = build_detector("retinanet", 5, backbone="resnet50", fpn_channels=256, min_size=64, max_size=64)
+    detector = preset_detection_model("retinanet", 5, backbone="resnet50", fpn_channels=256, min_size=64, max_size=64)
     weights = resnet50().state_dict()  # a torchvision ImageNet-style ResNet file: backbone only, plus fc
     torch.save(weights, tmp_path / "resnet50.pth")
     report = initialize_from(detector, tmp_path / "resnet50.pth", backbone_prefix="backbone.body.", report_dir=tmp_path)

@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sasa_det.data import CocoDetectionDataset, make_shapes_dataset
+from sasa_det.data import CocoDetectionDataset, load_checked_coco, make_shapes_dataset
 from sasa_det.evaluation import COCO_BACKENDS, STAT_NAMES, CocoEvaluator, merge_rank_results, plot_pr_curves
 
 SIZE = 64
@@ -30,7 +30,7 @@ def dataset(tmp_path_factory) -> CocoDetectionDataset:
     paths = make_shapes_dataset(
         root, num_train=1, num_val=NUM_IMAGES, image_size=SIZE, seed=5, category_ids=(1, 5, 9), max_objects=4
     )
-    return CocoDetectionDataset(paths["val_images"], paths["val_ann"], with_masks=True)
+    return CocoDetectionDataset(load_checked_coco(paths["val_ann"], paths["val_images"], with_masks=True)[0])
 
 
 def _ground_truth(dataset):
@@ -270,7 +270,7 @@ def test_plot_pr_curves_needs_matplotlib(tmp_path):
 def _distributed_worker(rank, world_size, init_file, ann_file, image_dir, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        dataset = CocoDetectionDataset(image_dir, ann_file, with_masks=True)
+        dataset = CocoDetectionDataset(load_checked_coco(ann_file, image_dir, with_masks=True)[0])
         predictions = _noisy_predictions(dataset)
         # DistributedSampler layout: 8 images + padding to 10 would repeat images; here 7 images on
         # 2 ranks, index 0 padded onto rank 1 (with different, wrong detections that must be dropped).

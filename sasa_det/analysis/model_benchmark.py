@@ -35,7 +35,7 @@ NUM_CLASSES = 80
 
 @dataclass(frozen=True)
 class ModelCase:
-    """One row: ``build_detector`` keyword arguments (``None``: torchvision's ``retinanet_resnet50_fpn``)."""
+    """One row: ``preset_detection_model`` keyword arguments (``None``: torchvision's ``retinanet_resnet50_fpn``)."""
 
     name: str
     build_kwargs: dict[str, Any] | None = field(default=None)
@@ -65,9 +65,9 @@ def _build(case: ModelCase, height: int, width: int) -> nn.Module:
             min_size=min(height, width),
             max_size=max(height, width),
         )
-    from sasa_det.detectors import build_detector
+    from sasa_det.engine.detection_task import preset_detection_model
 
-    return build_detector(
+    return preset_detection_model(
         "retinanet", NUM_CLASSES, min_size=min(height, width), max_size=max(height, width), **case.build_kwargs
     )
 

@@ -26,8 +26,7 @@ Where the paper is silent, what we chose:
 """
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
 
 from torch import nn
 from torchvision.models.detection.retinanet import (
@@ -36,8 +35,9 @@ from torchvision.models.detection.retinanet import (
     RetinaNetRegressionHead,
 )
 
-from sasa_det.layers import LocalSelfAttention2d, check_sasa_options
+from sasa_det.layers import LocalSelfAttention2d
 
+#: Normalisation after each attention layer of the towers (the paper is silent; see the module docstring).
 HEAD_NORMS = ("group", "none")
 GROUP_NORM_GROUPS = 32  # as torchvision's RetinaNet v2 heads
 
@@ -45,11 +45,11 @@ GROUP_NORM_GROUPS = 32  # as torchvision's RetinaNet v2 heads
 def attention_tower(
     channels: int,
     num_layers: int = 4,
-    sasa: Mapping[str, Any] | None = None,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
     norm: str = "group",
     value_init_std: float = 0.01,
 ) -> nn.Sequential:
-    """``num_layers`` blocks ``[LocalSelfAttention2d(channels → channels), (GroupNorm), ReLU]``.
+    """``num_layers`` blocks ``[attention_layer(channels → channels), (GroupNorm), ReLU]``.
 
     ``[N, channels, H, W]`` → ``[N, channels, H, W]``. Block ``i`` is ``tower[i]``; its attention is
     ``tower[i][0]``, whose value projection is initialised N(0, ``value_init_std``).
@@ -63,7 +63,7 @@ def attention_tower(
         )
     blocks = []
     for _ in range(num_layers):
-        attention = LocalSelfAttention2d(channels, channels, **check_sasa_options(sasa))
+        attention = attention_layer(channels, channels)
         nn.init.normal_(attention.value.weight, std=value_init_std)
         layers: list[nn.Module] = [attention]
         if norm == "group":
@@ -80,8 +80,8 @@ class AttentionRetinaNetClassificationHead(RetinaNetClassificationHead):
         in_channels: pyramid channels ``d``.
         num_anchors: anchors per location ``A``.
         num_classes: classes ``K`` of torchvision's RetinaNet (including the unused background index 0).
-        sasa: options of every SASA layer (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``);
-            unset ones keep the layer defaults, the paper's values (Sec. 4.2: k = 7, 8 heads).
+        attention_layer: ``attention_layer(d, d)`` makes each attention layer of the tower (default: the SASA
+            layer with the paper's values, Sec. 4.2: k = 7, 8 heads; pass e.g. ``SasaOptions(...).factory()``).
         num_layers: attention layers in the tower (RetinaNet: 4).
         norm: ``"group"`` or ``"none"`` after each attention layer (paper silent; see module docstring).
         prior_probability: initial foreground probability of every logit (RetinaNet: 0.01).
@@ -95,14 +95,14 @@ class AttentionRetinaNetClassificationHead(RetinaNetClassificationHead):
         in_channels: int,
         num_anchors: int,
         num_classes: int,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
+        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,  # SASA paper, Sec. 4.2: k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017): four layers per head
         norm: str = "group",  # paper silent; see module docstring
         prior_probability: float = 0.01,  # RetinaNet prior π
         value_init_std: float = 0.01,  # SASA paper, Sec. 4.2: W_V ~ N(0, 0.01)
     ) -> None:
         super().__init__(in_channels, num_anchors, num_classes, prior_probability=prior_probability)
-        self.conv = attention_tower(in_channels, num_layers, sasa, norm, value_init_std)
+        self.conv = attention_tower(in_channels, num_layers, attention_layer, norm, value_init_std)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, kernel_size=1)
         nn.init.normal_(self.cls_logits.weight, std=0.01)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
@@ -120,13 +120,13 @@ class AttentionRetinaNetRegressionHead(RetinaNetRegressionHead):
         self,
         in_channels: int,
         num_anchors: int,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
+        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,  # SASA paper, Sec. 4.2: k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017)
         norm: str = "group",  # paper silent; see module docstring
         value_init_std: float = 0.01,  # SASA paper, Sec. 4.2
     ) -> None:
         super().__init__(in_channels, num_anchors)
-        self.conv = attention_tower(in_channels, num_layers, sasa, norm, value_init_std)
+        self.conv = attention_tower(in_channels, num_layers, attention_layer, norm, value_init_std)
         self.bbox_reg = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1)
         nn.init.normal_(self.bbox_reg.weight, std=0.01)
         nn.init.zeros_(self.bbox_reg.bias)
@@ -144,7 +144,7 @@ class AttentionRetinaNetHead(RetinaNetHead):
         in_channels: int,
         num_anchors: int,
         num_classes: int,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
+        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,  # SASA paper, Sec. 4.2: k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017)
         norm: str = "group",  # paper silent; see module docstring
         prior_probability: float = 0.01,  # RetinaNet prior π
@@ -155,7 +155,7 @@ class AttentionRetinaNetHead(RetinaNetHead):
             in_channels,
             num_anchors,
             num_classes,
-            sasa=sasa,
+            attention_layer=attention_layer,
             num_layers=num_layers,
             norm=norm,
             prior_probability=prior_probability,
@@ -164,7 +164,7 @@ class AttentionRetinaNetHead(RetinaNetHead):
         self.regression_head = AttentionRetinaNetRegressionHead(
             in_channels,
             num_anchors,
-            sasa=sasa,
+            attention_layer=attention_layer,
             num_layers=num_layers,
             norm=norm,
             value_init_std=value_init_std,

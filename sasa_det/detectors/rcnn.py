@@ -7,7 +7,7 @@ post-processing; their state dicts load into ours by name. RoIs are pooled from 
 7×7 for boxes, 14×14 for masks, sampling ratio 2, as torchvision).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -15,10 +15,19 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
-from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
+from sasa_det.detectors.backbone_with_fpn import BackboneWithFPN, backbone_with_fpn
+from sasa_det.layers import LocalSelfAttention2d
 
 RCNN_FEATURES = ("C2", "C3", "C4", "C5")
 ROI_LEVELS = ["P2", "P3", "P4", "P5"]  # pyramid levels RoIs are pooled from (P6 feeds the RPN only)
+
+
+def _pyramid_and_box_pool(
+    body: nn.Module, fpn: str, fpn_channels: int, attention_layer: Callable[..., nn.Module]
+) -> tuple[BackboneWithFPN, MultiScaleRoIAlign]:
+    """The P2–P6 pyramid over ``body`` and the 7×7 box RoI pooling (sampling ratio 2), as torchvision's."""
+    backbone = backbone_with_fpn(body, list(RCNN_FEATURES), fpn, fpn_channels, "maxpool", attention_layer)
+    return backbone, MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
 
 
 def faster_rcnn_from_backbone(
@@ -26,7 +35,7 @@ def faster_rcnn_from_backbone(
     num_classes: int,
     fpn: str = "conv",
     fpn_channels: int = 256,
-    sasa: Mapping[str, Any] | None = None,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
     **faster_rcnn_kwargs: Any,
 ) -> FasterRCNN:
     """torchvision ``FasterRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
@@ -34,18 +43,15 @@ def faster_rcnn_from_backbone(
     Args:
         body: backbone returning ``OrderedDict`` C2–C5 with ``out_channels``.
         num_classes: torchvision's class count, i.e. foreground classes + 1 (index 0 = background).
-        fpn: ``"conv"`` or ``"attention"`` (3×3 output convs of the pyramid are SASA layers).
+        fpn: ``"conv"`` or ``"attention"`` (3×3 output convs of the pyramid are attention layers).
         fpn_channels: channels of the pyramid.
-        sasa: options of the attention pyramid's SASA layers (``kernel_size``, ``heads``, ``impl``, ...).
+        attention_layer: makes the attention pyramid's layers (default: the SASA layer with the paper's values).
         **faster_rcnn_kwargs: passed to torchvision's ``FasterRCNN`` (``min_size``, ``box_score_thresh``, ...).
 
     Returns the model: train mode ``model(images, targets) -> {"loss_classifier", "loss_box_reg",
     "loss_objectness", "loss_rpn_box_reg"}``; eval mode ``model(images) -> [{"boxes", "scores", "labels"}]``.
     """
-    backbone = backbone_with_fpn(
-        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool", sasa=sasa
-    )
-    box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
+    backbone, box_roi_pool = _pyramid_and_box_pool(body, fpn, fpn_channels, attention_layer)
     return FasterRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, **faster_rcnn_kwargs)
 
 
@@ -54,17 +60,15 @@ def mask_rcnn_from_backbone(
     num_classes: int,
     fpn: str = "conv",
     fpn_channels: int = 256,
-    sasa: Mapping[str, Any] | None = None,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
     **mask_rcnn_kwargs: Any,
 ) -> MaskRCNN:
     """torchvision ``MaskRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
 
-    Arguments as :func:`faster_rcnn_from_backbone`. Train mode adds ``"loss_mask"`` (targets need ``masks``
-    ``[N_i, H, W]`` uint8); eval mode adds ``"masks" [D, 1, H, W]`` (probabilities in the input image's size).
+    Arguments as :func:`faster_rcnn_from_backbone`; masks are pooled 14×14 (sampling ratio 2). Train mode adds
+    ``"loss_mask"`` (targets need ``masks`` ``[N_i, H, W]`` uint8); eval mode adds ``"masks" [D, 1, H, W]``
+    (probabilities in the input image's size).
     """
-    backbone = backbone_with_fpn(
-        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool", sasa=sasa
-    )
-    box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
+    backbone, box_roi_pool = _pyramid_and_box_pool(body, fpn, fpn_channels, attention_layer)
     mask_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)
     return MaskRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, mask_roi_pool=mask_roi_pool, **mask_rcnn_kwargs)

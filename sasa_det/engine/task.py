@@ -14,18 +14,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-__all__ = ["Task", "backbone_build_arguments"]
-
-
-def backbone_build_arguments(backbone: DictConfig) -> tuple[str, dict[str, Any], Optional[str]]:
-    """``(preset name, overrides, weights path)`` of a ``BackboneConfig``: its non-null options only."""
-    from sasa_det.config import config_to_dict
-
-    values = config_to_dict(backbone)
-    name = values.pop("name")
-    weights = values.pop("weights")
-    overrides = {k: v for k, v in values.items() if v is not None}
-    return name, overrides, weights
+__all__ = ["Task"]
 
 
 class Task(ABC):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sasa_det.engine.optim import build_optimizer, build_scheduler
+from sasa_det.optim import build_optimizer, build_scheduler
 
 
 class _Toy(nn.Module):
@@ -52,10 +52,10 @@ def test_parameter_groups_follow_decay_rule_and_skip_frozen():
 
 
 def test_attention_layers_declare_their_embeddings_exempt():
-    from sasa_det.backbones import build_backbone
-    from sasa_det.engine.optim import no_weight_decay_names
+    from sasa_det.backbones import AAOptions, build_backbone
+    from sasa_det.optim import no_weight_decay_names
 
-    net = build_backbone("sasa_resnet26", base_width=16, stage_ops=["sasa", "sasa", "aa", "aa"], aa_heads=2)
+    net = build_backbone("sasa_resnet26", base_width=16, stage_ops=["sasa", "sasa", "aa", "aa"], aa=AAOptions(heads=2))
     exempt = no_weight_decay_names(net)
     two_d = {name for name, p in net.named_parameters() if p.ndim > 1}
     expected = {
@@ -84,7 +84,7 @@ def test_backbone_lr_multiplier_groups_and_schedule():
 
 
 def test_linear_scaling_rule():
-    from sasa_det.engine.optim import OptimSettings, scaled_lr
+    from sasa_det.optim import OptimSettings, scaled_lr
 
     assert scaled_lr(OptimSettings(lr=0.02), 64) == pytest.approx(0.02)
     assert scaled_lr(OptimSettings(lr=0.02, reference_batch_size=16), 64) == pytest.approx(0.08)
