@@ -154,6 +154,29 @@ def test_a_backbone_built_from_options_has_the_configured_sasa_layers():
     assert SasaOptions().factory()(16, 16).kernel_size == 7  # the layer's defaults are the options' own
 
 
+@pytest.mark.parametrize("value, relative", [("null", True), ("true", True), ("false", False)])
+def test_the_aa_relative_option_reaches_every_augmented_convolution(value, relative):
+    """The example of a backbone option added in one place (docs/architecture.md): one field of AAOptions."""
+    cfg = load_config(
+        None,
+        [
+            "model.num_classes=2",
+            "model.backbone={name: aa_resnet50, base_width: 16, blocks_per_stage: [1, 1, 1, 1]}",
+            "model.backbone.aa.heads=2",
+            f"model.backbone.aa.relative={value}",
+            "model.fpn_channels=32",
+            "model.max_size=64",
+        ],
+    )
+    layers = [
+        m for m in build_detection_model(OmegaConf.to_object(cfg.model)).modules() if isinstance(m, AugmentedConv2d)
+    ]
+    assert len(layers) == 3
+    assert {(m.relative, m.rel_width is not None, m.rel_height is not None) for m in layers} == {(relative,) * 3}
+    with pytest.raises(ConfigError, match="model.backbone.aa.relative"):
+        load_config(None, ["model.backbone.aa.relative=sometimes"])
+
+
 # ------------------------------------------------------------------------------------------------ renamed keys
 def test_a_renamed_backbone_key_still_works_with_a_message_naming_the_new_key(tmp_path):
     path = _write(
