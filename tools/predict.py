@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sasa_det.cli import tool_parser
+
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
@@ -34,11 +36,7 @@ def split_inputs(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser(__doc__)
     parser.add_argument("checkpoint", help="a detection checkpoint written by tools/train.py")
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, and key=value overrides"
@@ -71,15 +69,8 @@ def main(argv: Sequence[str] | None = None):
     from sasa_det.engine.runner import predict
 
     try:
-        report = predict(
-            args.checkpoint,
-            args.images,
-            args.out,
-            args.overrides,
-            args.score_threshold,
-            args.device,
-            progress=not args.no_progress,
-        )
+        inputs = (args.checkpoint, args.images, args.out, args.overrides, args.score_threshold, args.device)
+        report = predict(*inputs, progress=not args.no_progress)
     except (ConfigError, CheckpointFileError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(

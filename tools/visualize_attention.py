@@ -18,6 +18,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import tool_parser
+
 
 def _pixel(text: str) -> tuple[int, int]:
     try:
@@ -29,11 +31,7 @@ def _pixel(text: str) -> tuple[int, int]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser(__doc__)
     parser.add_argument("checkpoint", help="a detection checkpoint written by tools/train.py")
     parser.add_argument("image", nargs="?", help="image file")
     parser.add_argument("--layer", help="attention layer name (see --list-layers)")
