@@ -64,34 +64,12 @@ def _cuda_sections(device: str) -> list[tuple[str, Callable[[], str]]]:
         for stride, (height, width, channels) in DETECTION_MAPS.items():
             cases = _SASA_CASES + (["aa_pooled", "conv_stem", "attention_stem"] if stride == 4 else _AA_CASES)
             title = f"Layers, {dtype}, stride {stride} of 800×1344: C={channels}, map {height}×{width}"
-            settings = dict(
-                device=device,
-                dtype=dtype,
-                channels=channels,
-                height=height,
-                width=width,
-                repeats=10,
-                warmup=3,
-                cases=cases,
-            )
+            settings = dict(device=device, dtype=dtype, channels=channels, height=height, width=width, cases=cases)
+            settings.update(repeats=10, warmup=3)
             sections.append((title, lambda t=title, s=settings: _layer_section(t, **s)))
-    sections.append(
-        (
-            "AA at 64×64 tokens",
-            lambda: _layer_section(
-                "AA at 64×64 tokens, bfloat16, C=256",
-                device=device,
-                dtype="bfloat16",
-                channels=256,
-                height=64,
-                width=64,
-                batch=2,
-                repeats=10,
-                warmup=3,
-                cases=["aa", "aa_sdpa", "aa_no_rel"],
-            ),
-        )
-    )
+    tokens = dict(device=device, dtype="bfloat16", channels=256, height=64, width=64, batch=2, repeats=10, warmup=3)
+    tokens["cases"] = ["aa", "aa_sdpa", "aa_no_rel"]
+    sections.append(("AA at 64×64 tokens", lambda: _layer_section("AA at 64×64 tokens, bfloat16, C=256", **tokens)))
     sections.append(("Detectors", lambda: _model_section(device, "bfloat16", 640, 640, 2, 5)))
     return sections
 
@@ -107,16 +85,8 @@ def _model_section(device: str, dtype: str, height: int, width: int, batch: int,
 
 
 def _cpu_layers_under_load(threads: int) -> str:
-    settings = dict(
-        device="cpu",
-        dtype="float32",
-        channels=64,
-        height=96,
-        width=160,
-        repeats=7,
-        warmup=1,
-        cases=["sasa", "sasa_shift", "sasa_halo", "sasa_unfold"],
-    )
+    settings = dict(device="cpu", dtype="float32", channels=64, height=96, width=160, repeats=7, warmup=1)
+    settings["cases"] = ["sasa", "sasa_shift", "sasa_halo", "sasa_unfold"]
     alone = benchmark_layers(**settings)
     with background_load(threads):
         loaded = benchmark_layers(**settings)
@@ -129,21 +99,10 @@ def _cpu_layers_under_load(threads: int) -> str:
 
 def _cpu_sections() -> list[tuple[str, Callable[[], str]]]:
     threads = torch.get_num_threads()
+    smaller_map = dict(device="cpu", dtype="float32", channels=64, height=48, width=80, repeats=7, warmup=1)
     return [
         ("CPU layers alone and under load", lambda: _cpu_layers_under_load(threads)),
-        (
-            "CPU layers, smaller map",
-            lambda: _layer_section(
-                "Layers, float32, C=64, map 48×80",
-                device="cpu",
-                dtype="float32",
-                channels=64,
-                height=48,
-                width=80,
-                repeats=7,
-                warmup=1,
-            ),
-        ),
+        ("CPU layers, smaller map", lambda: _layer_section("Layers, float32, C=64, map 48×80", **smaller_map)),
         ("Detectors", lambda: _model_section("cpu", "float32", 128, 128, 1, 2)),
     ]
 

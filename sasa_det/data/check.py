@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
 from sasa_det.data.datamodule import CocoDataOptions
@@ -16,17 +17,14 @@ def check_dataset(
     image_dir: str | os.PathLike,
     checks: DatasetChecks | None = None,
     *,
-    with_masks: bool = False,
-    progress: bool = True,
-    name: str = "dataset",
-    report_dir: str | os.PathLike | None = None,
     num_classes: int | None = None,
+    **load_options: Any,
 ) -> DatasetReport:
     """Run every check that loading a split for training runs, on one annotation file and image folder.
 
-    ``checks`` and ``with_masks`` as in :func:`~sasa_det.data.coco_records.load_checked_coco`;
-    ``num_classes``, when given, must equal the number of categories
-    (:func:`~sasa_det.data.validation.check_num_classes`).
+    ``checks`` and ``load_options`` (``with_masks``, ``name``, ``report_dir``, ``progress``) as in
+    :func:`~sasa_det.data.coco_records.load_checked_coco`; ``num_classes``, when given, must equal the number of
+    categories (:func:`~sasa_det.data.validation.check_num_classes`).
 
     Returns:
         The split's :class:`~sasa_det.data.validation.DatasetReport` (what would be fixed).
@@ -34,9 +32,7 @@ def check_dataset(
     Raises:
         DatasetError: every problem found, with file, record and fix.
     """
-    records, report = load_checked_coco(
-        ann_file, image_dir, checks, with_masks=with_masks, name=name, report_dir=report_dir, progress=progress
-    )
+    records, report = load_checked_coco(ann_file, image_dir, checks, **{"progress": True, **load_options})
     check_num_classes(num_classes, records.class_names, ann_file)
     return report
 

@@ -123,29 +123,26 @@ class CocoDataModule(pl.LightningDataModule):
         self.train_transforms = build_train_transforms(options.min_sizes, options.max_size, options.flip_prob)
         self.val_transforms = build_val_transforms()
         self.reports: dict[str, DatasetReport] = {}
-        self._train_dataset: CocoDetectionDataset | None = None
-        self._val_dataset: CocoDetectionDataset | None = None
+        self._datasets: dict[str, CocoDetectionDataset] = {}
 
     # ------------------------------------------------------------------ datasets
     @property
     def train_dataset(self) -> CocoDetectionDataset:
         """Training split (built on first access)."""
-        if self.options.train_ann is None:
-            raise ValueError("This CocoDataModule has no training split (train_images/train_ann are None).")
-        if self._train_dataset is None:
-            self._train_dataset = self._build("train")
-            self._check_categories()
-        return self._train_dataset
+        return self._split("train", "training")
 
     @property
     def val_dataset(self) -> CocoDetectionDataset:
         """Validation split, every image kept at its original size (built on first access)."""
-        if self.options.val_ann is None:
-            raise ValueError("This CocoDataModule has no validation split (val_images/val_ann are None).")
-        if self._val_dataset is None:
-            self._val_dataset = self._build("val")
+        return self._split("val", "validation")
+
+    def _split(self, split: str, name: str) -> CocoDetectionDataset:
+        if getattr(self.options, f"{split}_ann") is None:
+            raise ValueError(f"This CocoDataModule has no {name} split ({split}_images/{split}_ann are None).")
+        if self._datasets.get(split) is None:
+            self._datasets[split] = self._build(split)
             self._check_categories()
-        return self._val_dataset
+        return self._datasets[split]
 
     def _build(self, split: str) -> CocoDetectionDataset:
         """Load and check one split, print its report (rank 0) and write it to ``report_dir``."""
@@ -172,9 +169,9 @@ class CocoDataModule(pl.LightningDataModule):
         return self.val_dataset if self.options.val_ann is not None else self.train_dataset
 
     def _check_categories(self) -> None:
-        if self._train_dataset is None or self._val_dataset is None:
+        if len(self._datasets) < 2:
             return
-        train, val = self._train_dataset.records, self._val_dataset.records
+        train, val = self._datasets["train"].records, self._datasets["val"].records
         train_cats = dict(zip(train.category_ids, train.class_names))
         val_cats = dict(zip(val.category_ids, val.class_names))
         if train_cats != val_cats:

@@ -314,19 +314,20 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
             )
         )
 
+    def image_problem(index: int, record: str, message: str, fix: str) -> Problem:
+        return Problem(file, record, message, fix, "images", index)
+
+    def annotation_problem(index: int, record: str, message: str, fix: str) -> Problem:
+        return Problem(file, record, message, fix, "annotations", index)
+
     images: dict[int, dict] = {}
     id_positions: dict[int, list[int]] = defaultdict(list)
     file_positions: dict[str, list[int]] = defaultdict(list)
     for index, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not _is_int(img.get("id")):
             problems.append(
-                Problem(
-                    file,
-                    f"images[{index}]",
-                    f"has no integer 'id': {str(img)[:80]}",
-                    "give every image an integer id",
-                    "images",
-                    index,
+                image_problem(
+                    index, f"images[{index}]", f"has no integer 'id': {str(img)[:80]}", "give every image an integer id"
                 )
             )
             continue
@@ -335,13 +336,11 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
         bad = False
         if not isinstance(img.get("file_name"), str) or not img["file_name"]:
             problems.append(
-                Problem(
-                    file,
+                image_problem(
+                    index,
                     record,
                     f"has no 'file_name' string ({img.get('file_name')!r})",
                     "set file_name to the image's path relative to the image folder",
-                    "images",
-                    index,
                 )
             )
             bad = True
@@ -350,13 +349,11 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
         for key in ("height", "width"):
             if not _is_int(img.get(key)) or img[key] <= 0:
                 problems.append(
-                    Problem(
-                        file,
+                    image_problem(
+                        index,
                         record,
                         f"has {key}={img.get(key)!r}; every image needs 'id', 'file_name', 'height' and 'width' (positive ints)",
                         f"set {key} to the image's size in pixels",
-                        "images",
-                        index,
                     )
                 )
                 bad = True
@@ -366,26 +363,22 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
         if len(positions) > 1:
             images.pop(image_id, None)
             problems += [
-                Problem(
-                    file,
+                image_problem(
+                    i,
                     f"image id {image_id}",
                     f"appears twice in 'images' (positions {positions}); image ids must be unique",
                     "give each image its own id",
-                    "images",
-                    i,
                 )
                 for i in positions
             ]
     for name, positions in file_positions.items():
         for i in positions[1:]:
             problems.append(
-                Problem(
-                    file,
+                image_problem(
+                    i,
                     f"image id {data['images'][i]['id']}",
                     f"uses file_name {name!r} like image id {data['images'][positions[0]]['id']}",
                     "remove the duplicate image entry",
-                    "images",
-                    i,
                 )
             )
 
@@ -393,13 +386,11 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
     for index, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
             problems.append(
-                Problem(
-                    file,
+                annotation_problem(
+                    index,
                     f"annotations[{index}]",
                     f"has no integer 'id': {str(ann)[:80]}",
                     "give every annotation an integer id",
-                    "annotations",
-                    index,
                 )
             )
             continue
@@ -408,13 +399,11 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
     for ann_id, positions in ann_positions.items():
         if len(positions) > 1:
             problems += [
-                Problem(
-                    file,
+                annotation_problem(
+                    i,
                     f"annotation id {ann_id}",
                     f"appears twice (positions {positions}); annotation ids must be unique",
                     "renumber the annotations",
-                    "annotations",
-                    i,
                 )
                 for i in positions
             ]

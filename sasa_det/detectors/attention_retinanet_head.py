@@ -27,6 +27,7 @@ Where the paper is silent, what we chose:
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 from torchvision.models.detection.retinanet import (
@@ -135,37 +136,17 @@ class AttentionRetinaNetRegressionHead(RetinaNetRegressionHead):
 class AttentionRetinaNetHead(RetinaNetHead):
     """torchvision's ``RetinaNetHead`` (losses, output dict) over the two attention heads.
 
+    ``options`` (``attention_layer``, ``num_layers``, ``norm``, ``value_init_std``, and the class head's
+    ``prior_probability``) go to both heads, with the defaults of :class:`AttentionRetinaNetClassificationHead`.
+
     Forward: list of pyramid levels ``[N, d, H_l, W_l]`` → ``{"cls_logits": [N, HWA, K],
     "bbox_regression": [N, HWA, 4]}``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_anchors: int,
-        num_classes: int,
-        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,  # SASA paper, Sec. 4.2: k = 7, 8 heads
-        num_layers: int = 4,  # RetinaNet (Lin et al. 2017)
-        norm: str = "group",  # paper silent; see module docstring
-        prior_probability: float = 0.01,  # RetinaNet prior π
-        value_init_std: float = 0.01,  # SASA paper, Sec. 4.2
-    ) -> None:
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, **options: Any) -> None:
         nn.Module.__init__(self)  # RetinaNetHead.__init__ would build (and discard) the conv heads
         self.classification_head = AttentionRetinaNetClassificationHead(
-            in_channels,
-            num_anchors,
-            num_classes,
-            attention_layer=attention_layer,
-            num_layers=num_layers,
-            norm=norm,
-            prior_probability=prior_probability,
-            value_init_std=value_init_std,
+            in_channels, num_anchors, num_classes, **options
         )
-        self.regression_head = AttentionRetinaNetRegressionHead(
-            in_channels,
-            num_anchors,
-            attention_layer=attention_layer,
-            num_layers=num_layers,
-            norm=norm,
-            value_init_std=value_init_std,
-        )
+        options.pop("prior_probability", None)
+        self.regression_head = AttentionRetinaNetRegressionHead(in_channels, num_anchors, **options)

@@ -14,7 +14,7 @@ from torchvision.models.detection.retinanet import RetinaNet
 from sasa_det.choices import choice
 from sasa_det.detectors.attention_retinanet_head import HEAD_NORMS
 from sasa_det.detectors.backbone_with_fpn import FPN_KINDS
-from sasa_det.detectors.rcnn import RCNN_FEATURES, faster_rcnn_from_backbone, mask_rcnn_from_backbone
+from sasa_det.detectors.rcnn import RCNN_FEATURES, rcnn_from_backbone
 from sasa_det.detectors.retinanet import HEAD_KINDS, RETINANET_FEATURES, retinanet_from_backbone
 from sasa_det.layers import SasaOptions
 
@@ -159,5 +159,5 @@ def build_detector(
         return retinanet_from_backbone(
             backbone, num_classes + 1, options.fpn, options.head, channels, options.head_norm, attention_layer, **kwargs
         )
-    rcnn_from_backbone = faster_rcnn_from_backbone if arch == "faster_rcnn" else mask_rcnn_from_backbone
-    return rcnn_from_backbone(backbone, num_classes + 1, options.fpn, channels, attention_layer, **kwargs)
+    masks = options.predicts_masks()
+    return rcnn_from_backbone(backbone, num_classes + 1, masks, options.fpn, channels, attention_layer, **kwargs)

@@ -15,60 +15,42 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
-from sasa_det.detectors.backbone_with_fpn import BackboneWithFPN, backbone_with_fpn
+from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
 from sasa_det.layers import LocalSelfAttention2d
 
 RCNN_FEATURES = ("C2", "C3", "C4", "C5")
 ROI_LEVELS = ["P2", "P3", "P4", "P5"]  # pyramid levels RoIs are pooled from (P6 feeds the RPN only)
 
 
-def _pyramid_and_box_pool(
-    body: nn.Module, fpn: str, fpn_channels: int, attention_layer: Callable[..., nn.Module]
-) -> tuple[BackboneWithFPN, MultiScaleRoIAlign]:
-    """The P2–P6 pyramid over ``body`` and the 7×7 box RoI pooling (sampling ratio 2), as torchvision's."""
-    backbone = backbone_with_fpn(body, list(RCNN_FEATURES), fpn, fpn_channels, "maxpool", attention_layer)
-    return backbone, MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
-
-
-def faster_rcnn_from_backbone(
+def rcnn_from_backbone(
     body: nn.Module,
     num_classes: int,
+    with_masks: bool = False,
     fpn: str = "conv",
     fpn_channels: int = 256,
     attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
-    **faster_rcnn_kwargs: Any,
+    **rcnn_kwargs: Any,
 ) -> FasterRCNN:
-    """torchvision ``FasterRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
+    """torchvision ``FasterRCNN``, or ``MaskRCNN`` with ``with_masks``, over ``body`` (which must return C2–C5)
+    with a P2–P6 pyramid; RoIs are pooled 7×7 for boxes and 14×14 for masks (sampling ratio 2).
 
     Args:
         body: backbone returning ``OrderedDict`` C2–C5 with ``out_channels``.
         num_classes: torchvision's class count, i.e. foreground classes + 1 (index 0 = background).
+        with_masks: Mask R-CNN (a mask head) instead of Faster R-CNN.
         fpn: ``"conv"`` or ``"attention"`` (3×3 output convs of the pyramid are attention layers).
         fpn_channels: channels of the pyramid.
         attention_layer: makes the attention pyramid's layers (default: the SASA layer with the paper's values).
-        **faster_rcnn_kwargs: passed to torchvision's ``FasterRCNN`` (``min_size``, ``box_score_thresh``, ...).
+        **rcnn_kwargs: passed to torchvision's class (``min_size``, ``box_score_thresh``, ...).
 
     Returns the model: train mode ``model(images, targets) -> {"loss_classifier", "loss_box_reg",
-    "loss_objectness", "loss_rpn_box_reg"}``; eval mode ``model(images) -> [{"boxes", "scores", "labels"}]``.
+    "loss_objectness", "loss_rpn_box_reg"}`` (Mask R-CNN adds ``"loss_mask"``; targets need ``masks``
+    ``[N_i, H, W]`` uint8); eval mode ``model(images) -> [{"boxes", "scores", "labels"}]`` (Mask R-CNN adds
+    ``"masks" [D, 1, H, W]``, probabilities in the input image's size).
     """
-    backbone, box_roi_pool = _pyramid_and_box_pool(body, fpn, fpn_channels, attention_layer)
-    return FasterRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, **faster_rcnn_kwargs)
-
-
-def mask_rcnn_from_backbone(
-    body: nn.Module,
-    num_classes: int,
-    fpn: str = "conv",
-    fpn_channels: int = 256,
-    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
-    **mask_rcnn_kwargs: Any,
-) -> MaskRCNN:
-    """torchvision ``MaskRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
-
-    Arguments as :func:`faster_rcnn_from_backbone`; masks are pooled 14×14 (sampling ratio 2). Train mode adds
-    ``"loss_mask"`` (targets need ``masks`` ``[N_i, H, W]`` uint8); eval mode adds ``"masks" [D, 1, H, W]``
-    (probabilities in the input image's size).
-    """
-    backbone, box_roi_pool = _pyramid_and_box_pool(body, fpn, fpn_channels, attention_layer)
-    mask_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)
-    return MaskRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, mask_roi_pool=mask_roi_pool, **mask_rcnn_kwargs)
+    backbone = backbone_with_fpn(body, list(RCNN_FEATURES), fpn, fpn_channels, "maxpool", attention_layer)
+    pools = {"box_roi_pool": MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)}
+    if not with_masks:
+        return FasterRCNN(backbone, num_classes, **pools, **rcnn_kwargs)
+    pools["mask_roi_pool"] = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)
+    return MaskRCNN(backbone, num_classes, **pools, **rcnn_kwargs)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from sasa_det.choices import choice
 
+from ..multi_head import head_width
 from .registry import available_local_attention_impls, resolve_local_attention_impl
 
 __all__ = ["LocalSelfAttention2d", "SasaOptions"]
@@ -105,11 +106,7 @@ class LocalSelfAttention2d(nn.Module):
         impl: str = SasaOptions.impl,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
-        if heads < 1 or out_channels % heads != 0:
-            raise ValueError(f"out_channels={out_channels} must be divisible by heads={heads}")
-        if (out_channels // heads) % 2 != 0:
+        if head_width(in_channels, out_channels, heads) % 2 != 0:
             raise ValueError(
                 f"the per-head width out_channels/heads={out_channels // heads} must be even "
                 "(half of it meets the row embedding, half the column embedding)"
