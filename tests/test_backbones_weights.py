@@ -37,14 +37,18 @@ def _fresh_backbone():
     return build_backbone(NAME, **KWARGS)
 
 
+def _assert_loads_whole_into_a_fresh_backbone(path, source) -> None:
+    backbone = _fresh_backbone()
+    missing, unexpected = load_backbone_weights(backbone, path)
+    assert missing == [] and unexpected == []
+    _assert_same_features(backbone, source)
+
+
 def test_classifier_state_dict_file_round_trip(tmp_path):
     classifier = _trained_classifier()
     path = tmp_path / "classifier.pt"
     torch.save(classifier.state_dict(), path)
-    backbone = _fresh_backbone()
-    missing, unexpected = load_backbone_weights(backbone, path)
-    assert missing == [] and unexpected == []
-    _assert_same_features(backbone, classifier.backbone)
+    _assert_loads_whole_into_a_fresh_backbone(path, classifier.backbone)
 
 
 def test_lightning_checkpoint_round_trip(tmp_path):
@@ -52,10 +56,7 @@ def test_lightning_checkpoint_round_trip(tmp_path):
     state = {f"model.{k}": v for k, v in classifier.state_dict().items()}
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": state, "epoch": 3, "hyper_parameters": {"backbone": NAME}}, path)
-    backbone = _fresh_backbone()
-    missing, unexpected = load_backbone_weights(backbone, path)
-    assert missing == [] and unexpected == []
-    _assert_same_features(backbone, classifier.backbone)
+    _assert_loads_whole_into_a_fresh_backbone(path, classifier.backbone)
 
 
 def test_plain_backbone_state_dict_round_trip_into_partial_backbone(tmp_path):

@@ -43,6 +43,18 @@ def _write(root: Path, data: dict, images=(1, 2)) -> Path:
     return ann_file
 
 
+def _ann(ann_id, category_id, bbox, segmentation, area, iscrowd=0, image_id=1) -> dict:
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "iscrowd": iscrowd,
+        "segmentation": segmentation,
+        "area": area,
+    }
+
+
 def _dataset_dict() -> dict:
     compressed = mask_utils.encode(np.asfortranarray(np.pad(np.ones((6, 5), np.uint8), ((20, 4), (30, 5)))))
     compressed["counts"] = compressed["counts"].decode("ascii")
@@ -55,75 +67,19 @@ def _dataset_dict() -> dict:
         "categories": [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 11, "name": "eleven"}],
         "annotations": [
             # polygon triangle, category 7
-            {
-                "id": 10,
-                "image_id": 1,
-                "category_id": 7,
-                "bbox": [2, 3, 10, 8],
-                "iscrowd": 0,
-                "segmentation": [[2, 3, 12, 3, 7, 11]],
-                "area": 40,
-            },
+            _ann(10, 7, [2, 3, 10, 8], [[2, 3, 12, 3, 7, 11]], area=40),
             # compressed RLE, category 3
-            {
-                "id": 11,
-                "image_id": 1,
-                "category_id": 3,
-                "bbox": [30, 20, 5, 6],
-                "iscrowd": 0,
-                "segmentation": compressed,
-                "area": 30,
-            },
+            _ann(11, 3, [30, 20, 5, 6], compressed, area=30),
             # uncompressed RLE, category 11
-            {
-                "id": 12,
-                "image_id": 1,
-                "category_id": 11,
-                "bbox": [2, 20, 7, 8],
-                "iscrowd": 0,
-                "segmentation": uncompressed,
-                "area": 56,
-            },
+            _ann(12, 11, [2, 20, 7, 8], uncompressed, area=56),
             # crowd: never a training target
-            {
-                "id": 13,
-                "image_id": 1,
-                "category_id": 7,
-                "bbox": [0, 0, 20, 20],
-                "iscrowd": 1,
-                "segmentation": uncompressed,
-                "area": 400,
-            },
+            _ann(13, 7, [0, 0, 20, 20], uncompressed, area=400, iscrowd=1),
             # degenerate: 0.5 px wide
-            {
-                "id": 14,
-                "image_id": 1,
-                "category_id": 3,
-                "bbox": [5, 5, 0.5, 10],
-                "iscrowd": 0,
-                "segmentation": [[5, 5, 5.5, 5, 5.5, 15]],
-                "area": 2,
-            },
+            _ann(14, 3, [5, 5, 0.5, 10], [[5, 5, 5.5, 5, 5.5, 15]], area=2),
             # partly outside: clipped to [35, 0, 40, 6]
-            {
-                "id": 16,
-                "image_id": 1,
-                "category_id": 7,
-                "bbox": [35, -4, 10, 10],
-                "iscrowd": 0,
-                "segmentation": [[35, 0, 39, 0, 39, 5, 35, 5]],
-                "area": 20,
-            },
+            _ann(16, 7, [35, -4, 10, 10], [[35, 0, 39, 0, 39, 5, 35, 5]], area=20),
             # a 2-point "polygon" (pycocotools would read 4 numbers as a box): invalid segmentation
-            {
-                "id": 17,
-                "image_id": 1,
-                "category_id": 7,
-                "bbox": [20, 2, 5, 5],
-                "iscrowd": 0,
-                "segmentation": [[20, 2, 25, 7]],
-                "area": 25,
-            },
+            _ann(17, 7, [20, 2, 5, 5], [[20, 2, 25, 7]], area=25),
         ],
     }
 

@@ -11,7 +11,7 @@ from sasa_det.backbones import AAOptions, build_backbone
 from sasa_det.detectors import AttentionFeaturePyramidNetwork, AttentionRetinaNetHead, DetectorOptions, build_detector
 from sasa_det.engine.detection_task import preset_detection_model
 from sasa_det.layers import SasaOptions
-from tests.helpers import masks_from_boxes
+from tests.helpers import box_targets
 
 # Tiny versions of the three backbone kinds (same code paths as the papers' networks, a fraction of the width).
 TINY_BACKBONES = {
@@ -36,14 +36,8 @@ RETINANET_SMALL = {"score_thresh": 0.0, "topk_candidates": 20, "detections_per_i
 def _batch(with_masks):
     gen = torch.Generator().manual_seed(0)
     images = [torch.rand(3, SIZE, SIZE, generator=gen), torch.rand(3, SHORT, SIZE, generator=gen)]
-    targets = [
-        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 44.0], [30.0, 30.0, 60.0, 62.0]]), "labels": torch.tensor([1, 2])},
-        {"boxes": torch.tensor([[10.0, 8.0, 50.0, 40.0]]), "labels": torch.tensor([2])},
-    ]
-    if with_masks:
-        for t, h in zip(targets, (SIZE, SHORT)):
-            t["masks"] = masks_from_boxes(t["boxes"], h, SIZE)
-    return images, targets
+    boxes = [([[4, 6, 40, 44], [30, 30, 60, 62]], [1, 2]), ([[10, 8, 50, 40]], [2])]
+    return images, box_targets(boxes, [(SIZE, SIZE), (SHORT, SIZE)], with_masks)
 
 
 def _build(arch, backbone, fpn="conv", head="conv", **kwargs):

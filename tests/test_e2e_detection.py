@@ -12,6 +12,7 @@ from sasa_det.config import load_config
 from sasa_det.engine.resume import checkpoint_config
 from sasa_det.engine.runner import evaluate, predict, train
 from sasa_det.layers.relative_position import slice_relative_table
+from tests.helpers import tiny_classification_overrides
 
 # A small attention backbone: SASA in stage 3 and AA in stage 4 of a quarter-width ResNet-26.
 TINY_BACKBONE = "{name: resnet26, base_width: 16, stage_ops: [conv, conv, sasa, aa]}"
@@ -156,23 +157,7 @@ def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
     from sasa_det.engine.loading import load_module
 
     folders = make_image_folder_dataset(tmp_path / "folders", num_train_per_class=4, num_val_per_class=2, image_size=32)
-    cls_cfg = load_config(
-        None,
-        [
-            "task=classification",
-            f"output_dir={tmp_path / 'cls'}",
-            f"data.train_dir={folders['train']}",
-            f"data.val_dir={folders['val']}",
-            "data.batch_size=4",
-            "data.num_workers=0",
-            f"classifier.backbone={TINY_BACKBONE}",
-            "classifier.image_size=32",
-            "trainer.max_steps=2",
-            "trainer.accelerator=cpu",
-            "trainer.devices=1",
-            "trainer.enable_progress_bar=false",
-        ],
-    )
+    cls_cfg = load_config(None, tiny_classification_overrides(folders, tmp_path / "cls", TINY_BACKBONE))
     cls_result = train(cls_cfg)
     classifier, _ = load_module(cls_result["last_checkpoint"])
 

@@ -4,28 +4,21 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_tool, tiny_shapes_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
+from tests.helpers import DEMO_CONFIG, REPO, load_tool, tiny_shapes_overrides, train_command
 
 
 def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "tools/train.py",
-        str(DEMO_CONFIG),
+    command = train_command(
         *tiny_shapes_overrides(tmp_path / "shapes", out),  # 5 validation images: the two ranks take 3 and 2
         "trainer.devices=2",
         "trainer.strategy=ddp",
         "trainer.accelerator=cpu",
-    ]
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]

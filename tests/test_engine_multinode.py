@@ -7,14 +7,10 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import tiny_shapes_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
+from tests.helpers import REPO, tiny_classification_overrides, tiny_shapes_overrides, train_command
 
 
 def _free_port() -> int:
@@ -38,10 +34,7 @@ def _node_env(node_rank: int, port: int) -> dict:
 
 def test_two_nodes_train_and_match_single_process_metrics(tmp_path):
     out = tmp_path / "two_nodes"
-    args = [
-        sys.executable,
-        "tools/train.py",
-        str(DEMO_CONFIG),
+    args = train_command(
         *tiny_shapes_overrides(tmp_path / "shapes", out),  # 5 validation images: the nodes validate 3 and 2
         "trainer.max_steps=3",
         "trainer.accelerator=cpu",
@@ -50,7 +43,7 @@ def test_two_nodes_train_and_match_single_process_metrics(tmp_path):
         "trainer.strategy=ddp",
         "trainer.enable_progress_bar=false",
         "eval.save_visualization=0",
-    ]
+    )
     port = _free_port()
     nodes = [
         subprocess.Popen(
@@ -87,24 +80,7 @@ def test_classification_validation_under_ddp_counts_every_image_once(tmp_path):
 
     # 3 classes x 3 validation images = 9: two ranks see 5 and 4; a padding sampler would count 10.
     folders = make_image_folder_dataset(tmp_path / "folders", num_train_per_class=4, num_val_per_class=3, image_size=32)
-    cfg = load_config(
-        None,
-        [
-            "task=classification",
-            f"output_dir={tmp_path / 'cls'}",
-            f"data.train_dir={folders['train']}",
-            f"data.val_dir={folders['val']}",
-            "data.batch_size=4",
-            "data.val_batch_size=2",
-            "data.num_workers=0",
-            "classifier.backbone={name: resnet26, base_width: 8}",
-            "classifier.image_size=32",
-            "trainer.max_steps=2",
-            "trainer.accelerator=cpu",
-            "trainer.devices=1",
-            "trainer.enable_progress_bar=false",
-        ],
-    )
+    cfg = load_config(None, [*tiny_classification_overrides(folders, tmp_path / "cls"), "data.val_batch_size=2"])
     result = train(cfg)
     assert result["metrics"]["val/num_images"] == 9
     command = [

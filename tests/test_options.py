@@ -183,10 +183,13 @@ def test_a_renamed_backbone_key_still_works_with_a_message_naming_the_new_key(tm
         tmp_path / "old.yaml",
         "model:\n  backbone:\n    name: aa_resnet50\n    aa_heads: 2\n    aa_pool_attention_stages: [2]\n",
     )
-    with pytest.warns(
-        FutureWarning, match=r"old.yaml: model.backbone.aa_heads is deprecated; use model.backbone.aa.heads"
-    ):
+    with pytest.warns(FutureWarning) as caught:
         cfg = load_config(path)
+    messages = sorted(str(w.message).split("old.yaml: ")[1] for w in caught)
+    assert messages == [
+        "model.backbone.aa_heads is deprecated; use model.backbone.aa.heads",
+        "model.backbone.aa_pool_attention_stages is deprecated; use model.backbone.aa.pool_attention_stages",
+    ]
     assert cfg.model.backbone.aa.heads == 2 and list(cfg.model.backbone.aa.pool_attention_stages) == [2]
     with pytest.warns(
         FutureWarning, match=r"model.backbone.stem_heads is deprecated; use model.backbone.attention_stem.heads"
