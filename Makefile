@@ -1,6 +1,6 @@
 # Two entry points for a fresh clone (Python >= 3.10 and pip are all that is needed):
 #   make demo   - train + evaluate an attention RetinaNet on the embedded synthetic shapes dataset (CPU)
-#   make test   - run the test suite
+#   make test   - check the code with ruff (lint, format), then run the test suite
 # Both install everything themselves with uv and the committed uv.lock. uv is used (not pip) because it
 # resolves exactly the locked versions from the package index, ignoring any local pip configuration.
 
@@ -26,7 +26,10 @@ setup: $(UV)
 demo: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(RUN) python tools/train.py configs/shapes_demo.yaml
 
+# Lint and format checks first (ruff, configured in pyproject.toml), then the default suite.
 test: setup
+	$(RUN) ruff check
+	$(RUN) ruff format --check
 	$(RUN) pytest
 
 # Also runs the tests marked slow.

@@ -86,8 +86,10 @@ def tensors_of(obj: Any, file: str | os.PathLike, what: str = "weights") -> dict
     """
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and not any(
-        isinstance(v, torch.Tensor) for v in obj.values()
+    elif (
+        isinstance(obj, Mapping)
+        and isinstance(obj.get("model"), Mapping)
+        and not any(isinstance(v, torch.Tensor) for v in obj.values())
     ):
         obj = obj["model"]  # {"model": state_dict, ...} as detectron2/mmdetection-style exports write
     if not isinstance(obj, Mapping):

@@ -9,35 +9,52 @@ Bases are loaded recursively and merged in order, then the file itself is merged
 key by key (also the free-form ``detector_kwargs`` dict), lists and scalars are replaced. Command-line
 overrides (``optim.lr=0.02``, ``trainer.devices=2``, ``data.min_sizes=[96,128]``) are applied last.
 
-Values with a fixed set of choices (architectures, backbone presets, stage operations, the SASA
-implementation, optimizers, ...) are checked as each file or override is read, so a misspelt choice fails
-before any data is touched, naming the key, the file and the valid choices. ``model.backbone: NAME`` (a
-string) is shorthand for ``model.backbone.name: NAME``.
+The sections are the option dataclasses of the packages that use them, composed here: ``model`` is
+:class:`~sasa_det.detectors.DetectorOptions` with a :class:`~sasa_det.backbones.ResNetOptions` backbone and
+:class:`~sasa_det.layers.SasaOptions`; ``data`` is :class:`~sasa_det.data.CocoDataOptions` (with its
+:class:`~sasa_det.data.DatasetChecks`); ``optim`` is :class:`~sasa_det.optim.OptimSettings`; ``eval`` is
+:class:`~sasa_det.evaluation.EvalOptions`. Builders turn a section into objects with ``OmegaConf.to_object``.
+
+Every value is validated once, here, when it is read: the type by the schema; a value with a fixed set of
+choices (architectures, backbone presets, stage operations, the SASA implementation, optimizers, ...), which
+the owning dataclass declares with :func:`sasa_det.choices.choice`, as each file or override is read, so a
+misspelt choice fails before any data is touched, naming the key, the file, the valid choices and the
+closest one; ranges and combinations once the config is assembled. ``model.backbone: NAME`` (a string) is
+shorthand for ``model.backbone.name: NAME``. A key that was renamed (an option dataclass's
+``renamed_keys``) is still read, with a ``FutureWarning`` naming its new key.
 
 Only builders read this config; every ``nn.Module`` takes plain arguments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import typing
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from sasa_det.backbones.presets import ResNetOptions
+from sasa_det.choices import choice, field_choices
+from sasa_det.data.datamodule import CocoDataOptions
+from sasa_det.detectors.build import DetectorOptions
+from sasa_det.evaluation.coco_evaluator import EvalOptions
+from sasa_det.layers import SasaOptions
+from sasa_det.optim import OptimSettings
+
 __all__ = [
-    "BackboneConfig",
     "ClassifierConfig",
     "ConfigError",
     "DataConfig",
-    "EvalConfig",
     "ExperimentConfig",
     "ModelConfig",
-    "OptimConfig",
-    "SasaConfig",
     "ShapesConfig",
     "TrainerConfig",
     "config_from_dict",
@@ -48,182 +65,145 @@ __all__ = [
 ]
 
 BASE_KEY = "_base_"
+#: The engine's tasks (``sasa_det.engine.tasks`` implements one for each).
 TASKS = ("detection", "classification")
 
 
 @dataclass
-class SasaConfig:
-    """Options of every SASA layer of the model: backbone stages, attention FPN and attention heads alike."""
+class ModelConfig(DetectorOptions):
+    """Detector: the detection options (:class:`~sasa_det.detectors.DetectorOptions`: ``arch``, ``fpn``, ``head``,
+    ...), its backbone and the SASA layers' options."""
 
-    impl: str = "auto"  # implementation: "auto" (fastest for the device) | "shift" | "halo" | "unfold" | registered ones
-    kernel_size: int = 7  # window k (SASA Sec. 4.1: 7)
-    heads: int = 8  # attention heads (SASA Sec. 4.1: 8)
-    scaled: bool = False  # divide logits by sqrt(head width); the paper's Eq. 3 has no scaling
-    mask_padding: bool = False  # exclude out-of-image keys from the softmax instead of zero keys/values
-
-
-@dataclass
-class BackboneConfig:
-    """Backbone preset and its options (``sasa_det.backbones.build_backbone``); null = the preset's value."""
-
-    name: str = "resnet50"  # a preset of sasa_det.backbones.list_backbones()
-    weights: Optional[str] = None  # backbone weights to start from: a classification checkpoint, classifier or backbone state_dict, torchvision ResNet weights
-    stage_ops: Optional[list[str]] = None  # spatial op per stage, 4 of "conv" | "sasa" | "aa"
-    stem: Optional[str] = None  # "conv" | "attention" (SASA spatially-aware stem)
-    blocks_per_stage: Optional[list[int]] = None  # residual blocks of stages 1-4
-    base_width: Optional[int] = None  # stage-1 bottleneck width (64 in the papers)
-    norm: Optional[str] = None  # "bn" | "frozen_bn" (fixed statistics, for fine-tuning with small batches)
-    frozen_stages: Optional[int] = None  # 0 = train all; n = freeze the stem and stages 1..n
-    zero_init_residual: Optional[bool] = None  # start each residual branch as the identity
-    image_size: Optional[int] = None  # largest input side (sizes AA relative tables); null = derived from the data
-    stem_heads: Optional[int] = None  # attention-stem heads (SASA: 4)
-    stem_mixtures: Optional[int] = None  # attention-stem value mixtures m (SASA: unstated, 4)
-    aa_dk_ratio: Optional[float] = None  # AA kappa = d_k / F_out (AA: 0.2)
-    aa_dv_ratio: Optional[float] = None  # AA upsilon = d_v / F_out (AA: 0.1)
-    aa_heads: Optional[int] = None  # AA heads (AA: 8)
-    aa_pool_attention_stages: Optional[list[int]] = None  # stages whose AA attention runs 3x3/2-pooled (detection)
-
-
-@dataclass
-class ModelConfig:
-    """Detector: what ``sasa_det.detectors.build_detector`` builds."""
-
-    arch: str = "retinanet"  # "retinanet" | "faster_rcnn" | "mask_rcnn"
-    num_classes: Optional[int] = None  # foreground classes; null = taken from the training dataset
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # backbone preset and options
-    sasa: SasaConfig = field(default_factory=SasaConfig)  # every SASA layer: backbone, attention FPN, attention heads
-    init_from: Optional[str] = None  # weights to start from (no optimizer state): our checkpoint, a state dict, torchvision weights; mismatched shapes are re-initialised
-    fpn: str = "conv"  # "conv" (torchvision FPN) | "attention" (SASA paper's attention FPN)
-    head: str = "conv"  # "conv" (torchvision heads) | "attention" (SASA paper's attention heads; RetinaNet)
-    fpn_channels: int = 256  # FPN width (SASA paper: d=256)
-    head_norm: Optional[str] = None  # RetinaNet heads: "none" | "group" (GroupNorm); null = conv head none, attention head group
-    min_size: int = 800  # evaluation resize: shorter side (torchvision GeneralizedRCNNTransform)
-    max_size: int = 1333  # evaluation resize: longest side cap
-    detector_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the torchvision detector (e.g. detections_per_img)
+    #: foreground classes; null = taken from the training dataset
+    num_classes: Optional[int] = None
+    #: backbone preset and options
+    backbone: ResNetOptions = field(default_factory=ResNetOptions)
+    #: every SASA layer: backbone, attention FPN, attention heads
+    sasa: SasaOptions = field(default_factory=SasaOptions)
+    #: weights to start from (no optimizer state): our checkpoint, a state dict, torchvision weights; mismatched
+    #: shapes are re-initialised
+    init_from: Optional[str] = None
 
 
 @dataclass
 class ClassifierConfig:
     """Image classifier for ``task: classification`` (backbone pre-training / fine-tuning)."""
 
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # backbone preset and options
-    sasa: SasaConfig = field(default_factory=SasaConfig)  # every SASA layer of the backbone
-    num_classes: Optional[int] = None  # null = number of class folders in data.train_dir
-    init_from: Optional[str] = None  # weights to start from (no optimizer state); a new class count re-initialises the head
-    image_size: int = 224  # training crop / evaluation size in pixels
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = off)
-    dropout: float = 0.0  # dropout before the linear head
+    #: backbone preset and options
+    backbone: ResNetOptions = field(default_factory=ResNetOptions)
+    #: every SASA layer of the backbone
+    sasa: SasaOptions = field(default_factory=SasaOptions)
+    #: null = number of class folders in data.train_dir
+    num_classes: Optional[int] = None
+    #: weights to start from (no optimizer state); a new class count re-initialises the head
+    init_from: Optional[str] = None
+    #: training crop / evaluation size in pixels
+    image_size: int = 224
+    #: cross-entropy label smoothing (0 = off)
+    label_smoothing: float = 0.0
+    #: dropout before the linear head
+    dropout: float = 0.0
 
 
 @dataclass
 class ShapesConfig:
     """Synthetic shapes dataset generated on first use (``sasa_det.data.shapes.make_shapes_dataset``)."""
 
-    root: Optional[str] = None  # directory to generate into / reuse; null = do not use shapes
-    num_train: int = 200  # training images
-    num_val: int = 50  # validation images
-    image_size: int = 128  # image side in pixels
-    seed: int = 0  # generator seed (the dataset is deterministic by seed)
-    min_objects: int = 1  # fewest shapes per image
-    max_objects: int = 4  # most shapes per image
-    classes: list[str] = field(default_factory=lambda: ["circle", "square", "triangle"])  # shapes drawn: circle, square, triangle, star, diamond
+    #: directory to generate into / reuse; null = do not use shapes
+    root: Optional[str] = None
+    #: training images
+    num_train: int = 200
+    #: validation images
+    num_val: int = 50
+    #: image side in pixels
+    image_size: int = 128
+    #: generator seed (the dataset is deterministic by seed)
+    seed: int = 0
+    #: fewest shapes per image
+    min_objects: int = 1
+    #: most shapes per image
+    max_objects: int = 4
+    #: shapes drawn: circle, square, triangle, star, diamond
+    classes: list[str] = field(default_factory=lambda: ["circle", "square", "triangle"])
 
 
 @dataclass
-class DataConfig:
-    """Datasets and loading. Detection uses COCO-format data; classification an image-folder tree."""
+class DataConfig(CocoDataOptions):
+    """Datasets and loading. Detection uses COCO-format data (:class:`~sasa_det.data.CocoDataOptions`: the four
+    paths, loaders, augmentation, checks); classification an image-folder tree."""
 
-    train_images: Optional[str] = None  # training image directory (COCO format)
-    train_ann: Optional[str] = None  # training instances json
-    val_images: Optional[str] = None  # validation image directory
-    val_ann: Optional[str] = None  # validation instances json
-    shapes: ShapesConfig = field(default_factory=ShapesConfig)  # when shapes.root is set it supplies the four paths above
-    batch_size: int = 2  # training images per device (global batch = batch_size * devices * num_nodes)
-    val_batch_size: int = 2  # validation images per device
-    num_workers: int = 2  # data-loader workers per device
-    min_sizes: list[int] = field(default_factory=lambda: [800])  # training shorter side, sampled per image (multiscale jitter)
-    max_size: int = 1333  # training longest-side cap
-    flip_prob: float = 0.5  # horizontal-flip probability in training
-    with_masks: Optional[bool] = None  # load instance masks; null = only for arch mask_rcnn
-    keep_empty_train: bool = False  # keep training images without annotations
-    check_images: str = "header"  # before training open every image: "header" (size/mode/EXIF, fast) | "full" (decode all pixels) | "off"
-    on_bad_records: str = "error"  # "error": list every bad record and stop | "drop": remove them (listed in data_report_*), skip training images that fail later
-    check_cache: bool = True  # cache the image check by file size + modification time (a second run does not reopen the images)
-    check_cache_dir: Optional[str] = None  # image-check cache folder; null = $SASA_DET_CACHE_DIR or ~/.cache/sasa_det
-    check_workers: Optional[int] = None  # threads for the image check; null = min(8, CPUs)
-    train_dir: Optional[str] = None  # classification: ImageFolder training root
-    val_dir: Optional[str] = None  # classification: ImageFolder validation root
-
-
-@dataclass
-class OptimConfig:
-    """Optimizer and per-step learning-rate schedule (``sasa_det.engine.optim``)."""
-
-    name: str = "sgd"  # "sgd" | "adamw"
-    lr: float = 0.01  # peak learning rate (for reference_batch_size images per step when that is set)
-    reference_batch_size: Optional[int] = None  # linear scaling rule: lr *= global batch / this (global = devices x nodes x batch x accumulation); null = lr as given
-    backbone_lr_mult: float = 1.0  # learning-rate multiplier of the backbone's parameters (e.g. 0.1 when fine-tuning)
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = False  # SGD Nesterov momentum
-    weight_decay: float = 1e-4  # not applied to norms, biases and position embeddings
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
-    schedule: str = "cosine"  # "cosine" (to 0 at the end) | "multistep" | "constant", after the warm-up
-    warmup_epochs: float = 0.0  # linear warm-up length in epochs (may be fractional)
-    warmup_steps: Optional[int] = None  # linear warm-up length in optimizer steps; overrides warmup_epochs when set
-    warmup_factor: float = 0.001  # learning-rate multiplier at the first warm-up step
-    milestones: list[float] = field(default_factory=list)  # multistep: FRACTIONS of the total steps in (0, 1), e.g. [0.667, 0.889]
-    gamma: float = 0.1  # multistep decay factor
-    grad_clip: Optional[float] = None  # clip the global gradient norm to this value; null = no clipping
+    #: when shapes.root is set it supplies the four COCO paths
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    #: classification: ImageFolder training root
+    train_dir: Optional[str] = None
+    #: classification: ImageFolder validation root
+    val_dir: Optional[str] = None
 
 
 @dataclass
 class TrainerConfig:
     """``pytorch_lightning.Trainer`` settings."""
 
-    max_epochs: int = 12  # training epochs
-    max_steps: int = -1  # stop after this many optimizer steps (-1 = use max_epochs); also the schedule length when > 0
-    devices: Any = "auto"  # number of devices, list of ids, or "auto"
-    num_nodes: int = 1  # machines
-    accelerator: str = "auto"  # "auto" | "cpu" | "gpu" | ...
-    strategy: str = "auto"  # "auto" | "ddp" | "ddp_spawn" | ...
-    precision: str = "32-true"  # "32-true" | "16-mixed" | "bf16-mixed" (AMP)
-    sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
-    log_every_n_steps: int = 20  # logging interval in optimizer steps
-    check_val_every_n_epoch: int = 1  # validation interval in epochs
-    limit_train_batches: Any = None  # int (batches) or float (fraction) per epoch; null = all
-    limit_val_batches: Any = None  # int (batches) or float (fraction) per validation; null = all
-    deterministic: bool = False  # torch deterministic algorithms
-    seed: int = 0  # seed for python/numpy/torch and the data loaders
-    accumulate_grad_batches: int = 1  # gradient accumulation
-    enable_progress_bar: bool = True  # show a progress bar
-    checkpoint_every_n_steps: int = 500  # write checkpoints/last.ckpt every N optimizer steps (and at every epoch end); 0 = epoch ends only
-    ema_decay: Optional[float] = None  # exponential moving average of the weights (e.g. 0.999): validated and saved in checkpoints; null = off
-    ema_start_step: int = 0  # optimizer steps before the moving average starts
-
-
-@dataclass
-class EvalConfig:
-    """Evaluation settings (validation during training, ``tools/eval.py``, ``tools/predict.py``)."""
-
-    score_threshold: float = 0.05  # detections below this score are not evaluated or drawn
-    iou_types: list[str] = field(default_factory=list)  # "bbox" / "segm"; empty = bbox, plus segm for mask_rcnn
-    save_visualization: int = 4  # validation images drawn with predictions after training (0 = none)
-    draw_threshold: float = 0.5  # score threshold for drawn predictions
-    backend: str = "faster_coco_eval"  # COCOeval implementation: "faster_coco_eval" | "pycocotools" (same metrics)
+    #: training epochs
+    max_epochs: int = 12
+    #: stop after this many optimizer steps (-1 = use max_epochs); also the schedule length when > 0
+    max_steps: int = -1
+    #: number of devices, list of ids, or "auto"
+    devices: Any = "auto"
+    #: machines
+    num_nodes: int = 1
+    #: "auto" | "cpu" | "gpu" | ...
+    accelerator: str = "auto"
+    #: "auto" | "ddp" | "ddp_spawn" | ...
+    strategy: str = "auto"
+    #: "32-true" | "16-mixed" | "bf16-mixed" (AMP)
+    precision: str = "32-true"
+    #: convert BatchNorm to SyncBatchNorm under DDP
+    sync_batchnorm: bool = False
+    #: logging interval in optimizer steps
+    log_every_n_steps: int = 20
+    #: validation interval in epochs
+    check_val_every_n_epoch: int = 1
+    #: int (batches) or float (fraction) per epoch; null = all
+    limit_train_batches: Any = None
+    #: int (batches) or float (fraction) per validation; null = all
+    limit_val_batches: Any = None
+    #: torch deterministic algorithms
+    deterministic: bool = False
+    #: seed for python/numpy/torch and the data loaders
+    seed: int = 0
+    #: gradient accumulation
+    accumulate_grad_batches: int = 1
+    #: show a progress bar
+    enable_progress_bar: bool = True
+    #: write checkpoints/last.ckpt every N optimizer steps (and at every epoch end); 0 = epoch ends only
+    checkpoint_every_n_steps: int = 500
+    #: exponential moving average of the weights (e.g. 0.999): validated and saved in checkpoints; null = off
+    ema_decay: Optional[float] = None
+    #: optimizer steps before the moving average starts
+    ema_start_step: int = 0
 
 
 @dataclass
 class ExperimentConfig:
     """One experiment: what to train, on what data, how, and where to write results."""
 
-    task: str = "detection"  # "detection" | "classification"
-    output_dir: str = "outputs/run"  # checkpoints, logs, resolved config, evaluation results
-    model: ModelConfig = field(default_factory=ModelConfig)  # detection model
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # classification model
-    data: DataConfig = field(default_factory=DataConfig)  # datasets and loaders
-    optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer and schedule
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # Lightning trainer
-    eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation
+    #: "detection" | "classification"
+    task: str = choice(TASKS, default="detection")
+    #: checkpoints, logs, resolved config, evaluation results
+    output_dir: str = "outputs/run"
+    #: detection model
+    model: ModelConfig = field(default_factory=ModelConfig)
+    #: classification model
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    #: datasets and loaders
+    data: DataConfig = field(default_factory=DataConfig)
+    #: optimizer and schedule
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    #: Lightning trainer
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: evaluation
+    eval: EvalOptions = field(default_factory=EvalOptions)
 
 
 class ConfigError(ValueError):
@@ -234,80 +214,56 @@ def _schema() -> DictConfig:
     return OmegaConf.structured(ExperimentConfig)
 
 
-def _choice_table() -> dict[str, Callable[[], list[str]]]:
-    """Config keys with a fixed set of values -> a function listing them (imports only when checked)."""
+def _option_fields(schema: type = ExperimentConfig, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """``(full key, field, its type)`` for every key of the schema, the keys of nested option dataclasses too."""
+    hints = typing.get_type_hints(schema)
+    for item in dataclasses.fields(schema):
+        key = f"{prefix}{item.name}"
+        yield key, item, hints[item.name]
+        if dataclasses.is_dataclass(hints[item.name]):
+            yield from _option_fields(hints[item.name], f"{key}.")
 
-    def backbones() -> list[str]:
-        from sasa_det.backbones import list_backbones
 
-        return list_backbones()
+def _choice_table() -> dict[str, dataclasses.Field]:
+    """Keys whose option declares its values (:func:`sasa_det.choices.choice`) -> the option's field."""
+    return {key: item for key, item, _ in _option_fields() if field_choices(item) is not None}
 
-    def resnet(attr: str) -> Callable[[], list[str]]:
-        def values() -> list[str]:
-            from sasa_det.backbones import resnet
 
-            return list(getattr(resnet, attr))
-
-        return values
-
-    def sasa_impls() -> list[str]:
-        from sasa_det.layers import available_local_attention_impls
-
-        return available_local_attention_impls()
-
-    def detectors(attr: str, module: str) -> Callable[[], list[str]]:
-        def values() -> list[str]:
-            import importlib
-
-            return list(getattr(importlib.import_module(f"sasa_det.detectors.{module}"), attr))
-
-        return values
-
-    def optim(attr: str) -> Callable[[], list[str]]:
-        def values() -> list[str]:
-            from sasa_det.engine import optim as optim_module
-
-            return list(getattr(optim_module, attr))
-
-        return values
-
-    def data_checks(attr: str) -> Callable[[], list[str]]:
-        def values() -> list[str]:
-            from sasa_det.data import validation
-
-            return list(getattr(validation, attr))
-
-        return values
-
-    table: dict[str, Callable[[], list[str]]] = {
-        "task": lambda: list(TASKS),
-        "model.arch": detectors("ARCHS", "build"),
-        "model.fpn": detectors("FPN_KINDS", "backbone_with_fpn"),
-        "model.head": detectors("HEAD_KINDS", "retinanet"),
-        "model.head_norm": lambda: ["none", "group"],
-        "optim.name": optim("OPTIMIZERS"),
-        "optim.schedule": optim("SCHEDULES"),
-        "eval.iou_types": lambda: ["bbox", "segm"],
-        "data.check_images": data_checks("CHECK_LEVELS"),
-        "data.on_bad_records": data_checks("BAD_RECORD_POLICIES"),
+def _renamed_keys() -> dict[str, str]:
+    """Former keys -> their keys now, from the ``renamed_keys`` that option dataclasses declare."""
+    return {
+        f"{key}.{old}": f"{key}.{new}"
+        for key, _, kind in _option_fields()
+        for old, new in getattr(kind, "renamed_keys", {}).items()
     }
-    for section in ("model", "classifier"):
-        table[f"{section}.backbone.name"] = backbones
-        table[f"{section}.backbone.stage_ops"] = resnet("STAGE_OPS")
-        table[f"{section}.backbone.stem"] = resnet("STEMS")
-        table[f"{section}.backbone.norm"] = resnet("NORMS")
-        table[f"{section}.sasa.impl"] = sasa_impls
-    return table
+
+
+def _rename_deprecated_keys(node: DictConfig, origin: str) -> DictConfig:
+    """Move the values of former keys in ``node`` (one file or override) to their keys now, with a
+    ``FutureWarning`` naming both (in place; returns ``node``). A former key set to null is dropped."""
+    for old, new in _renamed_keys().items():
+        parent_key, _, leaf = old.rpartition(".")
+        parent = OmegaConf.select(node, parent_key, default=None)
+        if not isinstance(parent, DictConfig) or leaf not in parent:
+            continue
+        value = parent.pop(leaf)
+        if value is None:
+            continue
+        if OmegaConf.select(node, new, default=None) is not None:
+            raise ConfigError(f"{origin}: {old} is the former name of {new} and both are set; keep {new}")
+        warnings.warn(f"{origin}: {old} is deprecated; use {new}", FutureWarning, stacklevel=2)
+        OmegaConf.update(node, new, value, force_add=True)
+    return node
 
 
 def _check_choices(node: DictConfig, origin: str) -> None:
     """Raise ConfigError for any key of ``node`` whose value (or list entry) is not one of its choices."""
-    for key, choices in _choice_table().items():
+    for key, item in _choice_table().items():
         value = OmegaConf.select(node, key, default=None, throw_on_missing=False)
         if value is None:
             continue
         values = list(value) if isinstance(value, ListConfig) else [value]
-        valid = choices()
+        valid = field_choices(item)
         bad = [v for v in values if v not in valid]
         if bad:
             hint = difflib.get_close_matches(str(bad[0]), [str(v) for v in valid], n=1)
@@ -380,7 +336,7 @@ def _load_file(path: Path, stack: tuple[Path, ...], included_by: Optional[Path])
         base_paths = list(bases)
     else:
         raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
-    _expand_shorthands(raw)
+    _rename_deprecated_keys(_expand_shorthands(raw), str(path))
     _merge_checked(_schema(), raw, str(path))  # each file must be valid on its own: errors name this file
     _check_choices(raw, str(path))
     merged = OmegaConf.create({})
@@ -405,18 +361,27 @@ def apply_overrides(cfg: DictConfig, overrides: Optional[list[str]]) -> DictConf
             update = _expand_shorthands(OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise ConfigError(f"command-line override {item!r}: {str(err).splitlines()[0]}") from None
-        cfg = _merge_checked(cfg, update, f"command-line override {item!r}")
-        _check_choices(update, f"command-line override {item!r}")
+        origin = f"command-line override {item!r}"
+        cfg = _merge_checked(cfg, _rename_deprecated_keys(update, origin), origin)
+        _check_choices(update, origin)
     return cfg
 
 
 def validate_config(cfg: DictConfig) -> DictConfig:
-    """Check values the type system cannot (choices, ranges); returns ``cfg``.
+    """Check the values of an assembled config that the type system cannot (choices, ranges); returns ``cfg``.
+
+    (:func:`load_config` and :func:`config_from_dict` check the choices of each file and override as they
+    read it, so that a message names where the value came from, and the ranges here once, at the end.)
 
     Raises:
         ConfigError: naming the key, the bad value and the accepted values.
     """
     _check_choices(cfg, "config")
+    return _check_ranges(cfg)
+
+
+def _check_ranges(cfg: DictConfig) -> DictConfig:
+    """Raise ConfigError for a value outside its range, or values that do not go together; returns ``cfg``."""
     for frac in cfg.optim.milestones:
         if not 0.0 < float(frac) < 1.0:
             raise ConfigError(
@@ -437,7 +402,9 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         if stage_ops is not None and len(stage_ops) != 4:
             raise ConfigError(f"{section}.backbone.stage_ops needs one operation per stage (4), got {list(stage_ops)}")
     if not cfg.optim.backbone_lr_mult > 0:
-        raise ConfigError(f"optim.backbone_lr_mult must be > 0 (freeze with model.backbone.frozen_stages), got {cfg.optim.backbone_lr_mult}")
+        raise ConfigError(
+            f"optim.backbone_lr_mult must be > 0 (freeze with model.backbone.frozen_stages), got {cfg.optim.backbone_lr_mult}"
+        )
     if cfg.optim.reference_batch_size is not None and cfg.optim.reference_batch_size < 1:
         raise ConfigError(f"optim.reference_batch_size must be >= 1 or null, got {cfg.optim.reference_batch_size}")
     if cfg.trainer.checkpoint_every_n_steps < 0:
@@ -490,7 +457,7 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
     if path is not None:
         cfg = _merge_checked(cfg, _load_file(Path(path), (), None), str(path))
     cfg = apply_overrides(cfg, overrides)
-    return validate_config(cfg)
+    return _check_ranges(cfg)
 
 
 def config_to_dict(cfg: DictConfig) -> dict:
@@ -500,9 +467,11 @@ def config_to_dict(cfg: DictConfig) -> dict:
 
 def config_from_dict(data: dict, overrides: Optional[list[str]] = None) -> DictConfig:
     """Rebuild a structured config from :func:`config_to_dict` output (e.g. a checkpoint's), then apply overrides."""
-    cfg = _merge_checked(_schema(), OmegaConf.create(data), "stored config")
+    stored = _rename_deprecated_keys(_expand_shorthands(OmegaConf.create(data)), "stored config")
+    cfg = _merge_checked(_schema(), stored, "stored config")
+    _check_choices(stored, "stored config")
     cfg = apply_overrides(cfg, overrides)
-    return validate_config(cfg)
+    return _check_ranges(cfg)
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:

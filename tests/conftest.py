@@ -41,5 +41,7 @@ def tiny_detection_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_run")
     demo = Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml"
     overrides = tiny_shapes_overrides(root / "shapes", root / "run", num_train=8, num_val=4)
-    cfg = load_config(demo, [*overrides, "trainer.max_steps=4", "trainer.log_every_n_steps=1", "trainer.accelerator=cpu"])
+    cfg = load_config(
+        demo, [*overrides, "trainer.max_steps=4", "trainer.log_every_n_steps=1", "trainer.accelerator=cpu"]
+    )
     return train(cfg)

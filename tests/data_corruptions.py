@@ -23,8 +23,17 @@ def base_dataset() -> dict:
     annotations = []
     for i, (x, y, w, h) in boxes.items():
         polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
-        annotations.append({"id": i, "image_id": i, "category_id": i, "bbox": [x, y, w, h], "area": w * h,
-                            "iscrowd": 0, "segmentation": [polygon]})
+        annotations.append(
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": i,
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "iscrowd": 0,
+                "segmentation": [polygon],
+            }
+        )
     return {
         "images": [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2, 3)],
         "annotations": annotations,

@@ -1,9 +1,13 @@
 """Small fixtures-as-functions shared by several test files."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
 
 
 def masks_from_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -12,6 +16,42 @@ def masks_from_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tens
     for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
         masks[i, y1:y2, x1:x2] = 1
     return masks
+
+
+def box_targets(per_image, sizes, with_masks: bool = False) -> list[dict[str, torch.Tensor]]:
+    """Detection targets from ``(boxes xyxy, labels)`` per image; with masks filling the boxes, for images of
+    ``sizes`` ``(height, width)``."""
+    targets = [
+        {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels)}
+        for boxes, labels in per_image
+    ]
+    if with_masks:
+        for target, (height, width) in zip(targets, sizes):
+            target["masks"] = masks_from_boxes(target["boxes"], height, width)
+    return targets
+
+
+def train_command(*overrides: str) -> list[str]:
+    """The command line that trains the demo config with ``overrides`` (run it from the repository root)."""
+    return [sys.executable, "tools/train.py", str(DEMO_CONFIG), *overrides]
+
+
+def tiny_classification_overrides(folders, out, backbone: str = "{name: resnet26, base_width: 8}") -> list[str]:
+    """Config overrides for a two-step CPU classification run on the image folders ``folders`` (32 px)."""
+    return [
+        "task=classification",
+        f"output_dir={out}",
+        f"data.train_dir={folders['train']}",
+        f"data.val_dir={folders['val']}",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        f"classifier.backbone={backbone}",
+        "classifier.image_size=32",
+        "trainer.max_steps=2",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.enable_progress_bar=false",
+    ]
 
 
 def tiny_shapes_overrides(shapes_root, out, num_train: int = 8, num_val: int = 5) -> list[str]:
@@ -41,7 +81,7 @@ def tiny_shapes_overrides(shapes_root, out, num_train: int = 8, num_val: int = 5
 
 def load_tool(name: str):
     """The module of ``tools/<name>.py`` (tools are scripts, not a package), to call its ``main(argv)``."""
-    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    path = REPO / "tools" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"tool_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.helpers import load_tool
 import torch
 from PIL import Image
 
@@ -14,7 +12,7 @@ from sasa_det.analysis.attention_maps import augmented_attention_weights, local_
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d
 from sasa_det.layers.reference import local_attention_reference, relative_embeddings_2d_reference
 from sasa_det.layers.relative_position import slice_relative_table
-
+from tests.helpers import load_tool
 
 
 def _reference_weights(layer, x, row, col):
@@ -29,9 +27,11 @@ def _reference_weights(layer, x, row, col):
         v = torch.zeros(n, layer.heads, d, height * width, dtype=x.dtype)
         for c in range(min(d, height * width - start)):
             v[:, :, c, start + c] = 1.0
-        out = local_attention_reference(q, k, v.reshape(shape), layer.rel_row, layer.rel_col, layer.kernel_size, layer.mask_padding)
+        out = local_attention_reference(
+            q, k, v.reshape(shape), layer.rel_row, layer.rel_col, layer.kernel_size, layer.mask_padding
+        )
         count = min(d, height * width - start)
-        weights[:, start:start + count] = out[0, :, :count, row, col]
+        weights[:, start : start + count] = out[0, :, :count, row, col]
     return weights.reshape(layer.heads, height, width)
 
 
@@ -45,7 +45,7 @@ def test_sasa_weights_equal_the_reference_softmax_inside_the_window(mask_padding
         expected = _reference_weights(layer, x, row, col)
         torch.testing.assert_close(weights.double(), expected, rtol=1e-5, atol=1e-6)
         window = torch.zeros(7, 9, dtype=torch.bool)
-        window[max(row - 2, 0):row + 3, max(col - 2, 0):col + 3] = True
+        window[max(row - 2, 0) : row + 3, max(col - 2, 0) : col + 3] = True
         assert (weights[:, ~window] == 0).all()
         torch.testing.assert_close(weights.sum(dim=(1, 2)) + outside, torch.ones(2))
         if mask_padding or (row, col) == (3, 4):  # whole window inside the map, or padding masked out
@@ -65,7 +65,9 @@ def test_aa_weights_equal_a_dense_softmax(pool_attention):
     q, k, _ = torch.split(layer.qkv(pooled), [8, 8, 8], dim=1)
     q = q.reshape(2, 4, h * w).transpose(1, 2) * 4**-0.5
     k = k.reshape(2, 4, h * w)
-    embeddings = relative_embeddings_2d_reference(slice_relative_table(layer.rel_width, w), slice_relative_table(layer.rel_height, h), h, w)
+    embeddings = relative_embeddings_2d_reference(
+        slice_relative_table(layer.rel_width, w), slice_relative_table(layer.rel_height, h), h, w
+    )
     logits = q @ k + torch.einsum("hqd,qkd->hqk", q, embeddings)
     dense = logits.softmax(-1).reshape(2, h * w, h, w)
     for row, col in [(0, 0), (h - 1, w - 1), (1, 2)]:

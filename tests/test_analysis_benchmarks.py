@@ -22,8 +22,8 @@ def test_eval_benchmark_backends_agree_on_synthetic_detections():
 
 
 def test_layer_benchmark_rows_and_ratios():
-    rows = benchmark_layers(channels=16, heads=2, kernel_size=3, height=8, width=12, repeats=1, warmup=0,
-                            cases=["sasa", "aa_no_rel"], isolate=False)
+    shape = dict(channels=16, heads=2, kernel_size=3, height=8, width=12)
+    rows = benchmark_layers(**shape, repeats=1, warmup=0, cases=["sasa", "aa_no_rel"], isolate=False)
     by_name = {row["name"]: row for row in rows}
     assert set(by_name) == {"conv3x3", "sasa", "aa_no_rel"}  # the baseline is added
     assert by_name["conv3x3"]["time_ratio"] == 1.0

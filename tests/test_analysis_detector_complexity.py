@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.models.detection import retinanet_resnet50_fpn
 
-from sasa_det.detectors import build_detector
 from sasa_det.analysis.detector_complexity import PAPER_DETECTORS, measure_detector, paper_detector_table
 from sasa_det.analysis.model_info import count_flops, count_parameters
+from sasa_det.engine.detection_task import preset_detection_model
 
 SIZE = 64
 TINY = {"base_width": 8, "norm": "bn"}
@@ -19,7 +19,7 @@ def _level_pixels(size):
 
 
 def test_conv_retinanet_resnet50_has_torchvisions_parameter_count():
-    ours = build_detector("retinanet", 80, backbone="resnet50", backbone_overrides={"norm": "bn"})
+    ours = preset_detection_model("retinanet", 80, backbone="resnet50", backbone_overrides={"norm": "bn"})
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=81)
     assert count_parameters(ours) == count_parameters(reference)
 
@@ -28,10 +28,20 @@ def test_conv_retinanet_resnet50_has_torchvisions_parameter_count():
 def test_dense_flops_are_backbone_plus_pyramid_plus_heads(attention):
     c, a, k = 64, 9, 4  # pyramid channels (GroupNorm(32) needs > 1 value per group on 1x1 P7), anchors, classes
     kind = "attention" if attention else "conv"
-    info = measure_detector("tiny", "retinanet", 3, SIZE, backbone="resnet26", backbone_overrides=TINY,
-                            fpn=kind, head=kind, fpn_channels=c)
-    model = build_detector("retinanet", 3, backbone="resnet26", backbone_overrides=TINY, fpn=kind, head=kind,
-                           fpn_channels=c, min_size=SIZE, max_size=SIZE).eval()
+    info = measure_detector(
+        "tiny", "retinanet", 3, SIZE, backbone="resnet26", backbone_overrides=TINY, fpn=kind, head=kind, fpn_channels=c
+    )
+    model = preset_detection_model(
+        "retinanet",
+        3,
+        backbone="resnet26",
+        backbone_overrides=TINY,
+        fpn=kind,
+        head=kind,
+        fpn_channels=c,
+        min_size=SIZE,
+        max_size=SIZE,
+    ).eval()
     assert info.params == count_parameters(model)
     body = model.backbone.body
     backbone_flops = count_flops(body, torch.zeros(1, 3, SIZE, SIZE)).total
@@ -59,8 +69,12 @@ def test_dense_flops_are_backbone_plus_pyramid_plus_heads(attention):
 
 def test_paper_rows_build_the_intended_models():
     names = [row.name for row in PAPER_DETECTORS]
-    assert names == ["retinanet_resnet50", "retinanet_sasa_resnet50_convstem", "retinanet_sasa_resnet50",
-                     "retinanet_sasa_resnet50_attention_fpn_heads"]
+    assert names == [
+        "retinanet_resnet50",
+        "retinanet_sasa_resnet50_convstem",
+        "retinanet_sasa_resnet50",
+        "retinanet_sasa_resnet50_attention_fpn_heads",
+    ]
     full = PAPER_DETECTORS[-1]
     assert full.build_kwargs == {"backbone": "sasa_resnet50", "fpn": "attention", "head": "attention"}
     assert (full.params_m, full.flops_b) == (22.0, 110.0)

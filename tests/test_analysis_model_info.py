@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from sasa_det.layers import LocalSelfAttention2d
 from sasa_det.analysis.model_info import PAPER_VALUES, count_flops, count_parameters, format_table, measure_backbone
+from sasa_det.layers import LocalSelfAttention2d
 
 
 class _ToyAttention(nn.Module):
@@ -81,7 +81,9 @@ def test_table_formats_paper_columns():
 
 
 def test_tool_prints_a_table(capsys):
-    spec = importlib.util.spec_from_file_location("model_info_tool", Path(__file__).parents[1] / "tools" / "model_info.py")
+    spec = importlib.util.spec_from_file_location(
+        "model_info_tool", Path(__file__).parents[1] / "tools" / "model_info.py"
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main(["resnet26", "--image-size", "64"]) == 0

@@ -23,8 +23,10 @@ _SPARSE_CSV = """epoch,lr-SGD,step,train/loss,val/mAP,val/bbox/APl
 
 
 def _evaluation_record():
-    rows = [{"category_id": 1, "name": "cat", "AP": 0.5, "AP50": 0.75, "AP75": 0.5},
-            {"category_id": 2, "name": "dog", "AP": None, "AP50": None, "AP75": None}]
+    rows = [
+        {"category_id": 1, "name": "cat", "AP": 0.5, "AP50": 0.75, "AP75": 0.5},
+        {"category_id": 2, "name": "dog", "AP": None, "AP50": None, "AP75": None},
+    ]
     curve = {"recall": [0.0, 0.5, 1.0], "precision": [1.0, 0.8, 0.2]}
     return {"pr_iou_threshold": 0.5, "iou_types": {"bbox": {"per_class": rows, "pr_curves": {"cat": curve}}}}
 
@@ -77,7 +79,11 @@ def test_analyze_tool_draws_every_plot_of_a_trained_run(tiny_detection_run, tmp_
 
 def test_analyze_defaults_to_the_run_analysis_folder(handmade_run):
     analyze.main([str(handmade_run)])
-    assert sorted(p.name for p in (handmade_run / "analysis").iterdir()) == ["per_class_ap.png", "pr_curves_bbox.png", "training_curves.png"]
+    assert sorted(p.name for p in (handmade_run / "analysis").iterdir()) == [
+        "per_class_ap.png",
+        "pr_curves_bbox.png",
+        "training_curves.png",
+    ]
 
 
 def test_analyze_without_matplotlib_says_how_to_install_it_and_exits_2(handmade_run, monkeypatch, capsys):

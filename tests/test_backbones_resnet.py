@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from sasa_det.backbones import FEATURE_NAMES, build_backbone, list_backbones, load_backbone_weights
+from sasa_det.backbones import FEATURE_NAMES, AAOptions, build_backbone, list_backbones, load_backbone_weights
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
 
 STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
@@ -64,7 +64,7 @@ def test_aa_presets_place_one_augmented_conv_per_block_in_the_last_three_stages(
 
 
 def test_aa_relative_tables_follow_image_size_and_pooling():
-    backbone = build_backbone("aa_resnet50", base_width=16, image_size=640, aa_pool_attention_stages=(2,))
+    backbone = build_backbone("aa_resnet50", base_width=16, image_size=640, aa=AAOptions(pool_attention_stages=(2,)))
     # attention map side per stage: ceil(640 / stride), halved again where the attention is pooled
     assert backbone.layer2[1].conv2.max_size == (40, 40) and backbone.layer2[1].conv2.pool_attention
     assert backbone.layer3[1].conv2.max_size == (40, 40) and not backbone.layer3[1].conv2.pool_attention
@@ -221,7 +221,7 @@ def test_zero_init_residual_and_default_init():
         ({"frozen_stages": 5}, "frozen_stages"),
         ({"out_features": ("C6",)}, "out_features"),
         ({"blocks_per_stage": (1, 2, 3)}, "blocks_per_stage"),
-        ({"aa_pool_attention_stages": (5,)}, "aa_pool_attention_stages"),
+        ({"aa": AAOptions(pool_attention_stages=(5,))}, "aa.pool_attention_stages"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(overrides, message):

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from sasa_det.backbones import build_backbone, build_classifier, load_backbone_weights
+from sasa_det.backbones import AAOptions, build_backbone, build_classifier, load_backbone_weights
 from sasa_det.backbones.weights import find_backbone_prefix
 from sasa_det.layers.relative_position import slice_relative_table
 
@@ -37,14 +37,18 @@ def _fresh_backbone():
     return build_backbone(NAME, **KWARGS)
 
 
+def _assert_loads_whole_into_a_fresh_backbone(path, source) -> None:
+    backbone = _fresh_backbone()
+    missing, unexpected = load_backbone_weights(backbone, path)
+    assert missing == [] and unexpected == []
+    _assert_same_features(backbone, source)
+
+
 def test_classifier_state_dict_file_round_trip(tmp_path):
     classifier = _trained_classifier()
     path = tmp_path / "classifier.pt"
     torch.save(classifier.state_dict(), path)
-    backbone = _fresh_backbone()
-    missing, unexpected = load_backbone_weights(backbone, path)
-    assert missing == [] and unexpected == []
-    _assert_same_features(backbone, classifier.backbone)
+    _assert_loads_whole_into_a_fresh_backbone(path, classifier.backbone)
 
 
 def test_lightning_checkpoint_round_trip(tmp_path):
@@ -52,10 +56,7 @@ def test_lightning_checkpoint_round_trip(tmp_path):
     state = {f"model.{k}": v for k, v in classifier.state_dict().items()}
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": state, "epoch": 3, "hyper_parameters": {"backbone": NAME}}, path)
-    backbone = _fresh_backbone()
-    missing, unexpected = load_backbone_weights(backbone, path)
-    assert missing == [] and unexpected == []
-    _assert_same_features(backbone, classifier.backbone)
+    _assert_loads_whole_into_a_fresh_backbone(path, classifier.backbone)
 
 
 def test_plain_backbone_state_dict_round_trip_into_partial_backbone(tmp_path):
@@ -100,7 +101,7 @@ def test_missing_file_is_an_error(tmp_path):
 
 
 AA_NAME = "aa_resnet50"
-AA_KWARGS = {"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa_heads": 2}
+AA_KWARGS = {"base_width": 16, "blocks_per_stage": (1, 1, 1, 1), "aa": AAOptions(heads=2)}
 RELATIVE_KEYS = [f"layer{stage}.0.conv2.{table}" for stage in (2, 3, 4) for table in ("rel_width", "rel_height")]
 
 

@@ -4,9 +4,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from sasa_det.backbones import build_backbone, load_backbone_weights
+from sasa_det.backbones import build_backbone, build_classifier, load_backbone_weights
 from sasa_det.data.image_folder import ImageFolderDataModule, make_image_folder_dataset
 from sasa_det.engine.classification_module import ClassificationModule, topk_correct
+from sasa_det.optim import OptimSettings
 
 
 def test_topk_correct_against_explicit_loop():
@@ -42,14 +43,16 @@ def test_missing_or_empty_folders_are_clear_errors(tmp_path):
     (tmp_path / "noimages" / "cat").mkdir(parents=True)
     with pytest.raises(ValueError, match="no image"):
         ImageFolderDataModule(tmp_path / "noimages", paths["val"])
-    other = make_image_folder_dataset(tmp_path / "four", num_train_per_class=1, num_val_per_class=1, image_size=8, num_classes=4)
+    other = make_image_folder_dataset(
+        tmp_path / "four", num_train_per_class=1, num_val_per_class=1, image_size=8, num_classes=4
+    )
     with pytest.raises(ValueError, match="different classes"):
         ImageFolderDataModule(paths["train"], other["val"])
 
 
 def test_top5_only_with_five_classes():
-    assert ClassificationModule({"name": "resnet26", "num_classes": 3, "base_width": 8}).topk == (1,)
-    assert ClassificationModule({"name": "resnet26", "num_classes": 10, "base_width": 8}).topk == (1, 5)
+    assert ClassificationModule(build_classifier("resnet26", num_classes=3, base_width=8)).topk == (1,)
+    assert ClassificationModule(build_classifier("resnet26", num_classes=10, base_width=8)).topk == (1, 5)
 
 
 def test_training_beats_chance_and_checkpoint_loads_into_a_backbone(tmp_path):
@@ -60,8 +63,8 @@ def test_training_beats_chance_and_checkpoint_loads_into_a_backbone(tmp_path):
     )
     overrides = {"base_width": 8}
     module = ClassificationModule(
-        {"name": "resnet26", "num_classes": data.num_classes, **overrides},
-        optim={"lr": 0.05, "warmup_steps": 3, "nesterov": True},
+        build_classifier("resnet26", num_classes=data.num_classes, **overrides),
+        optim=OptimSettings(lr=0.05, warmup_steps=3, nesterov=True),
         label_smoothing=0.1,
     )
     trainer = pl.Trainer(
@@ -91,5 +94,8 @@ def test_training_beats_chance_and_checkpoint_loads_into_a_backbone(tmp_path):
     backbone.eval()
     with torch.no_grad():
         torch.testing.assert_close(backbone(x)["C5"], module.model.backbone(x)["C5"], rtol=0, atol=0)
-    restored = ClassificationModule.load_from_checkpoint(checkpoint, weights_only=True)
-    assert restored.hparams.classifier == {"name": "resnet26", "num_classes": 3, **overrides}
+    restored = ClassificationModule.load_from_checkpoint(
+        checkpoint, model=build_classifier("resnet26", num_classes=3, **overrides), weights_only=True
+    )
+    assert restored.optim_settings == module.optim_settings and restored.label_smoothing == 0.1
+    torch.testing.assert_close(restored.model.fc.weight, module.model.fc.weight)

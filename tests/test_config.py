@@ -43,7 +43,10 @@ def test_base_chain_is_recursive_relative_and_ordered(tmp_path):
 def test_file_overrides_base_and_cli_overrides_file(tmp_path):
     _write(tmp_path / "base.yaml", "optim:\n  lr: 0.1\n")
     exp = _write(tmp_path / "exp.yaml", "_base_: base.yaml\noptim:\n  lr: 0.3\ndata:\n  min_sizes: [64, 96]\n")
-    cfg = load_config(exp, ["optim.lr=0.05", "data.min_sizes=[128]", "trainer.devices=2", "model.backbone.stage_ops=[conv,conv,sasa,aa]"])
+    cfg = load_config(
+        exp,
+        ["optim.lr=0.05", "data.min_sizes=[128]", "trainer.devices=2", "model.backbone.stage_ops=[conv,conv,sasa,aa]"],
+    )
     assert cfg.optim.lr == pytest.approx(0.05)
     assert list(cfg.data.min_sizes) == [128]  # lists are replaced, not merged
     assert cfg.trainer.devices == 2
@@ -157,7 +160,9 @@ def test_deterministic_rcnn_on_gpu_fails_at_config_time_naming_the_key(monkeypat
     from sasa_det.config import ConfigError, load_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(ConfigError, match=r"trainer\.deterministic=true: model\.arch='faster_rcnn' uses torchvision's RoIAlign"):
+    with pytest.raises(
+        ConfigError, match=r"trainer\.deterministic=true: model\.arch='faster_rcnn' uses torchvision's RoIAlign"
+    ):
         load_config(None, ["model.arch=faster_rcnn", "trainer.deterministic=true"])
     # RetinaNet, or the CPU, is fine
     load_config(None, ["model.arch=retinanet", "trainer.deterministic=true"])

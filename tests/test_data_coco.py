@@ -1,4 +1,4 @@
-"""CocoDetectionDataset on a hand-written COCO file with every edge case in it."""
+"""load_checked_coco and CocoDetectionDataset on a hand-written COCO file with every edge case in it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sasa_det.data import CocoDetectionDataset
+from sasa_det.data import CocoDetectionDataset, DatasetChecks, load_checked_coco
 from sasa_det.data.validation import DatasetError
 
 H, W = 30, 40
@@ -43,6 +43,18 @@ def _write(root: Path, data: dict, images=(1, 2)) -> Path:
     return ann_file
 
 
+def _ann(ann_id, category_id, bbox, segmentation, area, iscrowd=0, image_id=1) -> dict:
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "iscrowd": iscrowd,
+        "segmentation": segmentation,
+        "area": area,
+    }
+
+
 def _dataset_dict() -> dict:
     compressed = mask_utils.encode(np.asfortranarray(np.pad(np.ones((6, 5), np.uint8), ((20, 4), (30, 5)))))
     compressed["counts"] = compressed["counts"].decode("ascii")
@@ -55,26 +67,19 @@ def _dataset_dict() -> dict:
         "categories": [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 11, "name": "eleven"}],
         "annotations": [
             # polygon triangle, category 7
-            {"id": 10, "image_id": 1, "category_id": 7, "bbox": [2, 3, 10, 8], "iscrowd": 0,
-             "segmentation": [[2, 3, 12, 3, 7, 11]], "area": 40},
+            _ann(10, 7, [2, 3, 10, 8], [[2, 3, 12, 3, 7, 11]], area=40),
             # compressed RLE, category 3
-            {"id": 11, "image_id": 1, "category_id": 3, "bbox": [30, 20, 5, 6], "iscrowd": 0,
-             "segmentation": compressed, "area": 30},
+            _ann(11, 3, [30, 20, 5, 6], compressed, area=30),
             # uncompressed RLE, category 11
-            {"id": 12, "image_id": 1, "category_id": 11, "bbox": [2, 20, 7, 8], "iscrowd": 0,
-             "segmentation": uncompressed, "area": 56},
+            _ann(12, 11, [2, 20, 7, 8], uncompressed, area=56),
             # crowd: never a training target
-            {"id": 13, "image_id": 1, "category_id": 7, "bbox": [0, 0, 20, 20], "iscrowd": 1,
-             "segmentation": uncompressed, "area": 400},
+            _ann(13, 7, [0, 0, 20, 20], uncompressed, area=400, iscrowd=1),
             # degenerate: 0.5 px wide
-            {"id": 14, "image_id": 1, "category_id": 3, "bbox": [5, 5, 0.5, 10], "iscrowd": 0,
-             "segmentation": [[5, 5, 5.5, 5, 5.5, 15]], "area": 2},
+            _ann(14, 3, [5, 5, 0.5, 10], [[5, 5, 5.5, 5, 5.5, 15]], area=2),
             # partly outside: clipped to [35, 0, 40, 6]
-            {"id": 16, "image_id": 1, "category_id": 7, "bbox": [35, -4, 10, 10], "iscrowd": 0,
-             "segmentation": [[35, 0, 39, 0, 39, 5, 35, 5]], "area": 20},
+            _ann(16, 7, [35, -4, 10, 10], [[35, 0, 39, 0, 39, 5, 35, 5]], area=20),
             # a 2-point "polygon" (pycocotools would read 4 numbers as a box): invalid segmentation
-            {"id": 17, "image_id": 1, "category_id": 7, "bbox": [20, 2, 5, 5], "iscrowd": 0,
-             "segmentation": [[20, 2, 25, 7]], "area": 25},
+            _ann(17, 7, [20, 2, 5, 5], [[20, 2, 25, 7]], area=25),
         ],
     }
 
@@ -84,8 +89,14 @@ def ann_file(tmp_path) -> Path:
     return _write(tmp_path, _dataset_dict())
 
 
+def _load(image_dir, ann_file, transforms=None, check_images="header", on_bad_records="error", **kwargs):
+    """``(dataset, report)`` of a split, loaded as the data module loads one."""
+    records, report = load_checked_coco(ann_file, image_dir, DatasetChecks(check_images, on_bad_records), **kwargs)
+    return CocoDetectionDataset(records, transforms), report
+
+
 def test_gapped_category_ids_map_to_contiguous_labels_and_back(ann_file):
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file)
+    ds, _ = _load(ann_file.parent / "img", ann_file)
     assert ds.category_to_label == {3: 1, 7: 2, 11: 3}
     assert ds.label_to_category == {1: 3, 2: 7, 3: 11}
     assert ds.class_names == ["three", "seven", "eleven"]
@@ -93,12 +104,12 @@ def test_gapped_category_ids_map_to_contiguous_labels_and_back(ann_file):
 
 
 def test_targets_boxes_labels_and_filter_counts(ann_file, caplog):
-    with caplog.at_level(logging.INFO, logger="sasa_det.data.coco"):
-        ds = CocoDetectionDataset(ann_file.parent / "img", ann_file)
+    with caplog.at_level(logging.INFO, logger="sasa_det.data.coco_records"):
+        ds, report = _load(ann_file.parent / "img", ann_file)
     assert "removed 1 degenerate boxes" in caplog.text and "ignored 1 crowd" in caplog.text
-    assert ds.stats["crowd_ignored"] == 1
-    assert ds.stats["degenerate_boxes"] == 1 and ds.stats["clipped_boxes"] == 1
-    assert ds.report.fixes["box clipped to the image"] == [16]
+    assert report.counts["crowd_ignored"] == 1
+    assert report.counts["degenerate_boxes"] == 1 and report.counts["clipped_boxes"] == 1
+    assert report.fixes["box clipped to the image"] == [16]
     assert len(ds) == 2 and ds.image_ids == [1, 2]
     image, target = ds[0]
     assert type(image) is torch.Tensor and image.dtype == torch.float32 and image.shape == (3, H, W)
@@ -106,8 +117,9 @@ def test_targets_boxes_labels_and_filter_counts(ann_file, caplog):
     assert target["image_id"] == 1 and target["orig_size"] == (H, W)
     assert "masks" not in target
     # annotations 10, 11, 12, 16, 17 in file order (17 is kept: its segmentation is not needed)
-    expected = torch.tensor([[2, 3, 12, 11], [30, 20, 35, 26], [2, 20, 9, 28], [35, 0, 40, 6], [20, 2, 25, 7]],
-                            dtype=torch.float32)
+    expected = torch.tensor(
+        [[2, 3, 12, 11], [30, 20, 35, 26], [2, 20, 9, 28], [35, 0, 40, 6], [20, 2, 25, 7]], dtype=torch.float32
+    )
     torch.testing.assert_close(target["boxes"], expected)
     assert target["labels"].tolist() == [2, 1, 3, 2, 2] and target["labels"].dtype == torch.int64
     empty_image, empty = ds[1]
@@ -116,8 +128,8 @@ def test_targets_boxes_labels_and_filter_counts(ann_file, caplog):
 
 def test_masks_match_pycocotools_for_polygon_and_both_rle_kinds(ann_file):
     # annotation 17's only polygon part has 2 points: it cannot make a mask, and is dropped on request
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, with_masks=True, on_bad_records="drop")
-    assert [p.record for p in ds.report.dropped] == ["annotation id 17 (image id 1)"]
+    ds, report = _load(ann_file.parent / "img", ann_file, with_masks=True, on_bad_records="drop")
+    assert [p.record for p in report.dropped] == ["annotation id 17 (image id 1)"]
     _, target = ds[0]
     masks = target["masks"]
     assert masks.dtype == torch.uint8 and masks.shape == (4, H, W)
@@ -133,19 +145,19 @@ def test_masks_match_pycocotools_for_polygon_and_both_rle_kinds(ann_file):
 
 
 def test_images_without_annotations_kept_or_dropped(ann_file):
-    dropped = CocoDetectionDataset(ann_file.parent / "img", ann_file, keep_empty=False)
+    dropped, report = _load(ann_file.parent / "img", ann_file, keep_empty=False)
     assert len(dropped) == 1 and dropped.image_ids == [1]
-    assert dropped.stats["images_dropped_empty"] == 1 and dropped.stats["images_without_annotations"] == 1
+    assert report.counts["images_dropped_empty"] == 1 and report.counts["images_without_annotations"] == 1
 
 
 def test_image_whose_boxes_are_all_degenerate_counts_as_empty(tmp_path):
     data = _dataset_dict()
     data["annotations"] = [a for a in data["annotations"] if a["id"] in (13, 14)]  # crowd + degenerate only
     ann_file = _write(tmp_path, data)
-    assert len(CocoDetectionDataset(tmp_path / "img", ann_file, keep_empty=True)) == 2
+    assert len(_load(tmp_path / "img", ann_file, keep_empty=True)[0]) == 2
     # nothing left to train on is an error that names the file, not an empty loader failing later
     with pytest.raises(DatasetError, match="ann.json: no image is left"):
-        CocoDetectionDataset(tmp_path / "img", ann_file, keep_empty=False)
+        load_checked_coco(ann_file, tmp_path / "img", keep_empty=False)
 
 
 def test_transforms_receive_tv_tensors(ann_file):
@@ -155,7 +167,7 @@ def test_transforms_receive_tv_tensors(ann_file):
         seen["image"], seen["boxes"], seen["masks"] = type(image).__name__, target["boxes"], target["masks"]
         return image, target
 
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, transforms=probe, with_masks=True, on_bad_records="drop")
+    ds, _ = _load(ann_file.parent / "img", ann_file, transforms=probe, with_masks=True, on_bad_records="drop")
     image, target = ds[0]
     assert seen["image"] == "Image" and type(seen["boxes"]).__name__ == "BoundingBoxes"
     assert tuple(seen["boxes"].canvas_size) == (H, W) and type(seen["masks"]).__name__ == "Mask"
@@ -168,7 +180,7 @@ def _expect_error(tmp_path, mutate, error, *fragments, with_masks=False):
     mutate(data)
     ann_file = _write(tmp_path, data)
     with pytest.raises(error) as info:
-        CocoDetectionDataset(tmp_path / "img", ann_file, with_masks=with_masks)
+        load_checked_coco(ann_file, tmp_path / "img", with_masks=with_masks)
     for fragment in fragments:
         assert fragment in str(info.value)
 
@@ -221,11 +233,11 @@ def test_missing_segmentation_with_masks_is_an_error(tmp_path):
 
 def test_missing_files_are_named(tmp_path, ann_file):
     with pytest.raises(FileNotFoundError, match="nope.json"):
-        CocoDetectionDataset(ann_file.parent / "img", tmp_path / "nope.json")
+        load_checked_coco(tmp_path / "nope.json", ann_file.parent / "img")
     with pytest.raises(FileNotFoundError, match="no_dir"):
-        CocoDetectionDataset(tmp_path / "no_dir", ann_file)
+        load_checked_coco(ann_file, tmp_path / "no_dir")
     # without the image check, a file that disappears is named when it is loaded
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, check_images="off")
+    ds, _ = _load(ann_file.parent / "img", ann_file, check_images="off")
     (ann_file.parent / "img" / "2.png").unlink()
     with pytest.raises(DatasetError) as info:
         ds[1]
@@ -236,8 +248,8 @@ def test_invalid_json_and_size_mismatch(tmp_path, ann_file):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
-        CocoDetectionDataset(ann_file.parent / "img", bad)
-    ds = CocoDetectionDataset(ann_file.parent / "img", ann_file, check_images="off")
+        load_checked_coco(bad, ann_file.parent / "img")
+    ds, _ = _load(ann_file.parent / "img", ann_file, check_images="off")
     Image.fromarray(np.zeros((H + 1, W, 3), dtype=np.uint8)).save(ann_file.parent / "img" / "1.png")
     with pytest.raises(DatasetError, match="image id 1.*31x40"):
         ds[0]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sasa_det.data import CocoDetectionDataset, DatasetError
+from sasa_det.data import CocoDetectionDataset, DatasetChecks, DatasetError, load_checked_coco
 from sasa_det.data.convert_voc import convert_voc
 from sasa_det.data.convert_yolo import convert_yolo
 from sasa_det.data.split import split_coco
@@ -21,10 +21,14 @@ H, W = 40, 60
 
 
 def _voc_xml(filename, objects, size=(H, W)):
-    parts = [f"<annotation><filename>{filename}</filename><size><width>{size[1]}</width><height>{size[0]}</height><depth>3</depth></size>"]
+    parts = [
+        f"<annotation><filename>{filename}</filename><size><width>{size[1]}</width><height>{size[0]}</height><depth>3</depth></size>"
+    ]
     for name, (x1, y1, x2, y2), difficult in objects:
-        parts.append(f"<object><name>{name}</name><difficult>{difficult}</difficult>"
-                     f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")
+        parts.append(
+            f"<object><name>{name}</name><difficult>{difficult}</difficult>"
+            f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
     return "".join(parts) + "</annotation>"
 
 
@@ -63,7 +67,9 @@ def test_voc_boxes_classes_difficult_and_split_file(tmp_path):
         assert (inside != 30).all() and (pixels != 30).any(axis=2).sum() == w * h  # the box is exactly the painted area
     listed = tmp_path / "val.txt"
     listed.write_text("img1\nimg3\n")
-    convert_voc(root / "Annotations", root / "JPEGImages", tmp_path / "val.json", classes=["dog", "cat"], split_file=listed)
+    convert_voc(
+        root / "Annotations", root / "JPEGImages", tmp_path / "val.json", classes=["dog", "cat"], split_file=listed
+    )
     val = json.loads((tmp_path / "val.json").read_text())
     assert [i["file_name"] for i in val["images"]] == ["img1.png", "img3.png"]
     assert {a["category_id"] for a in val["annotations"]} == {1}  # dog is 1 in the given order
@@ -74,12 +80,23 @@ def test_voc_problems_are_all_listed_and_nothing_is_written(tmp_path):
     (root / "Annotations" / "img1.xml").write_text("<annotation><filename>img1.png</filename>")
     (root / "Annotations" / "img2.xml").write_text(_voc_xml("missing.png", [("cat", (1, 1, 5, 5), 0)]))
     (root / "JPEGImages" / "img2.png").unlink()  # nor is there an image named like the XML
-    (root / "Annotations" / "img3.xml").write_text(_voc_xml("img3.png", [("horse", (1, 1, 5, 5), 0), ("cat", (9, 1, 5, 5), 0)]))
+    (root / "Annotations" / "img3.xml").write_text(
+        _voc_xml("img3.png", [("horse", (1, 1, 5, 5), 0), ("cat", (9, 1, 5, 5), 0)])
+    )
     with pytest.raises(DatasetError) as info:
         convert_voc(root / "Annotations", root / "JPEGImages", tmp_path / "out.json", classes=["cat", "dog"])
     message = str(info.value)
-    for fragment in ("img1.xml", "not readable XML", "img2.xml", "missing.png", "img3.xml: object 0 (horse)", "'horse'",
-                     "img3.xml: object 1 (cat)", "xmax < xmin", "nothing was written"):
+    for fragment in (
+        "img1.xml",
+        "not readable XML",
+        "img2.xml",
+        "missing.png",
+        "img3.xml: object 0 (horse)",
+        "'horse'",
+        "img3.xml: object 1 (cat)",
+        "xmax < xmin",
+        "nothing was written",
+    ):
         assert fragment in message, fragment
     assert not (tmp_path / "out.json").exists()
 
@@ -98,7 +115,9 @@ def _yolo_folder(root: Path) -> Path:
 def test_yolo_boxes_polygons_and_background_images(tmp_path):
     root = _yolo_folder(tmp_path / "yolo")
     summary = convert_yolo(root / "labels", root / "images", root / "classes.txt", tmp_path / "out.json")
-    assert summary["images_without_labels"] == 1 and summary["polygons"] == 1 and summary["classes"] == ["person", "car"]
+    assert (
+        summary["images_without_labels"] == 1 and summary["polygons"] == 1 and summary["classes"] == ["person", "car"]
+    )
     data = json.loads((tmp_path / "out.json").read_text())
     files = {i["id"]: i["file_name"] for i in data["images"]}
     assert sorted(files.values()) == ["a.jpg", "c.jpg", "sub/b.jpg"]
@@ -111,8 +130,13 @@ def test_yolo_boxes_polygons_and_background_images(tmp_path):
     assert polygon["category_id"] == 2 and polygon["bbox"] == [6.0, 4.0, 24.0, 20.0]
     assert polygon["segmentation"] == [[6.0, 4.0, 30.0, 4.0, 30.0, 24.0]] and math.isclose(polygon["area"], 240.0)
     # box-only lines have no mask: Mask R-CNN training names them, or drops them on request
-    ds = CocoDetectionDataset(root / "images", tmp_path / "out.json", with_masks=True, on_bad_records="drop")
-    assert {p.record for p in ds.report.dropped} == {f"annotation id {a['id']} (image id {a['image_id']})" for a in by_file["a.jpg"]}
+    records, report = load_checked_coco(
+        tmp_path / "out.json", root / "images", DatasetChecks(on_bad_records="drop"), with_masks=True
+    )
+    ds = CocoDetectionDataset(records)
+    assert {p.record for p in report.dropped} == {
+        f"annotation id {a['id']} (image id {a['image_id']})" for a in by_file["a.jpg"]
+    }
     _, target = ds[ds.image_ids.index(polygon["image_id"])]
     assert target["masks"].shape == (1, H, W) and 200 < target["masks"].sum() < 280
 
@@ -124,8 +148,15 @@ def test_yolo_problems_are_all_listed(tmp_path):
     with pytest.raises(DatasetError) as info:
         convert_yolo(root / "labels", root / "images", root / "classes.txt", tmp_path / "out.json")
     message = str(info.value)
-    for fragment in ("orphan.txt", "labels no image", "c.txt: line 1: has class 2, outside 0..1", "c.txt: line 2", "not pixels",
-                     "c.txt: line 3: has a box with non-positive", "c.txt: line 4: has 3 values"):
+    for fragment in (
+        "orphan.txt",
+        "labels no image",
+        "c.txt: line 1: has class 2, outside 0..1",
+        "c.txt: line 2",
+        "not pixels",
+        "c.txt: line 3: has a box with non-positive",
+        "c.txt: line 4: has 3 values",
+    ):
         assert fragment in message, fragment
 
 
@@ -149,22 +180,65 @@ def test_voc_folder_to_a_trained_model_in_three_commands(tmp_path, capsys):
     """convert, split, train: the README's three commands, on a 10-image VOC folder, a few steps."""
     root = _voc_folder(tmp_path / "voc", count=10)
     convert = runpy.run_path(str(REPO / "tools" / "convert_dataset.py"))["main"]
-    assert convert(["voc", "--annotations", str(root / "Annotations"), "--images", str(root / "JPEGImages"),
-                    "--out", str(tmp_path / "all.json")]) == 0
-    assert convert(["split", "--ann", str(tmp_path / "all.json"), "--val-fraction", "0.3", "--seed", "0", "--out-dir", str(tmp_path)]) == 0
+    assert (
+        convert(
+            [
+                "voc",
+                "--annotations",
+                str(root / "Annotations"),
+                "--images",
+                str(root / "JPEGImages"),
+                "--out",
+                str(tmp_path / "all.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        convert(
+            [
+                "split",
+                "--ann",
+                str(tmp_path / "all.json"),
+                "--val-fraction",
+                "0.3",
+                "--seed",
+                "0",
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert '"difficult": 1' in capsys.readouterr().out
     from sasa_det.config import load_config
     from sasa_det.engine.runner import train
 
     images = root / "JPEGImages"
-    cfg = load_config(None, [
-        f"output_dir={tmp_path / 'run'}", f"data.train_images={images}", f"data.train_ann={tmp_path / 'train.json'}",
-        f"data.val_images={images}", f"data.val_ann={tmp_path / 'val.json'}", "data.min_sizes=[64]", "data.max_size=96",
-        "data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0", "model.backbone={name: resnet26, base_width: 8}",
-        "model.fpn_channels=32", "model.min_size=64", "model.max_size=96",
-        "trainer.max_steps=2", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.enable_progress_bar=false",
-        "eval.save_visualization=0",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"data.train_images={images}",
+            f"data.train_ann={tmp_path / 'train.json'}",
+            f"data.val_images={images}",
+            f"data.val_ann={tmp_path / 'val.json'}",
+            "data.min_sizes=[64]",
+            "data.max_size=96",
+            "data.batch_size=2",
+            "data.val_batch_size=2",
+            "data.num_workers=0",
+            "model.backbone={name: resnet26, base_width: 8}",
+            "model.fpn_channels=32",
+            "model.min_size=64",
+            "model.max_size=96",
+            "trainer.max_steps=2",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.enable_progress_bar=false",
+            "eval.save_visualization=0",
+        ],
+    )
     result = train(cfg)
     assert result["last_checkpoint"] and math.isfinite(result["metrics"]["val/mAP"])
     assert result["metrics"]["val/num_images"] == 3

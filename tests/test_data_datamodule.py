@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sasa_det.data import CocoDataModule, collate_detection, make_shapes_dataset
+from sasa_det.data import CocoDataModule, CocoDataOptions, collate_detection, make_shapes_dataset
 from sasa_det.data.sampling import ResumableSampler, ShardedSampler
 
 SIZE = 64
@@ -18,6 +18,10 @@ SIZE = 64
 def shapes(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("shapes")
     return make_shapes_dataset(root, num_train=6, num_val=4, image_size=SIZE, seed=2, category_ids=(2, 4, 8))
+
+
+def _module(shapes, seed=0, **options) -> CocoDataModule:
+    return CocoDataModule(CocoDataOptions(**{**shapes, **options}), seed=seed)
 
 
 def _check_batch(images, targets, with_masks):
@@ -39,8 +43,9 @@ def _check_batch(images, targets, with_masks):
 
 @pytest.mark.parametrize("with_masks", [False, True])
 def test_batches_follow_the_data_contract(shapes, with_masks):
-    dm = CocoDataModule(**shapes, batch_size=3, val_batch_size=2, num_workers=0, min_sizes=(48, 96),
-                        max_size=96, with_masks=with_masks)
+    dm = _module(
+        shapes, batch_size=3, val_batch_size=2, num_workers=0, min_sizes=(48, 96), max_size=96, with_masks=with_masks
+    )
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
     assert len(images) == 3
@@ -55,7 +60,7 @@ def test_batches_follow_the_data_contract(shapes, with_masks):
 
 
 def test_class_mapping_and_ground_truth_are_exposed(shapes):
-    dm = CocoDataModule(**shapes, num_workers=0)
+    dm = _module(shapes, num_workers=0)
     assert dm.num_classes == 3
     assert dm.class_names == ["circle", "square", "triangle"]
     assert dm.label_to_category == {1: 2, 2: 4, 3: 8}
@@ -64,13 +69,13 @@ def test_class_mapping_and_ground_truth_are_exposed(shapes):
 
 
 def test_loader_settings(shapes):
-    dm = CocoDataModule(**shapes, batch_size=2, num_workers=2)
+    dm = _module(shapes, batch_size=2, num_workers=2)
     train, val = dm.train_dataloader(), dm.val_dataloader()
     assert isinstance(train.sampler, ResumableSampler) and isinstance(val.sampler, ShardedSampler)
     assert train.persistent_workers and train.num_workers == 2
     assert train.collate_fn is collate_detection and val.batch_size == 2
     assert train.pin_memory == torch.cuda.is_available()
-    assert not CocoDataModule(**shapes, num_workers=0).train_dataloader().persistent_workers
+    assert not _module(shapes, num_workers=0).train_dataloader().persistent_workers
 
 
 def test_training_batches_depend_on_the_seed_alone_and_resume_mid_epoch(shapes):
@@ -78,19 +83,22 @@ def test_training_batches_depend_on_the_seed_alone_and_resume_mid_epoch(shapes):
     batch done' yields exactly the rest of epoch 1."""
 
     def batches(loader):
-        return [(torch.cat([im.flatten() for im in images]), [int(t["image_id"]) for t in targets]) for images, targets in loader]
+        return [
+            (torch.cat([im.flatten() for im in images]), [int(t["image_id"]) for t in targets])
+            for images, targets in loader
+        ]
 
-    dm = CocoDataModule(**shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7)
+    dm = _module(shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7)
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(1)
     epoch1 = batches(loader)
-    other = CocoDataModule(**shapes, batch_size=2, num_workers=2, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
+    other = _module(shapes, batch_size=2, num_workers=2, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
     other.sampler.set_epoch(1)
     for (a, ids_a), (b, ids_b) in zip(epoch1, batches(other), strict=True):
         assert ids_a == ids_b and torch.equal(a, b)
     loader.sampler.set_epoch(0)
     assert [ids for _, ids in batches(loader)] != [ids for _, ids in epoch1]  # a new order each epoch
-    resumed = CocoDataModule(**shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
+    resumed = _module(shapes, batch_size=2, num_workers=0, min_sizes=[48, 64], max_size=64, seed=7).train_dataloader()
     resumed.load_state_dict({"epoch": 1, "batches_done": 1, "batch_size": 2})
     rest = batches(resumed)
     assert len(rest) == len(epoch1) - 1 and all(torch.equal(a, b) for (a, _), (b, _) in zip(rest, epoch1[1:]))
@@ -107,8 +115,8 @@ def test_samplers_shard_every_index_across_ranks():
 
 
 def test_worker_processes_produce_the_same_validation_batches(shapes):
-    single = CocoDataModule(**shapes, val_batch_size=2, num_workers=0).val_dataloader()
-    multi = CocoDataModule(**shapes, val_batch_size=2, num_workers=1).val_dataloader()
+    single = _module(shapes, val_batch_size=2, num_workers=0).val_dataloader()
+    multi = _module(shapes, val_batch_size=2, num_workers=1).val_dataloader()
     for (a_images, a_targets), (b_images, b_targets) in zip(single, multi):
         for a, b in zip(a_images, b_images):
             torch.testing.assert_close(a, b)
@@ -116,7 +124,7 @@ def test_worker_processes_produce_the_same_validation_batches(shapes):
 
 
 def test_validation_only_module(shapes):
-    dm = CocoDataModule(None, None, shapes["val_images"], shapes["val_ann"], num_workers=0)
+    dm = _module(shapes, train_images=None, train_ann=None, num_workers=0)
     dm.setup("validate")
     assert dm.num_classes == 3
     with pytest.raises(ValueError, match="no training split"):
@@ -128,7 +136,7 @@ def test_splits_with_different_categories_are_rejected(shapes, tmp_path):
     data["categories"][0]["name"] = "disc"
     other = tmp_path / "val.json"
     other.write_text(json.dumps(data))
-    dm = CocoDataModule(shapes["train_images"], shapes["train_ann"], shapes["val_images"], other, num_workers=0)
+    dm = _module(shapes, val_ann=other, num_workers=0)
     with pytest.raises(ValueError, match="different categories"):
         dm.setup("fit")
 
@@ -145,4 +153,4 @@ def test_splits_with_different_categories_are_rejected(shapes, tmp_path):
 )
 def test_bad_arguments_are_rejected(shapes, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        CocoDataModule(**{**shapes, **kwargs})
+        _module(shapes, **kwargs)

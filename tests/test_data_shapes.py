@@ -37,7 +37,9 @@ def test_same_seed_gives_byte_identical_files_and_other_seed_differs(tmp_path):
 
 def test_annotations_are_valid_coco_and_match_the_pixels(tmp_path):
     size = 96
-    paths = make_shapes_dataset(tmp_path, num_train=12, num_val=4, image_size=size, seed=1, min_objects=2, max_objects=4)
+    paths = make_shapes_dataset(
+        tmp_path, num_train=12, num_val=4, image_size=size, seed=1, min_objects=2, max_objects=4
+    )
     coco = load_coco_quietly(paths["train_ann"])
     assert [c["name"] for c in coco.loadCats(sorted(coco.cats))] == ["circle", "square", "triangle"]
     assert sorted(coco.cats) == [1, 2, 3]
@@ -108,7 +110,9 @@ def test_concurrent_calls_generate_once(tmp_path):
 
     results = []
     threads = [
-        threading.Thread(target=lambda: results.append(make_shapes_dataset(tmp_path, num_train=4, num_val=2, image_size=48)))
+        threading.Thread(
+            target=lambda: results.append(make_shapes_dataset(tmp_path, num_train=4, num_val=2, image_size=48))
+        )
         for _ in range(3)
     ]
     for t in threads:
@@ -143,7 +147,8 @@ def test_bad_parameters_are_rejected(tmp_path, kwargs, message):
 
 def test_command_line_tool(tmp_path, capsys):
     module = runpy.run_path(str(REPO / "tools" / "make_shapes.py"))
-    paths = module["main"]([str(tmp_path), "--num-train", "2", "--num-val", "1", "--image-size", "48",
-                            "--category-ids", "1", "4", "9"])
+    paths = module["main"](
+        [str(tmp_path), "--num-train", "2", "--num-val", "1", "--image-size", "48", "--category-ids", "1", "4", "9"]
+    )
     assert sorted(load_coco_quietly(paths["train_ann"]).cats) == [1, 4, 9]
     assert "val_ann" in capsys.readouterr().out

@@ -42,7 +42,9 @@ def test_flip_moves_image_boxes_and_masks_consistently():
     torch.testing.assert_close(out_image, image.flip(-1).float() / 255)
     expected = torch.tensor([[W - x2, y1, W - x1, y2] for x1, y1, x2, y2 in BOXES])
     torch.testing.assert_close(out["boxes"].as_subclass(torch.Tensor), expected)
-    torch.testing.assert_close(out["masks"].as_subclass(torch.Tensor), target["masks"].flip(-1).as_subclass(torch.Tensor))
+    torch.testing.assert_close(
+        out["masks"].as_subclass(torch.Tensor), target["masks"].flip(-1).as_subclass(torch.Tensor)
+    )
     for mask, box in zip(out["masks"], out["boxes"]):
         assert _mask_box(mask) == box.tolist()
     assert out["labels"].tolist() == [1, 2, 3] and out["image_id"] == 5 and out["orig_size"] == (H, W)

@@ -15,7 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from sasa_det.data import CocoDataModule, CocoDetectionDataset, DatasetError, check_num_classes
+from sasa_det.data import (
+    CocoDataModule,
+    CocoDataOptions,
+    CocoDetectionDataset,
+    DatasetChecks,
+    DatasetError,
+    check_num_classes,
+    load_checked_coco,
+)
 from tests.data_corruptions import H, W, base_dataset, jpeg_bytes, pixels, write_dataset
 
 
@@ -25,19 +33,23 @@ def _ann(data, ann_id):
 
 def _set(path, value):
     """A mutation of the json: ``path`` like ("annotations", 0, "bbox")."""
+
     def mutate(data, image_dir):
         node = data
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
     return mutate
 
 
 def _file(name, content):
     """A mutation of an image file: replace ``name`` with bytes, or a function of its old bytes."""
+
     def mutate(data, image_dir):
         old = (image_dir / name).read_bytes()
         (image_dir / name).write_bytes(content(old) if callable(content) else content)
+
     return mutate
 
 
@@ -53,50 +65,196 @@ def _rle(counts):
 # id, mutation, image check level, fragments of the error, records dropped under on_bad_records="drop"
 # (None: no drop can fix it, the error stays).
 ERRORS = [
-    ("not-an-object", lambda d, _: d.clear() or d.update({"x": 1}), "header", ["missing or non-list key 'images'"], None),
+    (
+        "not-an-object",
+        lambda d, _: d.clear() or d.update({"x": 1}),
+        "header",
+        ["missing or non-list key 'images'"],
+        None,
+    ),
     ("duplicate-category", _set(("categories", 1, "id"), 1), "header", ["category id 1", "appears twice"], None),
     ("no-annotations", _set(("annotations",), []), "header", ["'annotations' is empty"], None),
-    ("image-id-not-int", _set(("images", 0, "id"), "one"), "header", ["images[0]", "integer 'id'"], {"images[0]", "annotation id 1 (image id 1)"}),
-    ("duplicate-image-id", _set(("images", 1, "id"), 1), "header", ["image id 1", "appears twice", "give each image its own id"],
-     {"image id 1", "annotation id 2 (image id 2)"}),
-    ("missing-height", _set(("images", 2, "height"), None), "header", ["image id 3", "height=None", "set height"], {"image id 3"}),
-    ("duplicate-annotation-id", _set(("annotations", 1, "id"), 1), "header", ["annotation id 1", "appears twice", "renumber"],
-     {"annotation id 1"}),
-    ("unknown-image", _set(("annotations", 1, "image_id"), 9), "header", ["annotation id 2 (image id 9)", "not in 'images'"],
-     {"annotation id 2 (image id 9)"}),
-    ("unknown-category", _set(("annotations", 1, "category_id"), 7), "header", ["annotation id 2", "category_id 7", "add the category"],
-     {"annotation id 2 (image id 2)"}),
-    ("bbox-nan", _set(("annotations", 0, "bbox"), [1, 2, float("nan"), 3]), "header", ["annotation id 1", "malformed bbox", "[x, y, width, height]"],
-     {"annotation id 1 (image id 1)"}),
-    ("bbox-length", _set(("annotations", 0, "bbox"), [1, 2, 3]), "header", ["annotation id 1", "malformed bbox"], {"annotation id 1 (image id 1)"}),
-    ("bbox-string", _set(("annotations", 0, "bbox"), [1, "2", 3, 4]), "header", ["annotation id 1", "malformed bbox"], {"annotation id 1 (image id 1)"}),
-    ("bbox-zero-width", _set(("annotations", 0, "bbox"), [1, 2, 0, 4]), "header", ["annotation id 1", "non-positive size"], {"annotation id 1 (image id 1)"}),
-    ("bbox-outside", _set(("annotations", 2, "bbox"), [40, 5, 10, 10]), "header", ["annotation id 3", "entirely outside", "32x24"],
-     {"annotation id 3 (image id 3)"}),
-    ("iscrowd-2", _set(("annotations", 0, "iscrowd"), 2), "header", ["annotation id 1", "iscrowd must be 0 or 1"], {"annotation id 1 (image id 1)"}),
-    ("polygon-2-points", _set(("annotations", 0, "segmentation"), [[2, 2, 12, 10]]), "header", ["annotation id 1", "cannot make a mask", "3 points"],
-     {"annotation id 1 (image id 1)"}),
-    ("polygon-nan", _set(("annotations", 0, "segmentation"), [[2, 2, 12, 2, float("nan"), 10]]), "header", ["annotation id 1", "finite numbers"],
-     {"annotation id 1 (image id 1)"}),
-    ("no-segmentation", lambda d, _: d["annotations"][0].pop("segmentation"), "header", ["annotation id 1", "no 'segmentation'", "with_masks=False"],
-     {"annotation id 1 (image id 1)"}),
-    ("rle-wrong-size", _set(("annotations", 0, "segmentation"), {"size": [H + 1, W], "counts": [H * W + W]}), "header",
-     ["annotation id 1", "RLE of size [25, 32]"], {"annotation id 1 (image id 1)"}),
-    ("rle-short-runs", _rle([10, 20]), "header", ["annotation id 1", "do not cover the 24x32 image"], {"annotation id 1 (image id 1)"}),
-    ("rle-bad-string", _rle("ab~~"), "header", ["annotation id 1", "cannot be decoded"], {"annotation id 1 (image id 1)"}),
-    ("image-missing", lambda d, image_dir: (image_dir / "2.png").unlink(), "header", ["2.png", "image id 2", "does not exist", "check the image folder"],
-     {"image id 2"}),
-    ("image-not-an-image", _file("2.png", b"this is text"), "header", ["2.png", "image id 2", "cannot be read as an image"], {"image id 2"}),
-    ("image-truncated-png", _file("2.png", lambda old: old[: len(old) // 2]), "header", ["2.png", "image id 2", "truncated"], {"image id 2"}),
-    ("image-truncated-jpeg", lambda d, image_dir: (_set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
-                                                   (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2))[:-300])),
-     "header", ["2.jpg", "image id 2", "truncated"], {"image id 2"}),
-    ("image-corrupt-data", _file("2.png", _corrupt_png_data), "full", ["2.png", "image id 2", "cannot be read"], {"image id 2"}),
-    ("image-size-mismatch", lambda d, image_dir: Image.fromarray(pixels(2, H + 1, W)).save(image_dir / "2.png"), "header",
-     ["2.png", "image id 2", "25x32 (HxW)", "says 24x32", "set height/width"], {"image id 2"}),
-    ("exif-rotated-after-annotation", lambda d, image_dir: (_set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
-                                                            (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2), orientation=6))),
-     "header", ["2.jpg", "image id 2", "32x24 (HxW)", "before EXIF orientation 6", "exiftool"], {"image id 2"}),
+    (
+        "image-id-not-int",
+        _set(("images", 0, "id"), "one"),
+        "header",
+        ["images[0]", "integer 'id'"],
+        {"images[0]", "annotation id 1 (image id 1)"},
+    ),
+    (
+        "duplicate-image-id",
+        _set(("images", 1, "id"), 1),
+        "header",
+        ["image id 1", "appears twice", "give each image its own id"],
+        {"image id 1", "annotation id 2 (image id 2)"},
+    ),
+    (
+        "missing-height",
+        _set(("images", 2, "height"), None),
+        "header",
+        ["image id 3", "height=None", "set height"],
+        {"image id 3"},
+    ),
+    (
+        "duplicate-annotation-id",
+        _set(("annotations", 1, "id"), 1),
+        "header",
+        ["annotation id 1", "appears twice", "renumber"],
+        {"annotation id 1"},
+    ),
+    (
+        "unknown-image",
+        _set(("annotations", 1, "image_id"), 9),
+        "header",
+        ["annotation id 2 (image id 9)", "not in 'images'"],
+        {"annotation id 2 (image id 9)"},
+    ),
+    (
+        "unknown-category",
+        _set(("annotations", 1, "category_id"), 7),
+        "header",
+        ["annotation id 2", "category_id 7", "add the category"],
+        {"annotation id 2 (image id 2)"},
+    ),
+    (
+        "bbox-nan",
+        _set(("annotations", 0, "bbox"), [1, 2, float("nan"), 3]),
+        "header",
+        ["annotation id 1", "malformed bbox", "[x, y, width, height]"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-length",
+        _set(("annotations", 0, "bbox"), [1, 2, 3]),
+        "header",
+        ["annotation id 1", "malformed bbox"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-string",
+        _set(("annotations", 0, "bbox"), [1, "2", 3, 4]),
+        "header",
+        ["annotation id 1", "malformed bbox"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-zero-width",
+        _set(("annotations", 0, "bbox"), [1, 2, 0, 4]),
+        "header",
+        ["annotation id 1", "non-positive size"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "bbox-outside",
+        _set(("annotations", 2, "bbox"), [40, 5, 10, 10]),
+        "header",
+        ["annotation id 3", "entirely outside", "32x24"],
+        {"annotation id 3 (image id 3)"},
+    ),
+    (
+        "iscrowd-2",
+        _set(("annotations", 0, "iscrowd"), 2),
+        "header",
+        ["annotation id 1", "iscrowd must be 0 or 1"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "polygon-2-points",
+        _set(("annotations", 0, "segmentation"), [[2, 2, 12, 10]]),
+        "header",
+        ["annotation id 1", "cannot make a mask", "3 points"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "polygon-nan",
+        _set(("annotations", 0, "segmentation"), [[2, 2, 12, 2, float("nan"), 10]]),
+        "header",
+        ["annotation id 1", "finite numbers"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "no-segmentation",
+        lambda d, _: d["annotations"][0].pop("segmentation"),
+        "header",
+        ["annotation id 1", "no 'segmentation'", "with_masks=False"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "rle-wrong-size",
+        _set(("annotations", 0, "segmentation"), {"size": [H + 1, W], "counts": [H * W + W]}),
+        "header",
+        ["annotation id 1", "RLE of size [25, 32]"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "rle-short-runs",
+        _rle([10, 20]),
+        "header",
+        ["annotation id 1", "do not cover the 24x32 image"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "rle-bad-string",
+        _rle("ab~~"),
+        "header",
+        ["annotation id 1", "cannot be decoded"],
+        {"annotation id 1 (image id 1)"},
+    ),
+    (
+        "image-missing",
+        lambda d, image_dir: (image_dir / "2.png").unlink(),
+        "header",
+        ["2.png", "image id 2", "does not exist", "check the image folder"],
+        {"image id 2"},
+    ),
+    (
+        "image-not-an-image",
+        _file("2.png", b"this is text"),
+        "header",
+        ["2.png", "image id 2", "cannot be read as an image"],
+        {"image id 2"},
+    ),
+    (
+        "image-truncated-png",
+        _file("2.png", lambda old: old[: len(old) // 2]),
+        "header",
+        ["2.png", "image id 2", "truncated"],
+        {"image id 2"},
+    ),
+    (
+        "image-truncated-jpeg",
+        lambda d, image_dir: (
+            _set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
+            (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2))[:-300]),
+        ),
+        "header",
+        ["2.jpg", "image id 2", "truncated"],
+        {"image id 2"},
+    ),
+    (
+        "image-corrupt-data",
+        _file("2.png", _corrupt_png_data),
+        "full",
+        ["2.png", "image id 2", "cannot be read"],
+        {"image id 2"},
+    ),
+    (
+        "image-size-mismatch",
+        lambda d, image_dir: Image.fromarray(pixels(2, H + 1, W)).save(image_dir / "2.png"),
+        "header",
+        ["2.png", "image id 2", "25x32 (HxW)", "says 24x32", "set height/width"],
+        {"image id 2"},
+    ),
+    (
+        "exif-rotated-after-annotation",
+        lambda d, image_dir: (
+            _set(("images", 1, "file_name"), "2.jpg")(d, image_dir),
+            (image_dir / "2.jpg").write_bytes(jpeg_bytes(pixels(2), orientation=6)),
+        ),
+        "header",
+        ["2.jpg", "image id 2", "32x24 (HxW)", "before EXIF orientation 6", "exiftool"],
+        {"image id 2"},
+    ),
 ]
 
 
@@ -108,12 +266,17 @@ def _corrupted(tmp_path, mutate):
     return ann_file, image_dir
 
 
-def _build(ann_file, image_dir, **kwargs):
-    return CocoDetectionDataset(image_dir, ann_file, with_masks=True, **kwargs)
+def _build(ann_file, image_dir, check_images="header", on_bad_records="error", cache_dir=None, **kwargs):
+    """``(dataset, report)`` of a split with masks, loaded as the data module loads one."""
+    checks = DatasetChecks(check_images, on_bad_records, check_cache=cache_dir is not None, check_cache_dir=cache_dir)
+    records, report = load_checked_coco(ann_file, image_dir, checks, with_masks=True, **kwargs)
+    return CocoDetectionDataset(records), report
 
 
 @pytest.mark.parametrize("case, mutate, level, fragments, dropped", ERRORS, ids=[e[0] for e in ERRORS])
-def test_bad_input_stops_before_training_and_names_file_record_and_fix(tmp_path, case, mutate, level, fragments, dropped):
+def test_bad_input_stops_before_training_and_names_file_record_and_fix(
+    tmp_path, case, mutate, level, fragments, dropped
+):
     ann_file, image_dir = _corrupted(tmp_path, mutate)
     with pytest.raises(DatasetError) as info:
         _build(ann_file, image_dir, check_images=level)
@@ -125,19 +288,19 @@ def test_bad_input_stops_before_training_and_names_file_record_and_fix(tmp_path,
         with pytest.raises(DatasetError):
             _build(ann_file, image_dir, check_images=level, on_bad_records="drop")
         return
-    ds = _build(ann_file, image_dir, check_images=level, on_bad_records="drop")
-    assert {p.record for p in ds.report.dropped} == dropped
+    ds, report = _build(ann_file, image_dir, check_images=level, on_bad_records="drop")
+    assert {p.record for p in report.dropped} == dropped
     # whatever survives is loadable, and nothing of a dropped record reaches the model
     assert len(ds.coco.dataset["annotations"]) < 3
     for index in range(len(ds)):
         image, target = ds[index]
         assert image.shape == (3, H, W) and len(target["boxes"]) == len(target["masks"])
-    assert "dropped" in ds.report.format()
+    assert "dropped" in report.format()
 
 
 def test_corrupt_pixel_data_passes_the_header_check_and_is_named_when_loaded(tmp_path):
     ann_file, image_dir = _corrupted(tmp_path, _file("2.png", _corrupt_png_data))
-    ds = _build(ann_file, image_dir, check_images="header")
+    ds, report = _build(ann_file, image_dir, check_images="header")
     with pytest.raises(DatasetError, match=r"2\.png.*image id 2 of .*ann\.json"):
         ds[1]
 
@@ -161,7 +324,9 @@ def test_every_problem_is_listed_at_once_and_a_long_list_goes_to_a_file(tmp_path
     err = info.value
     assert len(err.problems) == 32 and "... and 12 more" in str(err) and str(err.full_list) in str(err)
     lines = err.full_list.read_text().splitlines()
-    assert len(lines) == 32 and any("3.png" in line for line in lines) and any("category_id 9" in line for line in lines)
+    assert (
+        len(lines) == 32 and any("3.png" in line for line in lines) and any("category_id 9" in line for line in lines)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ fixes
@@ -171,16 +336,31 @@ def test_safe_fixes_are_applied_counted_and_reach_the_model_fixed(tmp_path):
     _ann(data, 2)["segmentation"].append([1, 1, 3, 3])  # a 2-point part next to a valid one
     del _ann(data, 3)["area"]
     data["annotations"] += [
-        {"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 0.5, 5], "area": 2.5, "iscrowd": 0, "segmentation": [[1, 1, 1.5, 1, 1.5, 6]]},
-        {"id": 5, "image_id": 3, "category_id": 2, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 1,
-         "segmentation": {"size": [H, W], "counts": [H * W]}},
+        {
+            "id": 4,
+            "image_id": 3,
+            "category_id": 1,
+            "bbox": [1, 1, 0.5, 5],
+            "area": 2.5,
+            "iscrowd": 0,
+            "segmentation": [[1, 1, 1.5, 1, 1.5, 6]],
+        },
+        {
+            "id": 5,
+            "image_id": 3,
+            "category_id": 2,
+            "bbox": [0, 0, 20, 20],
+            "area": 400,
+            "iscrowd": 1,
+            "segmentation": {"size": [H, W], "counts": [H * W]},
+        },
     ]
     data["images"].append({"id": 4, "file_name": "1.png", "height": H, "width": W})  # no annotation...
     data["images"][-1]["file_name"] = "4.png"
     ann_file, image_dir = write_dataset(tmp_path, data)
     Image.fromarray(pixels(4)).save(image_dir / "4.png")
-    ds = _build(ann_file, image_dir, keep_empty=False)
-    fixes = ds.report.fixes
+    ds, report = _build(ann_file, image_dir, keep_empty=False)
+    fixes = report.fixes
     assert fixes["box clipped to the image"] == [1]
     assert fixes["polygon parts with fewer than 3 points removed"] == [2]
     assert fixes["missing area filled in from the box"] == [3]
@@ -194,7 +374,7 @@ def test_safe_fixes_are_applied_counted_and_reach_the_model_fixed(tmp_path):
     assert target["masks"].shape == (1, H, W) and target["masks"][0, 4:12, 4:12].all() and target["masks"].sum() == 64
     _, target = ds[2]
     assert target["labels"].tolist() == [3]  # the tiny box and the crowd region are not targets
-    text = ds.report.format()
+    text = report.format()
     assert "fixed: 1 x box clipped to the image (1)" in text and "crowd annotation" in text
 
 
@@ -214,8 +394,8 @@ def test_image_modes_are_converted_and_counted(tmp_path, mode, expected):
     if mode == "RGBA":
         stored.putalpha(0)  # fully transparent: the colour must survive
     stored.save(image_dir / "1.png")
-    ds = _build(ann_file, image_dir)
-    assert ds.report.fixes[f"image mode {mode} -> RGB ({'alpha dropped' if 'A' in mode else 'converted'})"] == [1]
+    ds, report = _build(ann_file, image_dir)
+    assert report.fixes[f"image mode {mode} -> RGB ({'alpha dropped' if 'A' in mode else 'converted'})"] == [1]
     image, _ = ds[0]
     np.testing.assert_array_equal((image * 255).round().byte().permute(1, 2, 0).numpy(), expected(rgb))
 
@@ -225,9 +405,9 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     values = np.linspace(0, 65535, H * W).reshape(H, W).astype(np.uint16)
     Image.fromarray(values).save(image_dir / "1.png")
     assert Image.open(image_dir / "1.png").convert("RGB").getextrema()[0][1] == 255  # what a plain convert does: clip
-    ds = _build(ann_file, image_dir)
+    ds, report = _build(ann_file, image_dir)
     image, _ = ds[0]
-    assert [k for k in ds.report.fixes if "16 bits" in k]
+    assert [k for k in report.fixes if "16 bits" in k]
     got = (image[0] * 255).round().numpy()
     np.testing.assert_allclose(got, np.round(values / 257.0), atol=0)
     assert 0 < (got == 255).mean() < 0.01  # only the brightest pixel is white
@@ -241,8 +421,8 @@ def test_cmyk_jpeg_is_converted(tmp_path):
     flat = np.zeros((H, W, 3), np.uint8)
     flat[:] = (200, 40, 40)
     (image_dir / "1.jpg").write_bytes(jpeg_bytes(flat, mode="CMYK"))
-    ds = _build(ann_file, image_dir)
-    assert ds.report.fixes["image mode CMYK -> RGB (converted)"] == [1]
+    ds, report = _build(ann_file, image_dir)
+    assert report.fixes["image mode CMYK -> RGB (converted)"] == [1]
     image, _ = ds[0]
     mean = (image * 255).mean(dim=(1, 2))
     torch.testing.assert_close(mean, torch.tensor([200.0, 40.0, 40.0]), atol=8, rtol=0)
@@ -258,8 +438,8 @@ def test_exif_orientation_is_applied_the_way_the_annotations_expect(tmp_path):
     stored = np.zeros((H, W, 3), np.uint8)
     stored[:8, :8] = 255  # a white block at the stored top-left
     (image_dir / "1.jpg").write_bytes(jpeg_bytes(stored, orientation=6))
-    ds = _build(ann_file, image_dir)
-    assert ds.report.fixes["image EXIF orientation 6 applied"] == [1]
+    ds, report = _build(ann_file, image_dir)
+    assert report.fixes["image EXIF orientation 6 applied"] == [1]
     image, target = ds[0]
     assert image.shape == (3, W, H) and target["masks"].shape == (1, W, H)
     # orientation 6 = displayed after a 90-degree clockwise turn: the stored top-left is the top-right
@@ -268,19 +448,36 @@ def test_exif_orientation_is_applied_the_way_the_annotations_expect(tmp_path):
 
 def test_num_classes_disagreeing_in_either_direction(tmp_path):
     ann_file, image_dir = write_dataset(tmp_path)
-    names = _build(ann_file, image_dir).class_names
+    names = _build(ann_file, image_dir)[0].class_names
     check_num_classes(3, names, ann_file)
     check_num_classes(None, names, ann_file)
-    with pytest.raises(DatasetError, match=r"ann.json.*model.num_classes=2 but the dataset has 3 categories \(cat, dog, bird\).*set model.num_classes=3"):
+    with pytest.raises(
+        DatasetError,
+        match=r"ann.json.*model.num_classes=2 but the dataset has 3 categories \(cat, dog, bird\).*set model.num_classes=3",
+    ):
         check_num_classes(2, names, ann_file)
-    with pytest.raises(DatasetError, match=r"model.num_classes=5 but the dataset has only 3.*2 output\(s\) would be trained on no data"):
+    with pytest.raises(
+        DatasetError, match=r"model.num_classes=5 but the dataset has only 3.*2 output\(s\) would be trained on no data"
+    ):
         check_num_classes(5, names, ann_file)
 
 
 # ------------------------------------------------------------------------------------------------ data module
 def _datamodule(ann_file, image_dir, tmp_path, **kwargs):
-    return CocoDataModule(image_dir, ann_file, image_dir, ann_file, batch_size=3, num_workers=0, min_sizes=(H,), max_size=W,
-                          flip_prob=0.0, report_dir=tmp_path / "run", check_cache_dir=tmp_path / "cache", **kwargs)
+    options = CocoDataOptions(
+        train_images=image_dir,
+        train_ann=ann_file,
+        val_images=image_dir,
+        val_ann=ann_file,
+        batch_size=3,
+        num_workers=0,
+        min_sizes=(H,),
+        max_size=W,
+        flip_prob=0.0,
+        check_cache_dir=tmp_path / "cache",
+        **kwargs,
+    )
+    return CocoDataModule(options, report_dir=tmp_path / "run")
 
 
 def test_datamodule_prints_and_writes_the_report_and_drops_on_request(tmp_path, capsys):
@@ -296,7 +493,10 @@ def test_datamodule_prints_and_writes_the_report_and_drops_on_request(tmp_path, 
     assert "Dataset train" in out and "Dataset val" in out and "box clipped to the image (1)" in out
     assert "dropped 1 bad record(s)" in out and "annotation id 2 (image id 2)" in out
     written = json.loads((tmp_path / "run" / "data_report_train.json").read_text())
-    assert written["fixes"]["box clipped to the image"] == [1] and written["dropped"][0]["record"] == "annotation id 2 (image id 2)"
+    assert (
+        written["fixes"]["box clipped to the image"] == [1]
+        and written["dropped"][0]["record"] == "annotation id 2 (image id 2)"
+    )
     assert (tmp_path / "run" / "data_report_val.txt").read_text().startswith("Dataset val")
     images, targets = next(iter(dm.train_dataloader()))
     assert sorted(t["image_id"] for t in targets) == [1, 3]  # image 2 lost its only annotation
@@ -320,16 +520,18 @@ def test_an_image_that_breaks_during_training_is_named_and_follows_the_policy(tm
 
 def test_image_checks_are_cached_by_size_and_modification_time(tmp_path):
     ann_file, image_dir = write_dataset(tmp_path)
-    first = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
-    second = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
-    assert first.report.counts["image_checks_cached"] == 0 and second.report.counts["image_checks_cached"] == 3
+    first, first_report = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
+    second, second_report = _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
+    assert first_report.counts["image_checks_cached"] == 0 and second_report.counts["image_checks_cached"] == 3
     Image.fromarray(pixels(5, H + 2, W)).save(image_dir / "3.png")
     os.utime(image_dir / "3.png", ns=(1, 1))
     with pytest.raises(DatasetError, match="3.png.*26x32"):
         _build(ann_file, image_dir, cache_dir=tmp_path / "cache")
     # a header answer does not stand in for a full decode
-    full = _build(ann_file, image_dir, cache_dir=tmp_path / "cache2", check_images="full", on_bad_records="drop")
-    assert full.report.counts["image_checks_cached"] == 0
+    full, full_report = _build(
+        ann_file, image_dir, cache_dir=tmp_path / "cache2", check_images="full", on_bad_records="drop"
+    )
+    assert full_report.counts["image_checks_cached"] == 0
 
 
 def test_check_dataset_tool(tmp_path, capsys):

@@ -86,7 +86,7 @@ def _head_reference(tower: nn.Sequential, predictor: nn.Conv2d, x: torch.Tensor,
     for i in range(h):
         for j in range(w):
             for a in range(anchors):
-                out[:, (i * w + j) * anchors + a, :] = y[:, a * outputs_per_anchor:(a + 1) * outputs_per_anchor, i, j]
+                out[:, (i * w + j) * anchors + a, :] = y[:, a * outputs_per_anchor : (a + 1) * outputs_per_anchor, i, j]
     return out
 
 
@@ -97,10 +97,13 @@ def test_attention_head_outputs_match_explicit_reference_and_are_shared_across_l
     levels = [torch.randn(2, 32, 5, 4), torch.randn(2, 32, 3, 2)]
     with torch.no_grad():
         out = head(levels)
-        cls_ref = torch.cat([_head_reference(head.classification_head.conv, head.classification_head.cls_logits, x, 4)
-                             for x in levels], dim=1)
-        box_ref = torch.cat([_head_reference(head.regression_head.conv, head.regression_head.bbox_reg, x, 4)
-                             for x in levels], dim=1)
+        cls_ref = torch.cat(
+            [_head_reference(head.classification_head.conv, head.classification_head.cls_logits, x, 4) for x in levels],
+            dim=1,
+        )
+        box_ref = torch.cat(
+            [_head_reference(head.regression_head.conv, head.regression_head.bbox_reg, x, 4) for x in levels], dim=1
+        )
         level0_alone = head(levels[:1])
     assert out["cls_logits"].shape == (2, (20 + 6) * 3, 4)
     assert out["bbox_regression"].shape == (2, (20 + 6) * 3, 4)

@@ -17,8 +17,8 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from sasa_det.detectors import build_detector
-from tests.helpers import masks_from_boxes
+from sasa_det.engine.detection_task import preset_detection_model
+from tests.helpers import box_targets
 
 SIZE = 64
 FROZEN_RESNET50 = {"norm": "frozen_bn", "frozen_stages": 1}
@@ -45,14 +45,13 @@ def _images():
 
 
 def _targets(with_masks: bool = False):
-    targets = [
-        {"boxes": torch.tensor([[5.0, 10.0, 35.0, 45.0], [30.0, 2.0, 60.0, 25.0]]), "labels": torch.tensor([3, 17])},
-        {"boxes": torch.tensor([[15.0, 15.0, 50.0, 40.0]]), "labels": torch.tensor([90])},
-    ]
-    if with_masks:
-        for t, h in zip(targets, (SIZE, SHORT)):
-            t["masks"] = masks_from_boxes(t["boxes"], h, SIZE)
-    return targets
+    boxes = [([[5, 10, 35, 45], [30, 2, 60, 25]], [3, 17]), ([[15, 15, 50, 40]], [90])]
+    return box_targets(boxes, [(SIZE, SIZE), (SHORT, SIZE)], with_masks)
+
+
+def _ours(arch: str, **options) -> nn.Module:
+    """Our ``arch`` (90 COCO classes) on a ResNet-50 frozen as torchvision's builders freeze a pre-trained one."""
+    return preset_detection_model(arch, 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50, **options)
 
 
 def _trainable(model: nn.Module) -> set[str]:
@@ -71,9 +70,7 @@ def test_retinanet_resnet50_loads_torchvision_state_dict_and_matches_its_outputs
     torch.manual_seed(0)
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None, min_size=SIZE, max_size=SIZE).eval()
     _randomize_norm_statistics(reference)
-    ours = build_detector(
-        "retinanet", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50, min_size=SIZE, max_size=SIZE
-    ).eval()
+    ours = _ours("retinanet", min_size=SIZE, max_size=SIZE).eval()
     assert set(ours.state_dict()) == set(reference.state_dict()) - {
         k for k in reference.state_dict() if k.endswith("num_batches_tracked")
     }
@@ -111,10 +108,7 @@ def test_retinanet_resnet50_equals_torchvision_detections_and_losses():
     torch.manual_seed(0)
     reference = _torchvision_retinanet_frozen()
     _randomize_norm_statistics(reference)
-    ours = build_detector(
-        "retinanet", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50, min_size=SIZE, max_size=SIZE,
-        detector_kwargs=RETINANET_SMALL,
-    )
+    ours = _ours("retinanet", min_size=SIZE, max_size=SIZE, detector_kwargs=RETINANET_SMALL)
     ours.load_state_dict(reference.state_dict(), strict=True)
     assert _trainable(ours) == _trainable(reference)
     assert not any(n.startswith(("backbone.body.conv1", "backbone.body.layer1")) for n in _trainable(ours))
@@ -139,8 +133,12 @@ def test_retinanet_resnet50_equals_torchvision_detections_and_losses():
     sum(ours_losses.values()).backward()
     sum(ref_losses.values()).backward()
     ours_params, ref_params = dict(ours.named_parameters()), dict(reference.named_parameters())
-    for name in ("backbone.body.layer2.0.conv2.weight", "backbone.fpn.extra_blocks.p7.weight",
-                 "head.classification_head.cls_logits.weight", "head.regression_head.bbox_reg.bias"):
+    for name in (
+        "backbone.body.layer2.0.conv2.weight",
+        "backbone.fpn.extra_blocks.p7.weight",
+        "head.classification_head.cls_logits.weight",
+        "head.regression_head.bbox_reg.bias",
+    ):
         torch.testing.assert_close(ours_params[name].grad, ref_params[name].grad)
 
 
@@ -150,15 +148,20 @@ def _torchvision_mask_rcnn_frozen(**kwargs) -> MaskRCNN:
 
 
 MASK_RCNN_SMALL = {
-    "box_score_thresh": 0.0, "box_detections_per_img": 8, "rpn_pre_nms_top_n_test": 128, "rpn_post_nms_top_n_test": 32,
-    "rpn_pre_nms_top_n_train": 128, "rpn_post_nms_top_n_train": 64, "box_batch_size_per_image": 32,
+    "box_score_thresh": 0.0,
+    "box_detections_per_img": 8,
+    "rpn_pre_nms_top_n_test": 128,
+    "rpn_post_nms_top_n_test": 32,
+    "rpn_pre_nms_top_n_train": 128,
+    "rpn_post_nms_top_n_train": 64,
+    "box_batch_size_per_image": 32,
 }
 
 
 def test_mask_rcnn_resnet50_loads_torchvision_state_dict():
     torch.manual_seed(0)
     reference = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-    ours = build_detector("mask_rcnn", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50)
+    ours = _ours("mask_rcnn")
     ours.load_state_dict(reference.state_dict(), strict=True)
     assert ours.roi_heads.box_predictor.cls_score.out_features == 91
 
@@ -167,10 +170,7 @@ def test_mask_rcnn_resnet50_equals_torchvision_detections_masks_and_losses():
     torch.manual_seed(0)
     reference = _torchvision_mask_rcnn_frozen(**MASK_RCNN_SMALL)
     _randomize_norm_statistics(reference)
-    ours = build_detector(
-        "mask_rcnn", 90, backbone="resnet50", backbone_overrides=FROZEN_RESNET50, min_size=SIZE, max_size=SIZE,
-        detector_kwargs=MASK_RCNN_SMALL,
-    )
+    ours = _ours("mask_rcnn", min_size=SIZE, max_size=SIZE, detector_kwargs=MASK_RCNN_SMALL)
     ours.load_state_dict(reference.state_dict(), strict=True)
     assert _trainable(ours) == _trainable(reference)
 
@@ -185,15 +185,17 @@ def test_mask_rcnn_resnet50_equals_torchvision_detections_masks_and_losses():
     ours_losses = ours(_images(), _targets(with_masks=True))
     torch.manual_seed(3)
     ref_losses = reference(_images(), _targets(with_masks=True))
-    assert set(ours_losses) == set(ref_losses) == {
-        "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"
-    }
+    assert (
+        set(ours_losses)
+        == set(ref_losses)
+        == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    )
     for key in ref_losses:
         torch.testing.assert_close(ours_losses[key], ref_losses[key], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("arch", ["retinanet", "mask_rcnn"])
 def test_parameter_names_follow_torchvision_layout(arch):
-    model = build_detector(arch, 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32)
+    model = preset_detection_model(arch, 3, backbone="resnet26", backbone_overrides={"base_width": 8}, fpn_channels=32)
     prefixes = {".".join(name.split(".")[:2]) for name in model.state_dict() if name.startswith("backbone.")}
     assert prefixes == {"backbone.body", "backbone.fpn"}

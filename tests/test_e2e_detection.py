@@ -12,6 +12,7 @@ from sasa_det.config import load_config
 from sasa_det.engine.resume import checkpoint_config
 from sasa_det.engine.runner import evaluate, predict, train
 from sasa_det.layers.relative_position import slice_relative_table
+from tests.helpers import tiny_classification_overrides
 
 # A small attention backbone: SASA in stage 3 and AA in stage 4 of a quarter-width ResNet-26.
 TINY_BACKBONE = "{name: resnet26, base_width: 16, stage_ops: [conv, conv, sasa, aa]}"
@@ -65,9 +66,13 @@ def shapes(tmp_path_factory):
 def trained(shapes, tmp_path_factory):
     """Untrained metrics (validation without a training step), then the result of a few dozen steps."""
     out = tmp_path_factory.mktemp("retinanet")
-    untrained_cfg = load_config(None, _overrides(shapes, out / "untrained", "trainer.max_steps=0", "eval.save_visualization=0"))
+    untrained_cfg = load_config(
+        None, _overrides(shapes, out / "untrained", "trainer.max_steps=0", "eval.save_visualization=0")
+    )
     untrained = train(untrained_cfg)
-    cfg = load_config(None, _overrides(shapes, out / "trained", "trainer.max_epochs=50", "trainer.check_val_every_n_epoch=25"))
+    cfg = load_config(
+        None, _overrides(shapes, out / "trained", "trainer.max_epochs=50", "trainer.check_val_every_n_epoch=25")
+    )
     return untrained, train(cfg)
 
 
@@ -108,7 +113,9 @@ def test_checkpoint_holds_config_and_evaluate_reproduces_training_metrics(traine
     detections = json.loads((tmp_path / "eval" / "detections_bbox.json").read_text())
     assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
     assert (tmp_path / "eval" / "per_class.md").read_text().count("|") > 10
-    trained_rows = json.loads((Path(result["output_dir"]) / "evaluation.json").read_text())["iou_types"]["bbox"]["per_class"]
+    trained_rows = json.loads((Path(result["output_dir"]) / "evaluation.json").read_text())["iou_types"]["bbox"][
+        "per_class"
+    ]
     evaluated_rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["iou_types"]["bbox"]["per_class"]
     assert [row["name"] for row in evaluated_rows] == ["circle", "square", "triangle"]
     for trained_row, evaluated_row in zip(trained_rows, evaluated_rows):
@@ -147,35 +154,24 @@ def test_mask_rcnn_reports_segm_metrics(shapes, tmp_path):
 
 def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
     from sasa_det.data import make_image_folder_dataset
-    from sasa_det.engine.runner import load_module
+    from sasa_det.engine.loading import load_module
 
     folders = make_image_folder_dataset(tmp_path / "folders", num_train_per_class=4, num_val_per_class=2, image_size=32)
-    cls_cfg = load_config(
-        None,
-        [
-            "task=classification",
-            f"output_dir={tmp_path / 'cls'}",
-            f"data.train_dir={folders['train']}",
-            f"data.val_dir={folders['val']}",
-            "data.batch_size=4",
-            "data.num_workers=0",
-            f"classifier.backbone={TINY_BACKBONE}",
-            "classifier.image_size=32",
-            "trainer.max_steps=2",
-            "trainer.accelerator=cpu",
-            "trainer.devices=1",
-            "trainer.enable_progress_bar=false",
-        ],
-    )
+    cls_cfg = load_config(None, tiny_classification_overrides(folders, tmp_path / "cls", TINY_BACKBONE))
     cls_result = train(cls_cfg)
     classifier, _ = load_module(cls_result["last_checkpoint"])
 
     det_cfg = load_config(
         None,
-        _overrides(shapes, tmp_path / "det", f"model.backbone.weights={cls_result['last_checkpoint']}", "model.num_classes=3",
-                   "trainer.max_steps=2"),
+        _overrides(
+            shapes,
+            tmp_path / "det",
+            f"model.backbone.weights={cls_result['last_checkpoint']}",
+            "model.num_classes=3",
+            "trainer.max_steps=2",
+        ),
     )
-    from sasa_det.engine.task import get_task
+    from sasa_det.engine.tasks import get_task
 
     detector = get_task("detection").build_module(det_cfg)
     body = detector.model.backbone.body.state_dict()

@@ -4,28 +4,21 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_tool, tiny_shapes_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
+from tests.helpers import DEMO_CONFIG, REPO, load_tool, tiny_shapes_overrides, train_command
 
 
 def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "tools/train.py",
-        str(DEMO_CONFIG),
+    command = train_command(
         *tiny_shapes_overrides(tmp_path / "shapes", out),  # 5 validation images: the two ranks take 3 and 2
         "trainer.devices=2",
         "trainer.strategy=ddp",
         "trainer.accelerator=cpu",
-    ]
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
@@ -35,8 +28,16 @@ def test_ddp_training_subprocess_evaluates_every_image_once(tmp_path):
     assert (out / "predictions.png").is_file()
 
     # A single-process evaluation of the same weights scores the same images: same numbers.
-    evaluated = load_tool("eval").main([str(out / "checkpoints" / "last.ckpt"), "trainer.devices=1", "trainer.strategy=auto",
-                                    "trainer.accelerator=cpu", "--out", str(tmp_path / "eval")])
+    evaluated = load_tool("eval").main(
+        [
+            str(out / "checkpoints" / "last.ckpt"),
+            "trainer.devices=1",
+            "trainer.strategy=auto",
+            "trainer.accelerator=cpu",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert evaluated["metrics"]["val/num_images"] == 5
     assert evaluated["metrics"]["val/mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-4)
     assert (tmp_path / "eval" / "detections_bbox.json").is_file()
@@ -60,7 +61,9 @@ def test_classification_through_train_tool_then_eval_tool(tmp_path):
     assert Path(result["best_checkpoint"]).is_file()
     evaluated = load_tool("eval").main([result["last_checkpoint"], "--out", str(tmp_path / "eval")])
     assert evaluated["metrics"]["val/top1"] == pytest.approx(result["metrics"]["val/top1"], abs=1e-6)
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/top1"] == pytest.approx(result["metrics"]["val/top1"])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/top1"] == pytest.approx(
+        result["metrics"]["val/top1"]
+    )
 
 
 def test_train_tool_reports_config_errors(tmp_path, capsys):
@@ -80,7 +83,11 @@ def test_tools_refuse_bad_checkpoint_files_with_one_clear_message(tool, tmp_path
     extra = [str(image), "--out", str(tmp_path / "out")] if tool == "predict" else []
     (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 200)
     (tmp_path / "text.ckpt").write_text("hello")
-    for name, message in (("missing.ckpt", "no such file"), ("cut.ckpt", "the file is truncated or corrupt"), ("text.ckpt", "not a PyTorch checkpoint")):
+    for name, message in (
+        ("missing.ckpt", "no such file"),
+        ("cut.ckpt", "the file is truncated or corrupt"),
+        ("text.ckpt", "not a PyTorch checkpoint"),
+    ):
         with pytest.raises(SystemExit) as stop:
             load_tool(tool).main([str(tmp_path / name), *extra])
         assert f"{name}: {message}" in str(stop.value.code)

@@ -13,7 +13,7 @@ EXPERIMENTS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "_base_" not in p.
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_shipped_config_builds_its_model(path):
-    from sasa_det.engine.task import get_task
+    from sasa_det.engine.tasks import get_task
 
     cfg = load_config(path, ["model.num_classes=3", "classifier.num_classes=3"])
     module = get_task(cfg.task).build_module(cfg)

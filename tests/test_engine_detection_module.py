@@ -2,14 +2,16 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from sasa_det.config import ConfigError, config_to_dict, load_config
+from sasa_det.backbones import ResNetOptions
+from sasa_det.config import ConfigError, load_config
 from sasa_det.engine.callbacks import format_coco_summary
 from sasa_det.engine.checkpointing import CONFIG_KEY, ExperimentConfigInCheckpoint
-from sasa_det.engine.detection_module import DetectionModule
-from sasa_det.engine.detection_task import detector_arguments, iou_types_for
-from sasa_det.engine.task import get_task
-from sasa_det.engine.optim import schedule_lengths
+from sasa_det.engine.detection_task import build_detection_model, iou_types_for
+from sasa_det.engine.tasks import get_task
+from sasa_det.layers import LocalSelfAttention2d, SasaOptions
+from sasa_det.optim import schedule_lengths
 
 TINY = [
     "model.num_classes=3",
@@ -21,7 +23,9 @@ TINY = [
 
 
 def test_schedule_lengths_from_epochs_and_fractions():
-    optim = config_to_dict(load_config(None, ["optim.warmup_epochs=1.5", "optim.schedule=multistep", "optim.milestones=[0.5,0.75]"]))["optim"]
+    optim = OmegaConf.to_object(
+        load_config(None, ["optim.warmup_epochs=1.5", "optim.schedule=multistep", "optim.milestones=[0.5,0.75]"]).optim
+    )
     args = schedule_lengths(optim, total_steps=200, steps_per_epoch=20)
     assert args["warmup_steps"] == 30  # 1.5 epochs x 20 steps
     assert args["milestones"] == [100, 150]
@@ -29,7 +33,7 @@ def test_schedule_lengths_from_epochs_and_fractions():
 
 
 def test_schedule_lengths_warmup_steps_override_and_cap():
-    optim = config_to_dict(load_config(None, ["optim.warmup_epochs=5", "optim.warmup_steps=7"]))["optim"]
+    optim = OmegaConf.to_object(load_config(None, ["optim.warmup_epochs=5", "optim.warmup_steps=7"]).optim)
     assert schedule_lengths(optim, 100, 10)["warmup_steps"] == 7
     assert schedule_lengths(optim, 5, 10)["warmup_steps"] == 5  # never longer than the run
 
@@ -40,18 +44,25 @@ def test_iou_types_default_by_arch_and_explicit():
     assert iou_types_for(load_config(None, ["model.arch=mask_rcnn", "eval.iou_types=[bbox]"])) == ("bbox",)
 
 
-def test_detector_arguments_require_num_classes_and_carry_typed_sections():
+def test_detection_model_needs_num_classes_and_reads_the_typed_sections():
     with pytest.raises(ValueError, match="model.num_classes"):
-        detector_arguments(load_config())
-    args = detector_arguments(load_config(None, TINY + ["model.backbone.frozen_stages=1", "model.sasa.impl=halo"]))
-    assert args["backbone"] == "resnet26" and args["backbone_overrides"] == {"base_width": 8, "frozen_stages": 1}
-    assert args["sasa"]["impl"] == "halo"
+        build_detection_model(OmegaConf.to_object(load_config().model))
+    options = [
+        "model.backbone.frozen_stages=1",
+        "model.sasa.impl=halo",
+        "model.backbone.stage_ops=[conv,conv,sasa,conv]",
+    ]
+    model = OmegaConf.to_object(load_config(None, TINY + options).model)
+    assert isinstance(model.backbone, ResNetOptions) and isinstance(model.sasa, SasaOptions)
+    detector = build_detection_model(model)
+    assert not any(p.requires_grad for p in detector.backbone.body.layer1.parameters())
+    assert {m.impl for m in detector.modules() if isinstance(m, LocalSelfAttention2d)} == {"halo"}
 
 
 def test_module_stores_plain_settings_not_the_config():
     module = get_task("detection").build_module(load_config(None, TINY), class_names=["a", "b", "c"])
-    assert set(module.hparams) == {"detector", "optim", "iou_types", "score_threshold", "class_names", "eval_backend"}
-    assert module.hparams["detector"]["num_classes"] == 3 and module.hparams["class_names"] == ["a", "b", "c"]
+    assert set(module.hparams) == {"optim", "iou_types", "score_threshold", "class_names", "eval_backend"}
+    assert module.hparams["optim"]["name"] == "sgd" and module.hparams["class_names"] == ["a", "b", "c"]
     with pytest.raises(ConfigError, match="num_clases"):
         load_config(None, TINY + ["model.num_clases=3"])
 
@@ -59,7 +70,9 @@ def test_module_stores_plain_settings_not_the_config():
 def test_misspelt_backbone_option_fails_at_load_naming_key_file_and_choices(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("model:\n  backbone:\n    name: sasa_resnet26\n  sasa:\n    impl: shfit\n")
-    with pytest.raises(ConfigError, match=r"exp.yaml: model.sasa.impl='shfit' is not one of .*'shift'.*did you mean 'shift'"):
+    with pytest.raises(
+        ConfigError, match=r"exp.yaml: model.sasa.impl='shfit' is not one of .*'shift'.*did you mean 'shift'"
+    ):
         load_config(path)
     path.write_text("model:\n  backbone:\n    name: sasa_resnet26\n    sasa_impl: shift\n")
     with pytest.raises(ConfigError, match="exp.yaml: unknown config key 'model.backbone.sasa_impl'"):

@@ -10,7 +10,8 @@ import torch
 from sasa_det.checkpoint_file import read_checkpoint_file
 from sasa_det.config import load_config
 from sasa_det.engine.checkpointing import LastCheckpoint
-from sasa_det.engine.runner import load_module, train
+from sasa_det.engine.loading import load_module
+from sasa_det.engine.runner import train
 from tests.helpers import tiny_shapes_overrides
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml"

@@ -51,7 +51,9 @@ def _overrides(root: Path, out: Path, classes: str, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def source_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
-    cfg = load_config(None, _overrides(root / "shapes", root / "source", "[circle, square, triangle]", "trainer.max_steps=300"))
+    cfg = load_config(
+        None, _overrides(root / "shapes", root / "source", "[circle, square, triangle]", "trainer.max_steps=300")
+    )
     result = train(cfg)
     assert result["metrics"]["val/AP50"] > 0.1  # the source detector has learnt something of its shapes
     return root, result["last_checkpoint"]
@@ -71,7 +73,10 @@ def test_finetuned_detector_is_ahead_of_scratch_on_other_classes(source_checkpoi
     report = json.loads((root / "tuned" / "init_from_report.json").read_text())
     assert report["source"] == source
     # 3 source classes + background -> 2 + background: only the class logits' shapes differ.
-    assert set(report["skipped"]) == {"head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias"}
+    assert set(report["skipped"]) == {
+        "head.classification_head.cls_logits.weight",
+        "head.classification_head.cls_logits.bias",
+    }
     assert report["skipped"]["head.classification_head.cls_logits.bias"] == [[9 * 4], [9 * 3]]
     assert not report["missing"] and not report["unused"]
     checkpoint = torch.load(tuned["last_checkpoint"], map_location="cpu", weights_only=True)
@@ -81,10 +86,10 @@ def test_finetuned_detector_is_ahead_of_scratch_on_other_classes(source_checkpoi
 def test_init_from_accepts_torchvision_and_backbone_files_and_reports_what_it_did(tmp_path):
     from torchvision.models import resnet50
 
-    from sasa_det.detectors import build_detector
+    from sasa_det.engine.detection_task import preset_detection_model
     from sasa_det.engine.init_from import initialize_from
 
-    detector = build_detector("retinanet", 5, backbone="resnet50", fpn_channels=256, min_size=64, max_size=64)
+    detector = preset_detection_model("retinanet", 5, backbone="resnet50", fpn_channels=256, min_size=64, max_size=64)
     weights = resnet50().state_dict()  # a torchvision ImageNet-style ResNet file: backbone only, plus fc
     torch.save(weights, tmp_path / "resnet50.pth")
     report = initialize_from(detector, tmp_path / "resnet50.pth", backbone_prefix="backbone.body.", report_dir=tmp_path)

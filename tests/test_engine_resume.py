@@ -58,7 +58,9 @@ def _train_command(*args: str) -> list[str]:
 
 
 def _run(args: list[str], env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run(_train_command(*args), cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        _train_command(*args), cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _step_of(path: Path) -> tuple[int, int]:
@@ -70,8 +72,9 @@ def _start_and_signal_after_checkpoint(args: list[str], sig: int, env=None) -> t
     """Start a training subprocess; once checkpoints/last.ckpt exists send ``sig``; return (process, step on disk)."""
     out = Path(next(a for a in args if a.startswith("output_dir=")).split("=", 1)[1])
     last = out / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(_train_command(*args), cwd=REPO, env=env or _env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _train_command(*args), cwd=REPO, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 600
     while not last.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -98,7 +101,9 @@ def test_final_weights_are_saved_when_training_ends_between_validations(uninterr
     metrics = json.loads((out / "metrics.json").read_text())
     from sasa_det.engine.runner import evaluate
 
-    evaluated = evaluate(out / "checkpoints" / "last.ckpt", ["trainer.enable_progress_bar=false"], output_dir=root / "eval")
+    evaluated = evaluate(
+        out / "checkpoints" / "last.ckpt", ["trainer.enable_progress_bar=false"], output_dir=root / "eval"
+    )
     assert evaluated["metrics"]["val/mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-9)
     assert (out / "train.log").read_text().count("INFO") > 0  # the library's INFO messages reach the run's log
 
@@ -129,7 +134,9 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(uninterrupt
 
 def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
     out = tmp_path / "term"
-    process, step_seen = _start_and_signal_after_checkpoint(_overrides(tmp_path / "shapes", out, "trainer.max_steps=200"), signal.SIGTERM)
+    process, step_seen = _start_and_signal_after_checkpoint(
+        _overrides(tmp_path / "shapes", out, "trainer.max_steps=200"), signal.SIGTERM
+    )
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "stopped by SIGTERM" in stderr and "--resume" in stderr
@@ -142,11 +149,19 @@ def test_slurm_sigusr1_requeues_and_the_requeued_job_resumes_by_itself(tmp_path)
     bin_dir.mkdir()
     calls = tmp_path / "scontrol_calls.txt"
     scontrol = bin_dir / "scontrol"
-    scontrol.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     scontrol.chmod(0o755)
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
-             "SLURM_NODEID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODELIST": "localhost",
-             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODELIST": "localhost",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
     out = tmp_path / "slurm"
     args = _overrides(tmp_path / "shapes", out, "trainer.max_steps=14")
     process, _ = _start_and_signal_after_checkpoint(args, signal.SIGUSR1, env=_env(**slurm))
@@ -204,7 +219,9 @@ def _fake_cuda(monkeypatch, devices: int, current: int = 0) -> list[tuple[int, i
     return restored
 
 
-@pytest.mark.parametrize("saved, visible, expected", [(4, 2, [(0, 0), (1, 1)]), (1, 4, [(0, 0)]), (2, 2, [(0, 0), (1, 1)])])
+@pytest.mark.parametrize(
+    "saved, visible, expected", [(4, 2, [(0, 0), (1, 1)]), (1, 4, [(0, 0)]), (2, 2, [(0, 0), (1, 1)])]
+)
 def test_cuda_generator_states_restore_onto_the_gpus_that_exist(monkeypatch, caplog, saved, visible, expected):
     from sasa_det.engine.checkpointing import _set_cuda_rng_state
 

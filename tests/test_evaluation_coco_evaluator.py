@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sasa_det.data import CocoDetectionDataset, make_shapes_dataset
+from sasa_det.data import CocoDetectionDataset, load_checked_coco, make_shapes_dataset
 from sasa_det.evaluation import COCO_BACKENDS, STAT_NAMES, CocoEvaluator, merge_rank_results, plot_pr_curves
 
 SIZE = 64
@@ -27,9 +27,10 @@ NUM_IMAGES = 8
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> CocoDetectionDataset:
     root = tmp_path_factory.mktemp("shapes")
-    paths = make_shapes_dataset(root, num_train=1, num_val=NUM_IMAGES, image_size=SIZE, seed=5,
-                                category_ids=(1, 5, 9), max_objects=4)
-    return CocoDetectionDataset(paths["val_images"], paths["val_ann"], with_masks=True)
+    paths = make_shapes_dataset(
+        root, num_train=1, num_val=NUM_IMAGES, image_size=SIZE, seed=5, category_ids=(1, 5, 9), max_objects=4
+    )
+    return CocoDetectionDataset(load_checked_coco(paths["val_ann"], paths["val_images"], with_masks=True)[0])
 
 
 def _ground_truth(dataset):
@@ -53,12 +54,14 @@ def _noisy_predictions(dataset, seed=0):
         fp_masks = torch.zeros(extra, SIZE, SIZE)
         for i, (x1, y1, x2, y2) in enumerate(fp_boxes.int().tolist()):
             fp_masks[i, y1:y2, x1:x2] = 0.9
-        predictions.append({
-            "boxes": torch.cat([boxes, fp_boxes]).clamp(0, SIZE),
-            "scores": torch.rand(n + extra, generator=g),  # some below the 0.05 threshold
-            "labels": torch.cat([labels, torch.randint(1, 4, (extra,), generator=g)]),
-            "masks": torch.cat([masks, fp_masks])[:, None] * 0.8,  # probabilities, 0.8 > 0.5 inside
-        })
+        predictions.append(
+            {
+                "boxes": torch.cat([boxes, fp_boxes]).clamp(0, SIZE),
+                "scores": torch.rand(n + extra, generator=g),  # some below the 0.05 threshold
+                "labels": torch.cat([labels, torch.randint(1, 4, (extra,), generator=g)]),
+                "masks": torch.cat([masks, fp_masks])[:, None] * 0.8,  # probabilities, 0.8 > 0.5 inside
+            }
+        )
     return predictions
 
 
@@ -134,7 +137,7 @@ def test_detections_are_converted_to_coco_results(dataset):
     for result, (image_id, category, xywh, score) in zip(bbox, expected_bbox):
         assert (result["image_id"], result["category_id"]) == (image_id, category)
         assert result["score"] == pytest.approx(score) and result["bbox"] == pytest.approx(xywh, abs=1e-4)
-    for result, (image_id, category, binary, score) in zip(segm, expected_segm):
+    for result, (image_id, category, binary, _score) in zip(segm, expected_segm):
         assert (result["image_id"], result["category_id"]) == (image_id, category) and "bbox" not in result
         assert isinstance(result["segmentation"]["counts"], str)
         np.testing.assert_array_equal(mask_utils.decode(result["segmentation"]), binary)
@@ -143,8 +146,12 @@ def test_detections_are_converted_to_coco_results(dataset):
 
 def test_ground_truth_as_predictions_gives_perfect_scores(dataset):
     perfect = [
-        {"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"])),
-         "masks": t["masks"][:, None].float()}
+        {
+            "boxes": t["boxes"],
+            "labels": t["labels"],
+            "scores": torch.ones(len(t["labels"])),
+            "masks": t["masks"][:, None].float(),
+        }
         for t in _ground_truth(dataset)
     ]
     evaluator, metrics = _evaluate(dataset, perfect, dataset.image_ids)
@@ -165,16 +172,30 @@ def test_ground_truth_as_predictions_gives_perfect_scores(dataset):
 def test_only_predicted_images_are_evaluated(dataset):
     half = dataset.image_ids[: NUM_IMAGES // 2]
     targets = _ground_truth(dataset)[: NUM_IMAGES // 2]
-    perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"])),
-                "masks": t["masks"][:, None].float()} for t in targets]
+    perfect = [
+        {
+            "boxes": t["boxes"],
+            "labels": t["labels"],
+            "scores": torch.ones(len(t["labels"])),
+            "masks": t["masks"][:, None].float(),
+        }
+        for t in targets
+    ]
     _, metrics = _evaluate(dataset, perfect, half)
     assert metrics["bbox/AP"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("backend", COCO_BACKENDS)
 def test_empty_predictions_are_handled(dataset, tmp_path, backend):
-    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0),
-              "masks": torch.zeros(0, 1, SIZE, SIZE)} for _ in dataset.image_ids]
+    empty = [
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "scores": torch.zeros(0),
+            "masks": torch.zeros(0, 1, SIZE, SIZE),
+        }
+        for _ in dataset.image_ids
+    ]
     evaluator, metrics = _evaluate(dataset, empty, dataset.image_ids, backend=backend)
     assert evaluator.detections_json() == []
     assert metrics["bbox/AP"] == 0.0 and metrics["segm/AR100"] == 0.0
@@ -249,7 +270,7 @@ def test_plot_pr_curves_needs_matplotlib(tmp_path):
 def _distributed_worker(rank, world_size, init_file, ann_file, image_dir, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        dataset = CocoDetectionDataset(image_dir, ann_file, with_masks=True)
+        dataset = CocoDetectionDataset(load_checked_coco(ann_file, image_dir, with_masks=True)[0])
         predictions = _noisy_predictions(dataset)
         # DistributedSampler layout: 8 images + padding to 10 would repeat images; here 7 images on
         # 2 ranks, index 0 padded onto rank 1 (with different, wrong detections that must be dropped).
@@ -263,7 +284,9 @@ def _distributed_worker(rank, world_size, init_file, ann_file, image_dir, out_di
             evaluator.update([prediction], [dataset.image_ids[index]])
         metrics = evaluator.compute()
         Path(out_dir, f"rank{rank}.json").write_text(
-            json.dumps({"metrics": metrics, "table": evaluator.per_class_table(), "n": len(evaluator.detections_json())})
+            json.dumps(
+                {"metrics": metrics, "table": evaluator.per_class_table(), "n": len(evaluator.detections_json())}
+            )
         )
     finally:
         dist.destroy_process_group()

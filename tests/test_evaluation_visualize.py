@@ -40,8 +40,11 @@ def test_low_scores_are_not_drawn_and_targets_without_scores_are():
 
 def test_grid_of_images_with_different_sizes(tmp_path):
     images = [torch.rand(3, 30, 40), torch.rand(3, 20, 25), torch.rand(3, 30, 40)]
-    predictions = [_prediction(), {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                                   "scores": torch.zeros(0)}, _prediction()]
+    predictions = [
+        _prediction(),
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)},
+        _prediction(),
+    ]
     path = save_detection_grid(images, predictions, tmp_path / "sub" / "grid.png", nrow=2)
     grid = np.asarray(Image.open(path))
     assert grid.shape == (2 * 30 + 3 * 2, 2 * 40 + 3 * 2, 3)

@@ -241,8 +241,10 @@ PRESET_WIDTHS = [(3, 2), (6, 3), (13, 6)]
 
 def dense_scores(score_mod, batch: int, heads: int, length: int) -> torch.Tensor:
     """``score_mod(0, b, h, i, j)`` for every index, ``(batch, heads, L, L)`` (as FlexAttention's reference does)."""
-    index = [torch.arange(size).view(*([1] * axis), size, *([1] * (3 - axis))) for axis, size in
-             enumerate((batch, heads, length, length))]
+    index = [
+        torch.arange(size).view(*([1] * axis), size, *([1] * (3 - axis)))
+        for axis, size in enumerate((batch, heads, length, length))
+    ]
     return score_mod(torch.zeros(()), *index)
 
 
@@ -343,9 +345,18 @@ def test_flex_probe_failure_falls_back_to_sdpa_once_with_a_warning(monkeypatch, 
     assert len(warnings) == 1 and "dense (N, heads, HW, HW) mask" in warnings[0].getMessage()
     assert "must be at least 16" in warnings[0].getMessage()
     report = relative_flex_attention.flex_attention_report()
-    assert report == [{"device": "cpu", "dtype": "torch.float32", "d_k": 16, "d_v": 16, "grad": True,
-                       "deterministic": False, "usable": False, "error": "RuntimeError: NYI: embedding dimension of the query, key, and "
-                                                 "value must be at least 16"}]
+    assert report == [
+        {
+            "device": "cpu",
+            "dtype": "torch.float32",
+            "d_k": 16,
+            "d_v": 16,
+            "grad": True,
+            "deterministic": False,
+            "usable": False,
+            "error": "RuntimeError: NYI: embedding dimension of the query, key, and value must be at least 16",
+        }
+    ]
 
 
 class _CudaLike:

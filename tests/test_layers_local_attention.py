@@ -132,7 +132,7 @@ def test_gradcheck_kernel(fn, shape, kernel_size):
     rel = [torch.randn(kernel_size, shape[2] // 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     for mask_padding in (False, True):
         assert torch.autograd.gradcheck(
-            lambda q, k, v, r, c: fn(q, k, v, r, c, kernel_size, mask_padding), (*tensors, *rel)
+            lambda q, k, v, r, c, m=mask_padding: fn(q, k, v, r, c, kernel_size, m), (*tensors, *rel)
         )
 
 
@@ -174,7 +174,8 @@ def test_gradcheck_halo_kernel_with_several_blocks():
     rel = [torch.randn(3, 2, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     for mask_padding in (False, True):
         assert torch.autograd.gradcheck(
-            lambda q, k, v, r, c: local_attention_halo(q, k, v, r, c, 3, mask_padding, block_size=2), (*tensors, *rel)
+            lambda q, k, v, r, c, m=mask_padding: local_attention_halo(q, k, v, r, c, 3, m, block_size=2),
+            (*tensors, *rel),
         )
 
 

@@ -10,7 +10,9 @@ from sasa_det.layers import AugmentedConv2d
 from sasa_det.layers.resize import bilinear_resize, bilinear_resize_matrices
 
 
-@pytest.mark.parametrize("size_in, size_out", [((4, 5), (7, 10)), ((1, 3), (2, 5)), ((6, 6), (11, 12)), ((5, 7), (5, 7))])
+@pytest.mark.parametrize(
+    "size_in, size_out", [((4, 5), (7, 10)), ((1, 3), (2, 5)), ((6, 6), (11, 12)), ((5, 7), (5, 7))]
+)
 def test_matrices_equal_interpolate_forward_and_backward(size_in, size_out):
     torch.manual_seed(0)
     x = torch.randn(2, 3, *size_in, dtype=torch.float64, requires_grad=True)
@@ -29,7 +31,9 @@ def test_deterministic_mode_keeps_interpolate_on_cpu_and_the_layer_trains():
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        assert torch.equal(bilinear_resize(x, (9, 9)), F.interpolate(x, size=(9, 9), mode="bilinear", align_corners=False))
+        assert torch.equal(
+            bilinear_resize(x, (9, 9)), F.interpolate(x, size=(9, 9), mode="bilinear", align_corners=False)
+        )
         layer(x).sum().backward()
     finally:
         torch.use_deterministic_algorithms(before)

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.helpers import load_tool
 import torch
 from PIL import Image
 
 from sasa_det import Predictor
+from sasa_det.engine.loading import load_module
 from sasa_det.engine.prediction_files import expand_image_inputs, output_names
-from sasa_det.engine.runner import load_module
-
+from tests.helpers import load_tool
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +72,9 @@ def test_output_names_keep_structure_and_never_collide(tmp_path):
     for rel in ("a/x.jpg", "b/x.jpg", "b/x.png", "b/y.png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    files, problems = expand_image_inputs([tmp_path / "a", tmp_path / "b", tmp_path / "a" / "x.jpg", str(tmp_path / "nothing*.png")])
+    files, problems = expand_image_inputs(
+        [tmp_path / "a", tmp_path / "b", tmp_path / "a" / "x.jpg", str(tmp_path / "nothing*.png")]
+    )
     assert len(files) == 4 and problems == [(str(tmp_path / "nothing*.png"), "pattern matches no file")]
     names = [str(n) for n in output_names(files)]
     assert names == ["a/x.png", "b/x.jpg.png", "b/x.png.png", "b/y.png"]
@@ -91,8 +91,18 @@ def test_predict_tool_on_a_folder_with_bad_file_duplicates_and_16_bit(checkpoint
     assert Image.open(inputs / "deep.png").mode.startswith("I")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as stop:
-        load_tool("predict").main([checkpoint, str(inputs), "--out", str(out), "--score-threshold", "0.9999",
-                               "--no-progress", "model.min_size=64"])
+        load_tool("predict").main(
+            [
+                checkpoint,
+                str(inputs),
+                "--out",
+                str(out),
+                "--score-threshold",
+                "0.9999",
+                "--no-progress",
+                "model.min_size=64",
+            ]
+        )
     assert stop.value.code == 1
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "1 input(s) failed" in captured.err
@@ -108,7 +118,9 @@ def test_predict_tool_on_a_folder_with_bad_file_duplicates_and_16_bit(checkpoint
 
 def test_predict_tool_draws_detections_and_writes_coco_results(checkpoint, val_image, tmp_path):
     out = tmp_path / "out"
-    report = load_tool("predict").main([checkpoint, str(val_image), "--out", str(out), "--score-threshold", "0.0", "--no-progress"])
+    report = load_tool("predict").main(
+        [checkpoint, str(val_image), "--out", str(out), "--score-threshold", "0.0", "--no-progress"]
+    )
     assert report.written == [out / val_image.name] and not report.failed
     detections = json.loads((out / "detections.json").read_text())
     assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sasa_det.config import load_config
-from sasa_det.engine.task import get_task
+from sasa_det.engine.tasks import get_task
 from sasa_det.evaluation.visualize import _PALETTE
 from tests.helpers import load_tool, tiny_shapes_overrides
 

@@ -25,7 +25,11 @@ print("HEAVY:" + ",".join(heavy))
 @pytest.mark.parametrize("tool", TOOLS)
 def test_help_does_not_import_torch(tool):
     path = str(REPO / "tools" / f"{tool}.py")
-    completed = subprocess.run([sys.executable, "-c", _PROBE.format(path=path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(path=path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "usage:" in completed.stdout
-    assert completed.stdout.strip().splitlines()[-1] == "HEAVY:", f"{tool} --help imported {completed.stdout.splitlines()[-1]}"
+    assert completed.stdout.strip().splitlines()[-1] == "HEAVY:", (
+        f"{tool} --help imported {completed.stdout.splitlines()[-1]}"
+    )

@@ -17,11 +17,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import tool_parser
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run's output_dir")
     parser.add_argument("--out", default=None, help="output folder for the PNGs (default: RUN_DIR/analysis)")
     return parser.parse_args(argv)

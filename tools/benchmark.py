@@ -1,13 +1,13 @@
 """Benchmarks from the command line.
 
-    python tools/benchmark.py layers [--device cpu] [--dtype float32] [--channels 64] [--heads 8]
-                                     [--kernel-size 7] [--height 96] [--width 160] [--batch 1]
-                                     [--repeats 5] [--json out.json]
-    python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
-    python tools/benchmark.py eval   [--images 5000]
-    python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--path tensor_core]
-                                      [--json out.json]
-    python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
+python tools/benchmark.py layers [--device cpu] [--dtype float32] [--channels 64] [--heads 8]
+                                 [--kernel-size 7] [--height 96] [--width 160] [--batch 1]
+                                 [--repeats 5] [--json out.json]
+python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
+python tools/benchmark.py eval   [--images 5000]
+python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--path tensor_core]
+                                  [--json out.json]
+python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
 
 
 def add_layers_parser(subparsers) -> None:
@@ -71,7 +70,9 @@ def run_layers(args: argparse.Namespace) -> int:
     print(format_layer_table(results, args.device))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json), "run": None}, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"settings": vars(args) | {"json": str(args.json), "run": None}, "results": results}, indent=2)
+        )
     return 0
 
 
@@ -93,10 +94,19 @@ def run_model(args: argparse.Namespace) -> int:
     from sasa_det.analysis.model_benchmark import MODEL_CASES, benchmark_models, format_model_table
 
     _check_cases(args.cases, MODEL_CASES)
-    results = benchmark_models(device=args.device, dtype=args.dtype, height=args.height, width=args.width,
-                               batch=args.batch, repeats=args.repeats, cases=args.cases)
-    print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, batch {args.batch} of "
-          f"{args.height}×{args.width}; ratios vs torchvision's RetinaNet in the same run")
+    results = benchmark_models(
+        device=args.device,
+        dtype=args.dtype,
+        height=args.height,
+        width=args.width,
+        batch=args.batch,
+        repeats=args.repeats,
+        cases=args.cases,
+    )
+    print(
+        f"torch {torch.__version__}, device {args.device}, {args.dtype}, batch {args.batch} of "
+        f"{args.height}×{args.width}; ratios vs torchvision's RetinaNet in the same run"
+    )
     print(format_model_table(results))
     return 0
 
@@ -116,9 +126,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_kernels_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "kernels", help="compile the SASA Triton kernels for sm_90 (no GPU needed): registers, spills, SASS, barriers")
-    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"],
-                        choices=["bfloat16", "float16", "float32", "float64"])
+        "kernels", help="compile the SASA Triton kernels for sm_90 (no GPU needed): registers, spills, SASS, barriers"
+    )
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float16", "float32", "float64"]
+    )
     parser.add_argument("--head-widths", nargs="+", type=int, default=[8, 16, 32, 64])
     parser.add_argument("--kernel-size", type=int, default=7)
     parser.add_argument("--capability", type=int, default=90, help="compute capability to compile for (90: H100/H200)")
@@ -137,13 +149,20 @@ def run_kernels(args: argparse.Namespace) -> int:
     )
 
     def progress(record) -> None:
-        print(f"compiled {record.kernel} [{record.config}] {record.dtype} d={record.head_width} in "
-              f"{record.compile_seconds:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"compiled {record.kernel} [{record.config}] {record.dtype} d={record.head_width} in "
+            f"{record.compile_seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    records = kernel_report(tuple(args.dtypes), tuple(args.head_widths), args.kernel_size, args.capability, progress,
-                            args.path)
-    print(f"Triton {records[0].triton if records else '?'}, target {records[0].target if records else '?'}, "
-          f"k={args.kernel_size}; limits {REPORT_LIMITS}, by kernel family {PATH_LIMITS}")
+    records = kernel_report(
+        tuple(args.dtypes), tuple(args.head_widths), args.kernel_size, args.capability, progress, args.path
+    )
+    print(
+        f"Triton {records[0].triton if records else '?'}, target {records[0].target if records else '?'}, "
+        f"k={args.kernel_size}; limits {REPORT_LIMITS}, by kernel family {PATH_LIMITS}"
+    )
     print(format_kernel_table(records))
     if args.json is not None:
         from dataclasses import asdict
@@ -161,8 +180,12 @@ def add_all_parser(subparsers) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-images", type=int, default=5000)
     parser.add_argument("--time-budget", type=float, default=420.0, help="seconds; later sections are skipped")
-    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"),
-                        help="report appended here (created with a title if missing)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("docs/benchmarks.md"),
+        help="report appended here (created with a title if missing)",
+    )
     parser.set_defaults(run=run_all_benchmarks)
 
 

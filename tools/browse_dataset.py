@@ -16,14 +16,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import tool_parser
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("config", help="experiment YAML (may use _base_ inheritance)")
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. data.flip_prob=1.0")
-    parser.add_argument("--split", choices=("train", "val"), default="train", help="which split to draw (default: train)")
+    parser.add_argument(
+        "--split", choices=("train", "val"), default="train", help="which split to draw (default: train)"
+    )
     parser.add_argument("--out", required=True, help="output folder for the PNGs")
     parser.add_argument("--num", type=int, default=16, help="number of images, from the split's start (default: 16)")
     args = parser.parse_intermixed_args(argv)
@@ -39,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> list:
 
     configure_logging()
     from sasa_det.config import ConfigError, load_config
-    from sasa_det.engine.task import get_task
+    from sasa_det.engine.tasks import get_task
     from sasa_det.evaluation import save_dataset_images
 
     try:

@@ -24,9 +24,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="an instances json (then IMAGES is required) or an experiment YAML")
     parser.add_argument("rest", nargs="*", help="IMAGES folder after a json; key=value overrides after a YAML")
-    parser.add_argument("--images", dest="level", choices=["header", "full", "off"], default=None,
-                        help="image check: header (size, mode, EXIF, end marker; default) or full (decode every pixel)")
-    parser.add_argument("--masks", action="store_true", help="also check segmentations (json mode; a config decides itself)")
+    parser.add_argument(
+        "--images",
+        dest="level",
+        choices=["header", "full", "off"],
+        default=None,
+        help="image check: header (size, mode, EXIF, end marker; default) or full (decode every pixel)",
+    )
+    parser.add_argument(
+        "--masks", action="store_true", help="also check segmentations (json mode; a config decides itself)"
+    )
     parser.add_argument("--num-classes", type=int, default=None, help="json mode: the model's num_classes to compare")
     parser.add_argument("--workers", type=int, default=None, help="threads for the image check (default: min(8, CPUs))")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the image-check cache")
@@ -42,23 +49,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Check and print; returns the exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from dataclasses import replace
+
     from sasa_det.config import ConfigError, load_config
-    from sasa_det.data.check import check_config_datasets, check_dataset
+    from sasa_det.data.check import check_dataset, check_splits
+    from sasa_det.data.coco_records import DatasetChecks
     from sasa_det.data.validation import DatasetError
 
-    common = {"workers": args.workers, "report_dir": args.report_dir}
     try:
         if args.source.endswith((".yaml", ".yml")):
+            from sasa_det.engine.detection_task import coco_data_options
+
             cfg = load_config(args.source, args.rest)
-            if args.no_cache:
-                cfg.data.check_cache = False
-            if args.cache_dir:
-                cfg.data.check_cache_dir = args.cache_dir
-            reports = check_config_datasets(cfg, check_images=args.level, **common)
+            options = coco_data_options(cfg)
+            given = {
+                "check_images": args.level,
+                "check_cache": False if args.no_cache else None,
+                "check_cache_dir": args.cache_dir,
+                "check_workers": args.workers,
+            }
+            options = replace(options, **{key: value for key, value in given.items() if value is not None})
+            reports = check_splits(options, cfg.model.num_classes, report_dir=args.report_dir)
         else:
+            checks = DatasetChecks(
+                check_images=args.level or "header",
+                check_cache=not args.no_cache,
+                check_cache_dir=args.cache_dir,
+                check_workers=args.workers,
+            )
             reports = [
-                check_dataset(args.source, args.rest[0], check_images=args.level or "header", with_masks=args.masks,
-                              cache=not args.no_cache, cache_dir=args.cache_dir, num_classes=args.num_classes, **common)
+                check_dataset(
+                    args.source,
+                    args.rest[0],
+                    checks,
+                    with_masks=args.masks,
+                    num_classes=args.num_classes,
+                    report_dir=args.report_dir,
+                )
             ]
     except (DatasetError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -33,7 +33,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     voc.add_argument("--annotations", required=True, help="folder of VOC .xml files")
     voc.add_argument("--images", required=True, help="image folder (file names in the json are relative to it)")
     voc.add_argument("--out", required=True, help="COCO json to write")
-    voc.add_argument("--classes", default=None, help="comma-separated class names in label order (default: all found, sorted)")
+    voc.add_argument(
+        "--classes", default=None, help="comma-separated class names in label order (default: all found, sorted)"
+    )
     voc.add_argument("--split-file", default=None, help="ImageSets list: convert only these ids")
     yolo = sub.add_parser("yolo", help="YOLO txt labels -> COCO json")
     yolo.add_argument("--labels", required=True, help="folder of .txt label files (same layout as --images)")
@@ -42,7 +44,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     yolo.add_argument("--out", required=True, help="COCO json to write")
     split = sub.add_parser("split", help="split a COCO json into train.json and val.json")
     split.add_argument("--ann", required=True, help="COCO json to split")
-    split.add_argument("--val-fraction", type=float, required=True, help="fraction of the images for validation, in (0, 1)")
+    split.add_argument(
+        "--val-fraction", type=float, required=True, help="fraction of the images for validation, in (0, 1)"
+    )
     split.add_argument("--seed", type=int, default=0, help="shuffle seed (default: 0)")
     split.add_argument("--out-dir", required=True, help="folder for train.json and val.json")
     return parser.parse_args(argv)
@@ -59,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
             summary = convert_voc(args.annotations, args.images, args.out, classes=classes, split_file=args.split_file)
-            summary["note"] = f"{summary['difficult']} difficult object(s) written as iscrowd=1 (ignored in training and evaluation)"
+            summary["note"] = (
+                f"{summary['difficult']} difficult object(s) written as iscrowd=1 (ignored in training and evaluation)"
+            )
         elif args.command == "yolo":
             from sasa_det.data.convert_yolo import convert_yolo
 

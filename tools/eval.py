@@ -14,11 +14,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import tool_parser
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("checkpoint", help="a checkpoint written by tools/train.py")
     parser.add_argument("overrides", nargs="*", help="overrides of the stored config as key=value")
     parser.add_argument("--out", default=None, help="output folder (default: eval_<checkpoint name> beside it)")

@@ -15,11 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from sasa_det.cli import tool_parser
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.jsonl, the caches and the runs")
     parser.add_argument("--dry-run", action="store_true", help="run every section on the CPU at tiny sizes")
     parser.add_argument("--sections", nargs="+", metavar="NAME", help="run only these sections")
@@ -32,8 +33,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from sasa_det.analysis.gpu_check import format_results, run_gpu_check
 
-    records = run_gpu_check(args.out, dry_run=args.dry_run, sections=args.sections, budget_s=args.budget,
-                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+    records = run_gpu_check(
+        args.out,
+        dry_run=args.dry_run,
+        sections=args.sections,
+        budget_s=args.budget,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     print(format_results(records))
     print(f"\nresults: {args.out / 'gpu_check.jsonl'}")
     failed = [r for r in records if r.get("status") not in (None, "ok") or r.get("ok") is False]

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 
 
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,10 +22,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="master random seed (default: 0)")
     parser.add_argument("--min-objects", type=int, default=1, help="fewest shapes per image (default: 1)")
     parser.add_argument("--max-objects", type=int, default=4, help="most shapes per image (default: 4)")
-    parser.add_argument("--classes", nargs="+", default=["circle", "square", "triangle"],
-                        help="shapes drawn, among circle, square, triangle, star, diamond (default: circle square triangle)")
-    parser.add_argument("--category-ids", type=int, nargs="+", default=None, metavar="ID",
-                        help="COCO category ids of the classes, in order (default: 1..K)")
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        default=["circle", "square", "triangle"],
+        help="shapes drawn, among circle, square, triangle, star, diamond (default: circle square triangle)",
+    )
+    parser.add_argument(
+        "--category-ids",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="ID",
+        help="COCO category ids of the classes, in order (default: 1..K)",
+    )
     parser.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
     return parser.parse_args(argv)
 

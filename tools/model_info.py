@@ -22,16 +22,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, measure the chosen presets and print the table; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", help="backbone presets, e.g. resnet50 sasa_resnet50_convstem aa_resnet50 (--all: every one)")
+    parser.add_argument(
+        "names", nargs="*", help="backbone presets, e.g. resnet50 sasa_resnet50_convstem aa_resnet50 (--all: every one)"
+    )
     parser.add_argument("--all", action="store_true", help="measure every preset")
     parser.add_argument("--image-size", type=int, default=224, help="side of the square input (default 224)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classes of the linear head (default 1000)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--detectors", action="store_true",
-                        help="measure the SASA paper's RetinaNet rows instead (several minutes on a CPU)")
+    parser.add_argument(
+        "--detectors",
+        action="store_true",
+        help="measure the SASA paper's RetinaNet rows instead (several minutes on a CPU)",
+    )
     args = parser.parse_args(argv)
     from sasa_det.analysis.model_info import format_table, measure_backbone
     from sasa_det.backbones import list_backbones
+
     if args.detectors:
         from sasa_det.analysis.detector_complexity import paper_detector_table
 

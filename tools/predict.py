@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sasa_det.cli import tool_parser
+
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
@@ -34,12 +36,15 @@ def split_inputs(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("checkpoint", help="a detection checkpoint written by tools/train.py")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, and key=value overrides")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, and key=value overrides"
+    )
     parser.add_argument("--out", required=True, help="output folder for the drawn PNGs and the json files")
-    parser.add_argument("--score-threshold", type=float, default=None, help="minimum score kept (default: eval.draw_threshold)")
+    parser.add_argument(
+        "--score-threshold", type=float, default=None, help="minimum score kept (default: eval.draw_threshold)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)  # deprecated alias
@@ -64,12 +69,14 @@ def main(argv: Sequence[str] | None = None):
     from sasa_det.engine.runner import predict
 
     try:
-        report = predict(args.checkpoint, args.images, args.out, args.overrides, args.score_threshold, args.device,
-                         progress=not args.no_progress)
+        inputs = (args.checkpoint, args.images, args.out, args.overrides, args.score_threshold, args.device)
+        report = predict(*inputs, progress=not args.no_progress)
     except (ConfigError, CheckpointFileError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    print(f"{len(report.written)} image(s) drawn in {args.out}"
-          + (f"; COCO results: {report.detections_json}" if report.detections_json else ""))
+    print(
+        f"{len(report.written)} image(s) drawn in {args.out}"
+        + (f"; COCO results: {report.detections_json}" if report.detections_json else "")
+    )
     if report.empty:
         print(f"{len(report.empty)} image(s) without any detection at or above the threshold:")
         for path in report.empty:

@@ -20,15 +20,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import tool_parser
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("config", help="experiment YAML (may use _base_ inheritance)")
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. optim.lr=0.02")
-    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
-                        help="continue the run in output_dir from checkpoints/last.ckpt, or from CKPT")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="CKPT",
+        help="continue the run in output_dir from checkpoints/last.ckpt, or from CKPT",
+    )
     return parser.parse_args(argv)
 
 

@@ -18,6 +18,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import tool_parser
+
 
 def _pixel(text: str) -> tuple[int, int]:
     try:
@@ -29,16 +31,27 @@ def _pixel(text: str) -> tuple[int, int]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("checkpoint", help="a detection checkpoint written by tools/train.py")
     parser.add_argument("image", nargs="?", help="image file")
     parser.add_argument("--layer", help="attention layer name (see --list-layers)")
-    parser.add_argument("--pixel", type=_pixel, default=None, metavar="Y,X", help="query pixel (default: best detection's centre)")
-    parser.add_argument("--head", type=int, action="append", default=None, help="draw only this head (repeatable); the mean is always drawn")
+    parser.add_argument(
+        "--pixel", type=_pixel, default=None, metavar="Y,X", help="query pixel (default: best detection's centre)"
+    )
+    parser.add_argument(
+        "--head",
+        type=int,
+        action="append",
+        default=None,
+        help="draw only this head (repeatable); the mean is always drawn",
+    )
     parser.add_argument("--out", default="attention.png", help="output PNG (default: attention.png)")
-    parser.add_argument("--scale", type=int, default=None, help="enlarge panels by this factor (default: to at least 256 px)")
-    parser.add_argument("--list-layers", action="store_true", help="print the attention layers and their strides, then exit")
+    parser.add_argument(
+        "--scale", type=int, default=None, help="enlarge panels by this factor (default: to at least 256 px)"
+    )
+    parser.add_argument(
+        "--list-layers", action="store_true", help="print the attention layers and their strides, then exit"
+    )
     args = parser.parse_args(argv)
     if not args.list_layers and (args.image is None or args.layer is None):
         parser.error("IMAGE and --layer are needed (or --list-layers)")
@@ -77,9 +90,11 @@ def main(argv: Sequence[str] | None = None):
                 h, w = layer.attention_input_size(h, w)
             kind = "aa" if isinstance(layer, AugmentedConv2d) else f"sasa k={layer.kernel_size}"
             rows.append((prefix + name, kind, layer.heads, captured.padded[0] / h, (h, w)))
-            print(f"{prefix + name:<48} {kind:<10} heads={layer.heads:<3} stride={captured.padded[0] / h:g}  grid={h}x{w}")
+            print(
+                f"{prefix + name:<48} {kind:<10} heads={layer.heads:<3} stride={captured.padded[0] / h:g}  grid={h}x{w}"
+            )
         return rows
-    name = args.layer[len(prefix):] if args.layer.startswith(prefix) else args.layer
+    name = args.layer[len(prefix) :] if args.layer.startswith(prefix) else args.layer
     if name not in attention_layers(detector):
         sys.exit(f"error: {args.layer!r} is not an attention layer; list them with --list-layers")
     pixel = args.pixel
@@ -88,10 +103,14 @@ def main(argv: Sequence[str] | None = None):
         if len(best["boxes"]):
             x1, y1, x2, y2 = best["boxes"][0].tolist()
             pixel = (int((y1 + y2) / 2), int((x1 + x2) / 2))
-            print(f"query: centre of the best detection ({best['class_names'][0]} {float(best['scores'][0]):.2f}): {pixel[0]},{pixel[1]}")
+            print(
+                f"query: centre of the best detection ({best['class_names'][0]} {float(best['scores'][0]):.2f}): {pixel[0]},{pixel[1]}"
+            )
         else:
             pixel = (image.shape[1] // 2, image.shape[2] // 2)
-            print(f"no detection scores {predictor.score_threshold:.2f} or more; query: the image centre {pixel[0]},{pixel[1]}")
+            print(
+                f"no detection scores {predictor.score_threshold:.2f} or more; query: the image centre {pixel[0]},{pixel[1]}"
+            )
     try:
         result = compute_attention_map(detector, image, name, pixel)
     except ValueError as err:
@@ -102,7 +121,9 @@ def main(argv: Sequence[str] | None = None):
     scale = args.scale or max(1, -(-256 // min(image.shape[1:])))
     uint8 = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     path = save_attention_panels(uint8, result.weights, pixel, args.out, heads=heads, scale=scale)
-    print(f"{args.layer}: query {pixel} -> layer position {result.grid_query} (stride {result.stride[0]:g}); wrote {path}")
+    print(
+        f"{args.layer}: query {pixel} -> layer position {result.grid_query} (stride {result.stride[0]:g}); wrote {path}"
+    )
     return path
 
 

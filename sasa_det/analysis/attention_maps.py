@@ -54,7 +54,11 @@ def local_attention_weights(layer: LocalSelfAttention2d, x: Tensor, row: int, co
     q = layer.query(x)[0, :, row, col].reshape(heads, d).double()
     if layer.scaled:
         q = q * d**-0.5
-    keys = F.pad(layer.key(x), (radius,) * 4)[0, :, row:row + size, col:col + size].reshape(heads, d, size, size).double()
+    keys = (
+        F.pad(layer.key(x), (radius,) * 4)[0, :, row : row + size, col : col + size]
+        .reshape(heads, d, size, size)
+        .double()
+    )
     content = torch.einsum("hd,hdab->hab", q, keys)
     half = d // 2
     rel_rows = q[:, :half] @ layer.rel_row.double().T  # (heads, k): offset a - radius
@@ -69,7 +73,7 @@ def local_attention_weights(layer: LocalSelfAttention2d, x: Tensor, row: int, co
     weights = torch.zeros(heads, height, width, dtype=torch.float64, device=x.device)
     r0, r1 = max(row - radius, 0), min(row + radius + 1, height)
     c0, c1 = max(col - radius, 0), min(col + radius + 1, width)
-    weights[:, r0:r1, c0:c1] = window[:, r0 - row + radius:r1 - row + radius, c0 - col + radius:c1 - col + radius]
+    weights[:, r0:r1, c0:c1] = window[:, r0 - row + radius : r1 - row + radius, c0 - col + radius : c1 - col + radius]
     outside = 1.0 - weights.sum(dim=(1, 2))
     return weights.float(), outside.clamp_min(0).float()
 
@@ -121,9 +125,17 @@ def capture_layer_inputs(detector: nn.Module, image: Tensor, names: Optional[Seq
         raise ValueError(f"not an attention layer: {unknown}; the attention layers are {list(layers)}")
     inputs: dict[str, Tensor] = {}
     sizes: dict[str, tuple] = {}
-    handles = [layers[n].register_forward_hook(lambda m, args, out, n=n: inputs.__setitem__(n, args[0].detach())) for n in chosen]
-    handles.append(detector.transform.register_forward_hook(
-        lambda m, args, out: sizes.update(resized=tuple(out[0].image_sizes[0]), padded=tuple(out[0].tensors.shape[-2:]))))
+    handles = [
+        layers[n].register_forward_hook(lambda m, args, out, n=n: inputs.__setitem__(n, args[0].detach()))
+        for n in chosen
+    ]
+    handles.append(
+        detector.transform.register_forward_hook(
+            lambda m, args, out: sizes.update(
+                resized=tuple(out[0].image_sizes[0]), padded=tuple(out[0].tensors.shape[-2:])
+            )
+        )
+    )
     try:
         prediction = detector([image.to(next(detector.parameters()).device)])[0]
     finally:
@@ -175,6 +187,6 @@ def compute_attention_map(detector: nn.Module, image: Tensor, layer_name: str, p
         grid = augmented_attention_weights(layer, x, row, col)
     grid = grid.cpu()
     painted = F.interpolate(grid[None], size=captured.padded, mode="nearest")[0]
-    painted = painted[:, :captured.resized[0], :captured.resized[1]]
+    painted = painted[:, : captured.resized[0], : captured.resized[1]]
     painted = F.interpolate(painted[None], size=(height, width), mode="nearest")[0]
     return AttentionMap(painted, grid, (y, x_pixel), (row, col), stride, outside)

@@ -64,41 +64,45 @@ def _cuda_sections(device: str) -> list[tuple[str, Callable[[], str]]]:
         for stride, (height, width, channels) in DETECTION_MAPS.items():
             cases = _SASA_CASES + (["aa_pooled", "conv_stem", "attention_stem"] if stride == 4 else _AA_CASES)
             title = f"Layers, {dtype}, stride {stride} of 800×1344: C={channels}, map {height}×{width}"
-            settings = dict(device=device, dtype=dtype, channels=channels, height=height, width=width,
-                            repeats=10, warmup=3, cases=cases)
+            settings = dict(device=device, dtype=dtype, channels=channels, height=height, width=width, cases=cases)
+            settings.update(repeats=10, warmup=3)
             sections.append((title, lambda t=title, s=settings: _layer_section(t, **s)))
-    sections.append(("AA at 64×64 tokens", lambda: _layer_section(
-        "AA at 64×64 tokens, bfloat16, C=256", device=device, dtype="bfloat16", channels=256, height=64,
-        width=64, batch=2, repeats=10, warmup=3, cases=["aa", "aa_sdpa", "aa_no_rel"])))
+    tokens = dict(device=device, dtype="bfloat16", channels=256, height=64, width=64, batch=2, repeats=10, warmup=3)
+    tokens["cases"] = ["aa", "aa_sdpa", "aa_no_rel"]
+    sections.append(("AA at 64×64 tokens", lambda: _layer_section("AA at 64×64 tokens, bfloat16, C=256", **tokens)))
     sections.append(("Detectors", lambda: _model_section(device, "bfloat16", 640, 640, 2, 5)))
     return sections
 
 
 def _model_section(device: str, dtype: str, height: int, width: int, batch: int, repeats: int) -> str:
-    results = benchmark_models(device=device, dtype=dtype, height=height, width=width, batch=batch,
-                               repeats=repeats, warmup=1)
-    return (f"### Detectors: RetinaNet, {dtype}, batch {batch} of {height}×{width}, 80 classes\n\n"
-            f"{format_model_table(results)}\n")
+    results = benchmark_models(
+        device=device, dtype=dtype, height=height, width=width, batch=batch, repeats=repeats, warmup=1
+    )
+    return (
+        f"### Detectors: RetinaNet, {dtype}, batch {batch} of {height}×{width}, 80 classes\n\n"
+        f"{format_model_table(results)}\n"
+    )
 
 
 def _cpu_layers_under_load(threads: int) -> str:
-    settings = dict(device="cpu", dtype="float32", channels=64, height=96, width=160, repeats=7, warmup=1,
-                    cases=["sasa", "sasa_shift", "sasa_halo", "sasa_unfold"])
+    settings = dict(device="cpu", dtype="float32", channels=64, height=96, width=160, repeats=7, warmup=1)
+    settings["cases"] = ["sasa", "sasa_shift", "sasa_halo", "sasa_unfold"]
     alone = benchmark_layers(**settings)
     with background_load(threads):
         loaded = benchmark_layers(**settings)
-    return (f"### Layers, float32, C=64, map 96×160, alone\n\n```\n{format_layer_table(alone, 'cpu')}\n```\n\n"
-            f"### The same while a second training-like process runs with {threads} threads on the same cores\n\n"
-            f"```\n{format_layer_table(loaded, 'cpu')}\n```\n")
+    return (
+        f"### Layers, float32, C=64, map 96×160, alone\n\n```\n{format_layer_table(alone, 'cpu')}\n```\n\n"
+        f"### The same while a second training-like process runs with {threads} threads on the same cores\n\n"
+        f"```\n{format_layer_table(loaded, 'cpu')}\n```\n"
+    )
 
 
 def _cpu_sections() -> list[tuple[str, Callable[[], str]]]:
     threads = torch.get_num_threads()
+    smaller_map = dict(device="cpu", dtype="float32", channels=64, height=48, width=80, repeats=7, warmup=1)
     return [
         ("CPU layers alone and under load", lambda: _cpu_layers_under_load(threads)),
-        ("CPU layers, smaller map", lambda: _layer_section(
-            "Layers, float32, C=64, map 48×80", device="cpu", dtype="float32", channels=64, height=48,
-            width=80, repeats=7, warmup=1)),
+        ("CPU layers, smaller map", lambda: _layer_section("Layers, float32, C=64, map 48×80", **smaller_map)),
         ("Detectors", lambda: _model_section("cpu", "float32", 128, 128, 1, 2)),
     ]
 
@@ -107,19 +111,27 @@ def _eval_section(num_images: int) -> str:
     return f"### COCO evaluation backends (bbox, synthetic detections)\n\n{format_eval_table(benchmark_eval(num_images), num_images)}\n"
 
 
-def run_all(device: str = "cpu", eval_images: int = 5000, time_budget_s: float = 420.0,
-            argv: list[str] | None = None) -> str:
+def run_all(
+    device: str = "cpu", eval_images: int = 5000, time_budget_s: float = 420.0, argv: list[str] | None = None
+) -> str:
     """Run every benchmark for ``device`` and return the markdown report (machine, versions, command)."""
     start = time.perf_counter()
     sections = _cuda_sections(device) if device.startswith("cuda") else _cpu_sections()
     sections.append(("COCO evaluation", lambda: _eval_section(eval_images)))
-    command = "python tools/benchmark.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    parts = [f"## {'CUDA' if device.startswith('cuda') else 'CPU'} ({time.strftime('%Y-%m-%d')})\n",
-             machine_description(device), f"\nCommand: `{command}`\n"]
+    command = "python tools/benchmark.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    parts = [
+        f"## {'CUDA' if device.startswith('cuda') else 'CPU'} ({time.strftime('%Y-%m-%d')})\n",
+        machine_description(device),
+        f"\nCommand: `{command}`\n",
+    ]
     for title, run in sections:
         elapsed = time.perf_counter() - start
         if elapsed > time_budget_s:
-            parts.append(f"### {title}\n\nskipped: the run had used {elapsed:.0f} s of its {time_budget_s:.0f} s budget\n")
+            parts.append(
+                f"### {title}\n\nskipped: the run had used {elapsed:.0f} s of its {time_budget_s:.0f} s budget\n"
+            )
             continue
         print(f"[{elapsed:6.0f} s] {title}", file=sys.stderr, flush=True)
         parts.append(run())

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sasa_det.detectors.build import build_detector
 from sasa_det.analysis.model_info import FlopCount, ModelInfo, count_flops, count_parameters, format_table
+from sasa_det.engine.detection_task import preset_detection_model
 
 PAPER_IMAGE_SIZE = 640  # SASA paper, Sec. 4.2: max side 640
 COCO_CLASSES = 80
@@ -88,13 +88,13 @@ def measure_detector(
     paper_flops_b: float | None = None,
     **build_kwargs: Any,
 ) -> ModelInfo:
-    """Parameters (all, trainable or not) and dense-part FLOPs of ``build_detector(arch, num_classes, ...)``.
+    """Parameters (all, trainable or not) and dense-part FLOPs of ``preset_detection_model(arch, num_classes, ...)``.
 
     The detector is built with ``max_size=image_size`` and BatchNorm (``norm="bn"``, nothing frozen), so norm
     affine parameters count as parameters, as in the papers. FLOPs are for one ``image_size²`` image.
     """
     overrides = {"norm": "bn", "frozen_stages": 0, **build_kwargs.pop("backbone_overrides", {})}
-    model = build_detector(
+    model = preset_detection_model(
         arch, num_classes, backbone_overrides=overrides, min_size=image_size, max_size=image_size, **build_kwargs
     ).eval()
     flops: FlopCount = count_flops(_DenseDetectorPart(model), torch.zeros(1, 3, image_size, image_size))

@@ -19,6 +19,7 @@ from sasa_det.evaluation import COCO_BACKENDS, CocoEvaluator
 
 __all__ = ["benchmark_eval", "format_eval_table", "synthetic_coco"]
 
+
 def synthetic_coco(
     num_images: int, num_classes: int = 20, seed: int = 0, size: tuple[int, int] = (480, 640)
 ) -> tuple[COCO, list[dict[str, torch.Tensor]]]:
@@ -38,22 +39,34 @@ def synthetic_coco(
         xy = rng.uniform(0, 1, size=(count, 2)) * (np.array([width, height]) - wh)
         labels = rng.integers(1, num_classes + 1, size=count)
         for (x, y), (w, h), label in zip(xy, wh, labels):
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h), "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": 0,
+                }
+            )
         keep = rng.uniform(size=count) > 0.1
         boxes = np.concatenate([xy, xy + wh], axis=1)[keep]
         boxes = boxes + rng.normal(scale=0.05, size=boxes.shape) * np.tile(wh[keep], 2)
-        det_labels = np.where(rng.uniform(size=keep.sum()) < 0.1, rng.integers(1, num_classes + 1, keep.sum()), labels[keep])
+        det_labels = np.where(
+            rng.uniform(size=keep.sum()) < 0.1, rng.integers(1, num_classes + 1, keep.sum()), labels[keep]
+        )
         extra = int(rng.integers(0, 6))
         extra_xy = rng.uniform(0, 1, size=(extra, 2)) * np.array([width - 50, height - 50])
         extra_boxes = np.concatenate([extra_xy, extra_xy + rng.uniform(10, 50, size=(extra, 2))], axis=1)
-        predictions.append({
-            "boxes": torch.tensor(np.concatenate([boxes, extra_boxes]), dtype=torch.float32),
-            "scores": torch.tensor(rng.uniform(0.05, 1.0, size=len(boxes) + extra), dtype=torch.float32),
-            "labels": torch.tensor(np.concatenate([det_labels, rng.integers(1, num_classes + 1, extra)]), dtype=torch.int64),
-        })
+        predictions.append(
+            {
+                "boxes": torch.tensor(np.concatenate([boxes, extra_boxes]), dtype=torch.float32),
+                "scores": torch.tensor(rng.uniform(0.05, 1.0, size=len(boxes) + extra), dtype=torch.float32),
+                "labels": torch.tensor(
+                    np.concatenate([det_labels, rng.integers(1, num_classes + 1, extra)]), dtype=torch.int64
+                ),
+            }
+        )
     coco = COCO()
     coco.dataset = {
         "images": images,
@@ -63,6 +76,7 @@ def synthetic_coco(
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco, predictions
+
 
 def benchmark_eval(num_images: int = 5000, repeats: int = 1, seed: int = 0) -> list[dict]:
     """Time :meth:`CocoEvaluator.compute` (bbox) per backend on the same synthetic detections.
@@ -88,6 +102,7 @@ def benchmark_eval(num_images: int = 5000, repeats: int = 1, seed: int = 0) -> l
         row["time_ratio"] = row["seconds"] / base["seconds"]
         row["max_metric_difference"] = max(abs(row["metrics"][k] - base["metrics"][k]) for k in base["metrics"])
     return list(rows.values())
+
 
 def format_eval_table(results: list[dict], num_images: int) -> str:
     """Markdown table of :func:`benchmark_eval` results."""

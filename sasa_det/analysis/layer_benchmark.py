@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
-
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem, resolve_local_attention_impl
 from sasa_det.layers.local_attention.triton_autotune import autotune_report, map_class
 from sasa_det.layers.local_attention.triton_configs import PATH_ENV
@@ -59,16 +57,20 @@ LAYER_CASES: list[BenchmarkCase] = [
     BenchmarkCase("conv3x3", "conv3x3", "3×3 conv C->C"),
     BenchmarkCase("sasa", "conv3x3", "LocalSelfAttention2d, impl='auto'"),
     BenchmarkCase("sasa_cuda_core", "conv3x3", "LocalSelfAttention2d, Triton CUDA-core kernels", "cuda_core", True),
-    BenchmarkCase("sasa_tensor_core", "conv3x3", "LocalSelfAttention2d, Triton tensor-core kernels", "tensor_core",
-                  True),
+    BenchmarkCase(
+        "sasa_tensor_core", "conv3x3", "LocalSelfAttention2d, Triton tensor-core kernels", "tensor_core", True
+    ),
     BenchmarkCase("sasa_shift", "conv3x3", "LocalSelfAttention2d, shifted views"),
     BenchmarkCase("sasa_halo", "conv3x3", "LocalSelfAttention2d, halo blocks"),
     BenchmarkCase("sasa_unfold", "conv3x3", "LocalSelfAttention2d, unfold"),
     BenchmarkCase("aa", "conv3x3", "AugmentedConv2d, stride 1"),
     BenchmarkCase("aa_sdpa", "conv3x3", "AugmentedConv2d, relative logits as a dense SDPA mask"),
     BenchmarkCase("aa_no_rel", "conv3x3", "AugmentedConv2d, no relative logits"),
-    BenchmarkCase("aa_no_rel_padded", "conv3x3",
-                  "AugmentedConv2d, no relative logits, head widths padded as for FlexAttention (memory baseline of 'aa')"),
+    BenchmarkCase(
+        "aa_no_rel_padded",
+        "conv3x3",
+        "AugmentedConv2d, no relative logits, head widths padded as for FlexAttention (memory baseline of 'aa')",
+    ),
     BenchmarkCase("aa_pooled", "conv3x3", "AugmentedConv2d, pool_attention"),
     BenchmarkCase("conv_stem", "conv_stem", "7×7/2 conv+BN+ReLU+maxpool"),
     BenchmarkCase("attention_stem", "conv_stem", "SpatiallyAwareStem"),
@@ -83,9 +85,14 @@ def _build(name: str, settings: dict) -> tuple[nn.Module, tuple[int, ...]]:
     builders: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
         "conv3x3": lambda: (nn.Conv2d(channels, channels, 3, padding=1, bias=False), map_shape),
         "sasa": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads), map_shape),
-        "sasa_cuda_core": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="triton"), map_shape),
-        "sasa_tensor_core": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="triton"),
-                                     map_shape),
+        "sasa_cuda_core": lambda: (
+            LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="triton"),
+            map_shape,
+        ),
+        "sasa_tensor_core": lambda: (
+            LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="triton"),
+            map_shape,
+        ),
         "sasa_shift": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="shift"), map_shape),
         "sasa_halo": lambda: (LocalSelfAttention2d(channels, channels, kernel_size, heads, impl="halo"), map_shape),
         "sasa_unfold": lambda: (
@@ -204,12 +211,18 @@ def _path(module: nn.Module, x: torch.Tensor) -> str | None:
     """What ran: the SASA implementation, or AA's attention path (``"flex"``: FlexAttention used)."""
     if isinstance(module, LocalSelfAttention2d):
         n, _, height, width = x.shape
-        probe = torch.empty((), device=x.device, dtype=x.dtype).expand(n, module.heads, module.head_channels, height, width)
+        probe = torch.empty((), device=x.device, dtype=x.dtype).expand(
+            n, module.heads, module.head_channels, height, width
+        )
         name = resolve_local_attention_impl(module.impl, probe).name
         if name == "triton":  # which kernels the autotuner kept for this map
-            chosen = [f"{entry['stage']} {entry['chosen']}" for entry in autotune_report()
-                      if entry["head_width"] == module.head_channels and entry["dtype"] == str(x.dtype)
-                      and entry["map_class"] == map_class(height, width)]
+            chosen = [
+                f"{entry['stage']} {entry['chosen']}"
+                for entry in autotune_report()
+                if entry["head_width"] == module.head_channels
+                and entry["dtype"] == str(x.dtype)
+                and entry["map_class"] == map_class(height, width)
+            ]
             return f"triton ({'; '.join(chosen)})" if chosen else name
         return name
     return getattr(module, "attention_path", None)
@@ -289,13 +302,17 @@ def benchmark_layers(
 def format_layer_table(results: list[dict], device: str) -> str:
     """A plain-text table of :func:`benchmark_layers` results."""
     memory = "peak CUDA alloc" if device.startswith("cuda") else "peak RSS incr."
-    header = (f"{'case':<16} {'input (N,C,H,W)':<20} {'fwd+bwd ms':>11} {'× base':>7} {memory + ' MiB':>20} "
-              f"{'× base':>7}  {'path':<11} module")
+    header = (
+        f"{'case':<16} {'input (N,C,H,W)':<20} {'fwd+bwd ms':>11} {'× base':>7} {memory + ' MiB':>20} "
+        f"{'× base':>7}  {'path':<11} module"
+    )
     lines = [header, "-" * len(header)]
     for row in results:
         shape = "×".join(str(s) for s in row.get("input", [])) or "-"
         if "skipped" in row:
-            lines.append(f"{row['name']:<16} {shape:<20} {'skipped: ' + row['skipped']:>48}  {'-':<11} {row['description']}")
+            lines.append(
+                f"{row['name']:<16} {shape:<20} {'skipped: ' + row['skipped']:>48}  {'-':<11} {row['description']}"
+            )
             continue
         lines.append(
             f"{row['name']:<16} {shape:<20} {row['time_ms']:>11.1f} {row.get('time_ratio', float('nan')):>7.2f} "

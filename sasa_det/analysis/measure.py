@@ -12,8 +12,8 @@ import multiprocessing
 import resource
 import statistics
 import time
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -82,7 +82,9 @@ def _train_convolutions_forever(threads: int) -> None:
 @contextlib.contextmanager
 def background_load(threads: int) -> Iterator[None]:
     """Run a busy training-like process with ``threads`` intra-op threads while the block runs."""
-    process = multiprocessing.get_context("spawn").Process(target=_train_convolutions_forever, args=(threads,), daemon=True)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_train_convolutions_forever, args=(threads,), daemon=True
+    )
     process.start()
     try:
         time.sleep(2.0)  # let it start and reach its loop

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,14 +29,17 @@ from torch import nn
 
 from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
 
-__all__ = ["MODEL_CASES", "ModelCase", "benchmark_models", "format_model_table", "measure_model"]
+__all__ = ["MODEL_CASES", "SETTINGS", "ModelCase", "benchmark_models", "format_model_table", "measure_model"]
 
 NUM_CLASSES = 80
+#: How a case runs: on ``device`` in ``dtype`` (``"float32"`` or ``"bfloat16"`` autocast), ``batch`` training and
+#: inference images of ``height`` x ``width``, ``repeats`` timed and ``warmup`` untimed steps.
+SETTINGS = dict(device="cpu", dtype="float32", height=256, width=256, batch=1, repeats=3, warmup=1)
 
 
 @dataclass(frozen=True)
 class ModelCase:
-    """One row: ``build_detector`` keyword arguments (``None``: torchvision's ``retinanet_resnet50_fpn``)."""
+    """One row: ``preset_detection_model`` keyword arguments (``None``: torchvision's ``retinanet_resnet50_fpn``)."""
 
     name: str
     build_kwargs: dict[str, Any] | None = field(default=None)
@@ -59,13 +63,17 @@ def _build(case: ModelCase, height: int, width: int) -> nn.Module:
         from torchvision.models.detection import retinanet_resnet50_fpn
 
         return retinanet_resnet50_fpn(
-            weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
-            min_size=min(height, width), max_size=max(height, width),
+            weights=None,
+            weights_backbone=None,
+            num_classes=NUM_CLASSES + 1,
+            min_size=min(height, width),
+            max_size=max(height, width),
         )
-    from sasa_det.detectors import build_detector
+    from sasa_det.engine.detection_task import preset_detection_model
 
-    return build_detector("retinanet", NUM_CLASSES, min_size=min(height, width), max_size=max(height, width),
-                          **case.build_kwargs)
+    return preset_detection_model(
+        "retinanet", NUM_CLASSES, min_size=min(height, width), max_size=max(height, width), **case.build_kwargs
+    )
 
 
 def _inputs(settings: dict, device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -76,10 +84,12 @@ def _inputs(settings: dict, device: torch.device) -> tuple[list[torch.Tensor], l
         images.append(torch.rand(3, height, width, generator=generator).to(device))
         xy = torch.rand(4, 2, generator=generator) * torch.tensor([width * 0.6, height * 0.6])
         wh = 16 + torch.rand(4, 2, generator=generator) * torch.tensor([width * 0.3, height * 0.3])
-        targets.append({
-            "boxes": torch.cat([xy, xy + wh], dim=1).to(device),
-            "labels": torch.randint(1, NUM_CLASSES + 1, (4,), generator=generator).to(device),
-        })
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], dim=1).to(device),
+                "labels": torch.randint(1, NUM_CLASSES + 1, (4,), generator=generator).to(device),
+            }
+        )
     return images, targets
 
 
@@ -138,58 +148,42 @@ def _measure(case: ModelCase, settings: dict) -> dict:
     }
 
 
-def measure_model(name: str, device: str = "cpu", dtype: str = "float32", height: int = 256, width: int = 256,
-                  batch: int = 1, repeats: int = 3, warmup: int = 1) -> dict:
-    """One row of :func:`benchmark_models` (no baseline, no ratios), in this process."""
+def _case(name: str) -> ModelCase:
     known = {case.name: case for case in MODEL_CASES}
     if name not in known:
         raise ValueError(f"unknown case {name!r}; choose from {list(known)}")
-    settings = {"device": device, "dtype": dtype, "height": height, "width": width, "batch": batch,
-                "repeats": repeats, "warmup": warmup}
-    return {**asdict(known[name]), **_run_case(known[name], settings)}
+    return known[name]
 
 
-def benchmark_models(
-    device: str = "cpu",
-    dtype: str = "float32",
-    height: int = 256,
-    width: int = 256,
-    batch: int = 1,
-    repeats: int = 3,
-    warmup: int = 1,
-    cases: list[str] | None = None,
-    isolate: bool | None = None,
-) -> list[dict]:
+def measure_model(name: str, **settings: Any) -> dict:
+    """One row of :func:`benchmark_models` (no ratios), in this process: case ``name`` run with :data:`SETTINGS`
+    updated by ``settings``."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"unknown benchmark settings {unknown}; valid ones are {list(SETTINGS)}")
+    case = _case(name)
+    return {**asdict(case), **_run_case(case, {**SETTINGS, **settings})}
+
+
+def benchmark_models(cases: list[str] | None = None, isolate: bool | None = None, **settings: Any) -> list[dict]:
     """Measure the detectors of :data:`MODEL_CASES` (or the named subset) in one run.
 
     Args:
-        device, dtype: where, and ``"float32"`` or ``"bfloat16"`` (autocast).
-        height, width, batch: the training/inference images.
-        repeats, warmup: timed and untimed steps per case.
         cases: names to run (the torchvision baseline is always added).
         isolate: each case in a fresh process (default: on CPU, for the peak-RSS measurement).
+        **settings: the :data:`SETTINGS` to change.
 
     Returns:
         One dict per case: ``name``, ``build_kwargs``, ``first_step_s``, ``train_step_ms``, ``train_images_per_s``,
         ``train_peak_mib``, ``infer_images_per_s``, ``parameters_m``, ``time_ratio`` and
         ``memory_ratio`` (training, vs torchvision's RetinaNet).
     """
-    known = {case.name: case for case in MODEL_CASES}
-    names = list(known) if cases is None else list(cases)
-    for name in names:
-        if name not in known:
-            raise ValueError(f"unknown case {name!r}; choose from {list(known)}")
-    baseline = MODEL_CASES[0].name
-    selected = [case for case in MODEL_CASES if case.name in names or case.name == baseline]
+    names = {_case(name).name for name in cases} if cases is not None else {case.name for case in MODEL_CASES}
+    selected = [case.name for case in MODEL_CASES if case.name in names or case is MODEL_CASES[0]]
     if isolate is None:
-        isolate = device.startswith("cpu")
-    settings = {"device": device, "dtype": dtype, "height": height, "width": width, "batch": batch,
-                "repeats": repeats, "warmup": warmup}
-    results = []
-    for case in selected:
-        row = asdict(case)
-        row.update(run_isolated(_run_case, case, settings) if isolate else _run_case(case, settings))
-        results.append(row)
+        isolate = str(settings.get("device", SETTINGS["device"])).startswith("cpu")
+    measure = partial(measure_model, **settings)
+    results = [run_isolated(measure, name) if isolate else measure(name) for name in selected]
     base = results[0]
     for row in results:
         row["time_ratio"] = row["train_step_ms"] / base["train_step_ms"]

@@ -165,7 +165,11 @@ def measure_backbone(name: str, image_size: int = 224, num_classes: int = 1000, 
 
     model = build_classifier(name, num_classes=num_classes, image_size=image_size, **overrides).eval()
     flops = count_flops(model, torch.zeros(1, 3, image_size, image_size))
-    paper = PAPER_VALUES.get(name, (None, None)) if image_size == 224 and num_classes == 1000 and not overrides else (None, None)
+    paper = (
+        PAPER_VALUES.get(name, (None, None))
+        if image_size == 224 and num_classes == 1000 and not overrides
+        else (None, None)
+    )
     return ModelInfo(name, count_parameters(model), flops, image_size, paper[0], paper[1])
 
 
@@ -182,16 +186,18 @@ def format_table(infos: Iterable[ModelInfo], markdown: bool = False) -> str:
     for info in infos:
         params_m = info.params / 1e6
         flops_b = info.flops.total / 1e9
-        rows.append([
-            info.name,
-            f"{params_m:.2f}",
-            "—" if info.paper_params_m is None else f"{info.paper_params_m:.1f}",
-            _difference(params_m, info.paper_params_m),
-            f"{flops_b:.2f}",
-            "—" if info.paper_flops_b is None else f"{info.paper_flops_b:.1f}",
-            _difference(flops_b, info.paper_flops_b),
-            f"{info.flops.attention / 1e9:.2f}",
-        ])
+        rows.append(
+            [
+                info.name,
+                f"{params_m:.2f}",
+                "—" if info.paper_params_m is None else f"{info.paper_params_m:.1f}",
+                _difference(params_m, info.paper_params_m),
+                f"{flops_b:.2f}",
+                "—" if info.paper_flops_b is None else f"{info.paper_flops_b:.1f}",
+                _difference(flops_b, info.paper_flops_b),
+                f"{info.flops.attention / 1e9:.2f}",
+            ]
+        )
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]

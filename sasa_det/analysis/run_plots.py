@@ -97,10 +97,16 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     series = read_metrics_csv(run_dir / METRICS_CSV)
     evaluation = read_evaluation_json(run_dir / EVALUATION_FILE)
     require_matplotlib()
-    written = [plot_training_curves(series, out / "training_curves.png"), plot_per_class_ap(evaluation, out / "per_class_ap.png")]
+    written = [
+        plot_training_curves(series, out / "training_curves.png"),
+        plot_per_class_ap(evaluation, out / "per_class_ap.png"),
+    ]
     threshold = evaluation["pr_iou_threshold"]
     for iou_type, entry in evaluation["iou_types"].items():
         curves = {name: (np.asarray(c["recall"]), np.asarray(c["precision"])) for name, c in entry["pr_curves"].items()}
-        written.append(plot_pr_curves(curves, out / f"pr_curves_{iou_type}.png", title=f"{iou_type} precision / recall at IoU {threshold}"))
+        written.append(
+            plot_pr_curves(
+                curves, out / f"pr_curves_{iou_type}.png", title=f"{iou_type} precision / recall at IoU {threshold}"
+            )
+        )
     return written
-

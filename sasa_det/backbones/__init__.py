@@ -1,7 +1,16 @@
-"""Backbones: the bottleneck ResNet family with per-stage convolution, SASA or AA, and its presets."""
+"""Backbones: the bottleneck ResNet family with per-stage convolution, SASA or AA, its presets and options."""
 
 from sasa_det.backbones.classifier import ImageClassifier
-from sasa_det.backbones.presets import PRESETS, backbone_arguments, build_backbone, build_classifier, list_backbones
+from sasa_det.backbones.presets import (
+    PRESETS,
+    AAOptions,
+    AttentionStemOptions,
+    ResNetOptions,
+    backbone_from_options,
+    build_backbone,
+    build_classifier,
+    list_backbones,
+)
 from sasa_det.backbones.resnet import FEATURE_NAMES, FEATURE_STRIDES, Bottleneck, ResNet
 from sasa_det.backbones.weights import load_backbone_weights
 
@@ -9,10 +18,13 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_STRIDES",
     "PRESETS",
+    "AAOptions",
+    "AttentionStemOptions",
     "Bottleneck",
     "ImageClassifier",
     "ResNet",
-    "backbone_arguments",
+    "ResNetOptions",
+    "backbone_from_options",
     "build_backbone",
     "build_classifier",
     "list_backbones",

@@ -1,4 +1,4 @@
-"""Bottleneck ResNet whose spatial operation is chosen per stage: convolution, SASA or AA.
+"""Bottleneck ResNet whose spatial operation per stage is the layer factory it is given: convolution, SASA or AA.
 
 One network family covers the baselines and the attention models of both papers:
 
@@ -10,8 +10,10 @@ One network family covers the baselines and the attention models of both papers:
   convolution becomes an :class:`~sasa_det.layers.AugmentedConv2d` (one per residual block) on the
   chosen stages, followed by the block's BatchNorm as in the paper.
 
-Only the bottleneck's 3x3 (``conv2``) changes with the stage's operation; the 1x1 convolutions, the
-projection shortcuts and the stem's layout stay those of the standard ResNet. Strides sit on the 3x3 of
+The network receives the layers to build, torchvision style: a ``spatial_op`` factory per stage, a ``stem``
+factory and a ``norm_layer``; the builder (:func:`sasa_det.backbones.build_backbone`) decides which layers
+they are and with which options. Only the bottleneck's 3x3 (``conv2``) changes with the stage's operation;
+the 1x1 convolutions, the projection shortcuts and the stem's layout stay those of the standard ResNet. Strides sit on the 3x3 of
 the first block of stages 2-4 (the papers' TensorFlow ResNet, also torchvision's "ResNet v1.5").
 
 Parameter names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1``..``layer4``; blocks with
@@ -21,49 +23,35 @@ into the convolutional parts. The attention stem is called ``stem``.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem, check_sasa_options
-
 __all__ = [
     "FEATURE_NAMES",
     "FEATURE_STRIDES",
-    "NORMS",
-    "STAGE_OPS",
-    "STEMS",
     "Bottleneck",
     "ResNet",
-    "make_norm",
+    "SpatialOp",
+    "conv3x3",
     "replace_batchnorm_with_frozen",
 ]
 
-STAGE_OPS = ("conv", "sasa", "aa")
-STEMS = ("conv", "attention")
-NORMS = ("bn", "frozen_bn")
 FEATURE_NAMES = ("C2", "C3", "C4", "C5")
 # Output stride of each feature: the stem divides by 4, stages 2-4 each by 2 more.
 FEATURE_STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
 
+#: A bottleneck's spatial operation: ``spatial_op(in_channels, out_channels, stride=s)`` makes the module that
+#: maps ``[N, in, H, W]`` to ``[N, out, ceil(H/s), ceil(W/s)]`` (e.g. ``SasaOptions(...).factory()``).
+SpatialOp = Callable[..., nn.Module]
 
-def make_norm(norm: str, channels: int) -> nn.Module:
-    """A 2-D normalization layer over ``channels``: ``"bn"`` (BatchNorm2d) or ``"frozen_bn"``.
 
-    ``frozen_bn`` is torchvision's :class:`~torchvision.ops.FrozenBatchNorm2d`: fixed statistics and
-    affine parameters stored as buffers (for fine-tuning with small per-device batches). Synchronized
-    BatchNorm is not chosen here: the trainer converts ``bn`` layers when training on several devices.
-    """
-    if norm == "bn":
-        return nn.BatchNorm2d(channels)
-    if norm == "frozen_bn":
-        return FrozenBatchNorm2d(channels)
-    raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """The standard bottleneck's 3x3 convolution (padding 1, no bias: a norm follows)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 def replace_batchnorm_with_frozen(module: nn.Module) -> nn.Module:
@@ -98,28 +86,35 @@ class Bottleneck(nn.Module):
             ``width * expansion`` channels.
         spatial_op: a module mapping ``[N, width, H, W]`` to ``[N, width, ceil(H/stride), ceil(W/stride)]``.
         stride: the block's stride (carried by ``spatial_op``; used here for the shortcut).
-        norm: ``"bn"`` or ``"frozen_bn"``.
+        norm_layer: ``norm_layer(channels)`` makes each normalisation layer (default ``nn.BatchNorm2d``).
 
     Shapes: ``[N, in_channels, H, W] -> [N, width * 4, ceil(H/stride), ceil(W/stride)]``.
     """
 
     expansion = 4  # He et al. 2016, Table 1: bottleneck output = 4 x width
 
-    def __init__(self, in_channels: int, width: int, spatial_op: nn.Module, stride: int = 1, norm: str = "bn"):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        spatial_op: nn.Module,
+        stride: int = 1,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
-        self.bn1 = make_norm(norm, width)
+        self.bn1 = norm_layer(width)
         self.conv2 = spatial_op
-        self.bn2 = make_norm(norm, width)  # AA paper Sec. 3.3: a BatchNorm follows the augmented conv
+        self.bn2 = norm_layer(width)  # AA paper Sec. 3.3: a BatchNorm follows the augmented conv
         self.conv3 = nn.Conv2d(width, out_channels, kernel_size=1, bias=False)
-        self.bn3 = make_norm(norm, out_channels)
+        self.bn3 = norm_layer(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
-                make_norm(norm, out_channels),
+                norm_layer(out_channels),
             )
         self.stride = stride
 
@@ -130,16 +125,6 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + shortcut)
-
-
-def _normalize_stage_ops(stage_ops: str | Sequence[str]) -> tuple[str, ...]:
-    ops = (stage_ops,) * 4 if isinstance(stage_ops, str) else tuple(stage_ops)
-    if len(ops) != 4:
-        raise ValueError(f"stage_ops needs one operation per stage (4), got {list(ops)}")
-    for op in ops:
-        if op not in STAGE_OPS:
-            raise ValueError(f"unknown stage operation {op!r} in stage_ops={list(ops)}; choose from {list(STAGE_OPS)}")
-    return ops
 
 
 class ResNet(nn.Module):
@@ -155,35 +140,24 @@ class ResNet(nn.Module):
     Args:
         blocks_per_stage: residual blocks of stages 1-4, e.g. ``(3, 4, 6, 3)`` for ResNet-50
             (SASA paper Sec. 4.1: 26 = [1,2,4,1], 38 = [2,3,5,2], 50 = [3,4,6,3]).
-        stage_ops: the bottleneck's spatial operation per stage (one string for all, or four):
-            ``"conv"`` (3x3 convolution), ``"sasa"`` (:class:`LocalSelfAttention2d`) or ``"aa"``
-            (:class:`AugmentedConv2d`).
-        stem: ``"conv"`` (7x7/2 conv, norm, ReLU, 3x3/2 max-pool; names ``conv1``/``bn1``/``relu``/
-            ``maxpool``) or ``"attention"`` (:class:`SpatiallyAwareStem` as ``stem``; it holds its own
-            BatchNorm and 4x4 max-pool; the SASA paper states no ReLU after it, none is added).
+        spatial_ops: the bottleneck's spatial operation (:data:`SpatialOp`), one for every stage or a
+            sequence of four; the first block of stages 2-4 calls it with ``stride=2``. Default
+            :func:`conv3x3`, the standard ResNet.
+        stem: ``stem(in_channels, base_width)`` makes a stem that divides the input by 4 (e.g. the SASA
+            paper's :class:`~sasa_det.layers.SpatiallyAwareStem`), kept as ``stem``; ``None`` (default)
+            builds the standard one: 7x7/2 conv, norm, ReLU, 3x3/2 max-pool as ``conv1``/``bn1``/``relu``/
+            ``maxpool``.
         base_width: width of stage 1's bottleneck; stages use ``base_width * (1, 2, 4, 8)`` and the
             stem outputs ``base_width`` channels (64 in both papers; smaller values are for tests).
         in_channels: input image channels.
-        norm: ``"bn"`` or ``"frozen_bn"`` (see :func:`make_norm`; ``frozen_bn`` also replaces the attention
-            stem's own BatchNorm).
+        norm_layer: ``norm_layer(channels)`` makes every normalisation layer of the blocks and the
+            convolutional stem (default ``nn.BatchNorm2d``; torchvision's ``FrozenBatchNorm2d`` for
+            fine-tuning with small per-device batches).
         frozen_stages: 0 freezes nothing; ``n`` in 1..4 freezes the stem and stages 1..n (parameters get
             ``requires_grad=False`` and their norm layers stay in eval mode even in ``train()``).
         zero_init_residual: initialise every block's last norm scale (``bn3``) to 0, so each residual
             branch starts as the identity (Goyal et al. 2017); off by default as in both papers.
         out_features: names among ``C2``..``C5`` to return, in any order (returned in stage order).
-        image_size: the largest input side expected; sizes the AA relative-position tables
-            (each AA stage's table covers ``ceil(image_size / stride)`` positions per side).
-        sasa: keyword arguments of every :class:`LocalSelfAttention2d` of the SASA stages
-            (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``); unset ones keep the layer's
-            defaults, the SASA paper's values (Sec. 4.1: k = 7, 8 heads).
-        stem_heads: attention-stem heads (SASA paper App. A.1 / Sec. 4.1: 4 heads in the stem).
-        stem_mixtures: value-embedding mixtures m of the attention stem (not stated in the SASA paper;
-            4 follows the layer's default).
-        aa_dk_ratio: AA key depth ratio kappa = d_k / F_out (AA paper Sec. 4.2: 0.2).
-        aa_dv_ratio: AA value depth ratio upsilon = d_v / F_out (AA paper Sec. 4.2: 0.1).
-        aa_heads: AA heads N_h (AA paper Sec. 4.2: 8).
-        aa_pool_attention_stages: stages (1..4) whose AA layers run attention on a 3x3/2 average-pooled
-            map and upsample it (for high-resolution detection inputs); none by default (classification).
 
     Initialisation (all in :meth:`reset_parameters`): every convolution of the convolutional parts
     (stem, 1x1 convs, 3x3 convs, shortcuts) gets He-normal with fan-out and ReLU gain; norm scales 1
@@ -193,71 +167,50 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        blocks_per_stage: Sequence[int] = (3, 4, 6, 3),
-        stage_ops: str | Sequence[str] = "conv",
-        stem: str = "conv",
+        blocks_per_stage: Sequence[int] = (3, 4, 6, 3),  # He et al. 2016, Table 1: ResNet-50
+        spatial_ops: SpatialOp | Sequence[SpatialOp] = conv3x3,
+        stem: Callable[[int, int], nn.Module] | None = None,
         base_width: int = 64,  # He et al. 2016, Table 1 (both papers keep the ResNet widths)
         in_channels: int = 3,
-        norm: str = "bn",
+        norm_layer: Callable[[int], nn.Module] | None = None,
         frozen_stages: int = 0,
         zero_init_residual: bool = False,
         out_features: Sequence[str] = FEATURE_NAMES,
-        image_size: int = 224,  # both papers' ImageNet resolution
-        sasa: Mapping[str, Any] | None = None,
-        stem_heads: int = 4,  # SASA Sec. 4.1 / App. A.1: 4 heads in the stem
-        stem_mixtures: int = 4,  # SASA App. A.1: m not stated; 4
-        aa_dk_ratio: float = 0.2,  # AA Sec. 4.2: kappa = 0.2
-        aa_dv_ratio: float = 0.1,  # AA Sec. 4.2: upsilon = 0.1
-        aa_heads: int = 8,  # AA Sec. 4.2: N_h = 8
-        aa_pool_attention_stages: Sequence[int] = (),
     ):
         super().__init__()
         blocks = tuple(int(b) for b in blocks_per_stage)
         if len(blocks) != 4 or any(b < 1 for b in blocks):
             raise ValueError(f"blocks_per_stage needs 4 positive block counts, got {list(blocks_per_stage)}")
-        ops = _normalize_stage_ops(stage_ops)
-        if stem not in STEMS:
-            raise ValueError(f"unknown stem {stem!r}; choose one of {list(STEMS)}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+        ops = tuple(spatial_ops) if isinstance(spatial_ops, Sequence) else (spatial_ops,) * 4
+        if len(ops) != 4:
+            raise ValueError(f"spatial_ops needs one operation per stage (4), got {len(ops)}")
         if not 0 <= int(frozen_stages) <= 4:
             raise ValueError(f"frozen_stages must be in 0..4 (0 = nothing frozen), got {frozen_stages}")
         if isinstance(out_features, str):
             out_features = (out_features,)
         unknown = [f for f in out_features if f not in FEATURE_NAMES]
         if unknown or not out_features:
-            raise ValueError(f"out_features must be a non-empty subset of {list(FEATURE_NAMES)}, got {list(out_features)}")
+            raise ValueError(
+                f"out_features must be a non-empty subset of {list(FEATURE_NAMES)}, got {list(out_features)}"
+            )
         if int(base_width) < 1:
             raise ValueError(f"base_width must be >= 1, got {base_width}")
-        if int(image_size) < 1:
-            raise ValueError(f"image_size must be >= 1 (the largest input side), got {image_size}")
-        pooled = tuple(int(s) for s in aa_pool_attention_stages)
-        if any(s not in (1, 2, 3, 4) for s in pooled):
-            raise ValueError(f"aa_pool_attention_stages are stage numbers 1..4, got {list(aa_pool_attention_stages)}")
 
-        self.blocks_per_stage = blocks
-        self.stage_ops = ops
-        self.stem_type = stem
-        self.norm = norm
+        norm_layer = norm_layer or nn.BatchNorm2d
         self.frozen_stages = int(frozen_stages)
         self.zero_init_residual = bool(zero_init_residual)
-        self.image_size = int(image_size)
         self.out_features = tuple(f for f in FEATURE_NAMES if f in out_features)
         num_stages = max(FEATURE_NAMES.index(f) for f in self.out_features) + 1
-        self._sasa_args = check_sasa_options(sasa)
-        self._aa_args = {"dk_ratio": float(aa_dk_ratio), "dv_ratio": float(aa_dv_ratio), "heads": int(aa_heads)}
-        self._aa_pooled_stages = pooled
 
         width = int(base_width)
-        if stem == "conv":
+        self.stem: nn.Module | None = None
+        if stem is None:
             self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
-            self.bn1 = make_norm(norm, width)
+            self.bn1 = norm_layer(width)
             self.relu = nn.ReLU(inplace=True)
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            self.stem = SpatiallyAwareStem(in_channels, width, heads=int(stem_heads), mixtures=int(stem_mixtures))
-            if norm == "frozen_bn":  # the stem builds its own BatchNorm
-                replace_batchnorm_with_frozen(self.stem)
+            self.stem = stem(in_channels, width)
 
         channels = width
         self.out_channels: dict[str, int] = {}
@@ -265,7 +218,7 @@ class ResNet(nn.Module):
         for index in range(num_stages):
             stage_width = width * 2**index
             stride = 1 if index == 0 else 2
-            stage = self._make_stage(index + 1, channels, stage_width, blocks[index], stride)
+            stage = self._make_stage(ops[index], norm_layer, channels, stage_width, blocks[index], stride)
             self.add_module(f"layer{index + 1}", stage)
             channels = stage_width * Bottleneck.expansion
             name = FEATURE_NAMES[index]
@@ -276,34 +229,20 @@ class ResNet(nn.Module):
         self.reset_parameters()
         self._freeze()
 
-    def _make_spatial_op(self, stage: int, width: int, stride: int) -> nn.Module:
-        op = self.stage_ops[stage - 1]
-        if op == "conv":
-            return nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, bias=False)
-        if op == "sasa":
-            return LocalSelfAttention2d(width, width, stride=stride, **self._sasa_args)
-        # AA: the attention runs on the block's output grid (stride 4 * 2**(stage-1)), or on that grid
-        # 3x3/2 average-pooled with pool_attention; its relative tables cover that map for image_size.
-        pooled = stage in self._aa_pooled_stages
-        side = math.ceil(self.image_size / FEATURE_STRIDES[FEATURE_NAMES[stage - 1]])
-        if pooled:
-            side = math.ceil(side / 2)
-        return AugmentedConv2d(
-            width,
-            width,
-            kernel_size=3,
-            stride=stride,
-            max_size=(side, side),
-            pool_attention=pooled,
-            **self._aa_args,
-        )
-
-    def _make_stage(self, stage: int, in_channels: int, width: int, num_blocks: int, stride: int) -> nn.Sequential:
+    @staticmethod
+    def _make_stage(
+        spatial_op: SpatialOp,
+        norm_layer: Callable[[int], nn.Module],
+        in_channels: int,
+        width: int,
+        num_blocks: int,
+        stride: int,
+    ) -> nn.Sequential:
         blocks = []
         for i in range(num_blocks):
             block_stride = stride if i == 0 else 1
-            spatial = self._make_spatial_op(stage, width, block_stride)
-            blocks.append(Bottleneck(in_channels, width, spatial, stride=block_stride, norm=self.norm))
+            spatial = spatial_op(width, width, stride=block_stride)
+            blocks.append(Bottleneck(in_channels, width, spatial, stride=block_stride, norm_layer=norm_layer))
             in_channels = width * Bottleneck.expansion
         return nn.Sequential(*blocks)
 
@@ -313,7 +252,7 @@ class ResNet(nn.Module):
 
     def stem_modules(self) -> list[nn.Module]:
         """The modules forming the stem (``conv1``, ``bn1``, ``relu``, ``maxpool`` or ``stem``)."""
-        if self.stem_type == "conv":
+        if self.stem is None:
             return [self.conv1, self.bn1, self.relu, self.maxpool]
         return [self.stem]
 
@@ -328,7 +267,7 @@ class ResNet(nn.Module):
         """
         convs: list[nn.Module] = []
         norms: list[nn.Module] = []
-        if self.stem_type == "conv":
+        if self.stem is None:
             convs.append(self.conv1)
             norms.append(self.bn1)
         for stage in self.stages():
@@ -375,7 +314,7 @@ class ResNet(nn.Module):
         """``x [N, C, H, W]`` -> ``OrderedDict`` name -> feature (see the class docstring for shapes)."""
         if x.ndim != 4:
             raise ValueError(f"expected an NCHW batch, got a tensor of shape {tuple(x.shape)}")
-        if self.stem_type == "conv":
+        if self.stem is None:
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         else:
             x = self.stem(x)

@@ -82,7 +82,9 @@ def adapt_relative_tables(model: nn.Module, state: dict[str, torch.Tensor]) -> l
             resized.append(key)
             logger.info(
                 "resized AA relative table %s from %d to %d offsets (%s)",
-                key, tensor.shape[0], own[key].shape[0],
+                key,
+                tensor.shape[0],
+                own[key].shape[0],
                 "centre slice" if own[key].shape[0] < tensor.shape[0] else "linear resampling",
             )
     return resized
@@ -123,7 +125,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
             f"no key of the weights matches the backbone (weights keys start like {sample}, backbone keys "
             f"like {list(own)[:5]}); is this a checkpoint of the same architecture?"
         )
-    selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    selected = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     adapt_relative_tables(backbone, selected)
     mismatched = [
         f"{k}: file {tuple(v.shape)} vs backbone {tuple(own[k].shape)}"
@@ -137,6 +139,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
     unexpected = list(result.unexpected_keys)
     logger.info(
         "loaded %d backbone tensors (prefix %r); missing %d: %s; unexpected %d: %s",
-        len(selected) - len(unexpected), prefix, len(missing), missing[:10], len(unexpected), unexpected[:10],
+        len(selected) - len(unexpected),
+        prefix,
+        len(missing),
+        missing[:10],
+        len(unexpected),
+        unexpected[:10],
     )
     return missing, unexpected

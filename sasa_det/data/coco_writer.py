@@ -53,7 +53,15 @@ class CocoBuilder:
         self.images.append({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)})
         return image_id
 
-    def add_annotation(self, image_id: int, category_id: int, box_xyxy: Sequence[float], iscrowd: int = 0, segmentation: Any = None, area: float | None = None) -> None:
+    def add_annotation(
+        self,
+        image_id: int,
+        category_id: int,
+        box_xyxy: Sequence[float],
+        iscrowd: int = 0,
+        segmentation: Any = None,
+        area: float | None = None,
+    ) -> None:
         """Add an instance from a pixel ``[x1, y1, x2, y2]`` box (area defaults to the box's)."""
         x1, y1, x2, y2 = (float(v) for v in box_xyxy)
         ann = {
@@ -90,7 +98,9 @@ class CocoBuilder:
         """
         data = self.dataset()
         raise_if_problems(self.problems, self.source, Path(out).parent, " (nothing was written)")
-        raise_if_problems(check_coco_dict(data, out, with_masks=False), str(out), Path(out).parent, " (nothing was written)")
+        raise_if_problems(
+            check_coco_dict(data, out, with_masks=False), str(out), Path(out).parent, " (nothing was written)"
+        )
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(data), encoding="utf-8")
         return data

@@ -54,7 +54,14 @@ def _parse(xml_path: Path) -> tuple[dict[str, Any] | None, str | None]:
         box = obj.find("bndbox")
         coords = [_number(box, tag) for tag in ("xmin", "ymin", "xmax", "ymax")] if box is not None else [None] * 4
         difficult = (obj.findtext("difficult") or "0").strip()
-        objects.append({"index": index, "name": (obj.findtext("name") or "").strip(), "box": coords, "difficult": difficult in ("1", "true")})
+        objects.append(
+            {
+                "index": index,
+                "name": (obj.findtext("name") or "").strip(),
+                "box": coords,
+                "difficult": difficult in ("1", "true"),
+            }
+        )
     return {
         "filename": (root.findtext("filename") or "").strip(),
         "size": (_number(size, "height"), _number(size, "width")) if size is not None else (None, None),
@@ -95,7 +102,10 @@ def convert_voc(
         xml_files = [annotations_dir / f"{i}.xml" for i in _ids_from_split_file(Path(split_file))]
     else:
         xml_files = sorted(annotations_dir.rglob("*.xml"))
-    parsed = [(path, *_parse(path)) if path.is_file() else (path, None, "does not exist (listed in the split file)") for path in xml_files]
+    parsed = [
+        (path, *_parse(path)) if path.is_file() else (path, None, "does not exist (listed in the split file)")
+        for path in xml_files
+    ]
     names = sorted({o["name"] for _, rec, _ in parsed if rec for o in rec["objects"] if o["name"]})
     builder = CocoBuilder(classes if classes is not None else names, f"VOC annotations in {annotations_dir}")
     if not xml_files:
@@ -106,9 +116,18 @@ def convert_voc(
             builder.problem(xml_path, "", error, "fix or remove the file")
             continue
         relative = xml_path.relative_to(annotations_dir).with_suffix("")
-        image_path = images_dir / record["filename"] if record["filename"] and (images_dir / record["filename"]).is_file() else find_image(images_dir, relative)
+        image_path = (
+            images_dir / record["filename"]
+            if record["filename"] and (images_dir / record["filename"]).is_file()
+            else find_image(images_dir, relative)
+        )
         if image_path is None:
-            builder.problem(xml_path, "", f"names image {record['filename']!r}, which is not in {images_dir} (nor is {relative} with an image extension)", "check --images or the XML's <filename>")
+            builder.problem(
+                xml_path,
+                "",
+                f"names image {record['filename']!r}, which is not in {images_dir} (nor is {relative} with an image extension)",
+                "check --images or the XML's <filename>",
+            )
             continue
         try:
             header = read_image_header(image_path)
@@ -116,20 +135,41 @@ def convert_voc(
             builder.problem(xml_path, "", f"image {err}", "replace the image or remove the XML file")
             continue
         if None not in record["size"] and 0 not in record["size"] and record["size"] != (header.height, header.width):
-            builder.problem(xml_path, "<size>", f"says {record['size'][0]:g}x{record['size'][1]:g} (HxW) but {image_path.name} is {header.height}x{header.width} after EXIF orientation", "annotate the image as it is displayed, or fix <size>")
+            builder.problem(
+                xml_path,
+                "<size>",
+                f"says {record['size'][0]:g}x{record['size'][1]:g} (HxW) but {image_path.name} is {header.height}x{header.width} after EXIF orientation",
+                "annotate the image as it is displayed, or fix <size>",
+            )
             continue
         image_id = builder.add_image(image_path.relative_to(images_dir).as_posix(), header.height, header.width)
         for obj in record["objects"]:
             where = f"object {obj['index']} ({obj['name'] or 'no name'})"
             xmin, ymin, xmax, ymax = obj["box"]
             if obj["name"] not in builder.category_ids:
-                builder.problem(xml_path, where, f"has class {obj['name']!r}, not in --classes {list(builder.category_ids)}", "add the class to --classes or fix the name")
+                builder.problem(
+                    xml_path,
+                    where,
+                    f"has class {obj['name']!r}, not in --classes {list(builder.category_ids)}",
+                    "add the class to --classes or fix the name",
+                )
             elif None in obj["box"]:
                 builder.problem(xml_path, where, "has no <bndbox> with numeric xmin, ymin, xmax, ymax", "fix the box")
             elif xmax < xmin or ymax < ymin:
                 builder.problem(xml_path, where, f"has xmax < xmin or ymax < ymin ({obj['box']})", "fix the box")
             else:
                 difficult += obj["difficult"]
-                builder.add_annotation(image_id, builder.category_ids[obj["name"]], (xmin - 1, ymin - 1, xmax, ymax), iscrowd=int(obj["difficult"]))
+                builder.add_annotation(
+                    image_id,
+                    builder.category_ids[obj["name"]],
+                    (xmin - 1, ymin - 1, xmax, ymax),
+                    iscrowd=int(obj["difficult"]),
+                )
     builder.write(out)
-    return {"out": str(out), "images": len(builder.images), "annotations": len(builder.annotations), "difficult": difficult, "classes": list(builder.category_ids)}
+    return {
+        "out": str(out),
+        "images": len(builder.images),
+        "annotations": len(builder.annotations),
+        "difficult": difficult,
+        "classes": list(builder.category_ids),
+    }

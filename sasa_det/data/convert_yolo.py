@@ -96,7 +96,9 @@ def convert_yolo(
         try:
             header = read_image_header(image_path)
         except ImageReadError as err:
-            builder.problem(image_path, "", str(err).replace(repr(str(image_path)), "the file"), "replace or remove the image")
+            builder.problem(
+                image_path, "", str(err).replace(repr(str(image_path)), "the file"), "replace or remove the image"
+            )
             continue
         h, w = header.height, header.width
         image_id = builder.add_image(image_path.relative_to(images_dir).as_posix(), h, w)
@@ -113,17 +115,23 @@ def convert_yolo(
             cls, values = parsed
             if len(values) == 4:
                 cx, cy, bw, bh = values
-                builder.add_annotation(image_id, cls + 1, ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h))
+                builder.add_annotation(
+                    image_id, cls + 1, ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+                )
                 continue
             xy = np.asarray(values, dtype=np.float64).reshape(-1, 2) * (w, h)
             x, y = xy[:, 0], xy[:, 1]
             area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
             box = (x.min(), y.min(), x.max(), y.max())
             if box[2] <= box[0] or box[3] <= box[1]:
-                builder.problem(label, f"line {line_no}", "has a polygon with zero width or height", "fix or remove the line")
+                builder.problem(
+                    label, f"line {line_no}", "has a polygon with zero width or height", "fix or remove the line"
+                )
                 continue
             polygons += 1
-            builder.add_annotation(image_id, cls + 1, box, segmentation=[[round(float(v), 3) for v in xy.reshape(-1)]], area=area)
+            builder.add_annotation(
+                image_id, cls + 1, box, segmentation=[[round(float(v), 3) for v in xy.reshape(-1)]], area=area
+            )
     if not images:
         builder.problem(images_dir, "", "holds no image", "point --images at the image folder")
     builder.write(out)

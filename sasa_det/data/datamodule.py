@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Optional
 
 import pytorch_lightning as pl
 import torch
@@ -11,12 +12,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from sasa_det.data.coco import CocoDetectionDataset
-from sasa_det.data.validation import BAD_RECORD_POLICIES, CHECK_LEVELS, DatasetReport, default_cache_dir
+from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
 from sasa_det.data.collate import collate_detection
 from sasa_det.data.sampling import resumable_train_loader, sharded_val_loader
 from sasa_det.data.transforms import build_train_transforms, build_val_transforms
+from sasa_det.data.validation import DatasetReport
 
-__all__ = ["CocoDataModule"]
+__all__ = ["CocoDataModule", "CocoDataOptions"]
 
 
 @rank_zero_only
@@ -24,6 +26,37 @@ def _print_report(report: DatasetReport, report_dir: str | os.PathLike | None) -
     """Print a split's report and write it to ``report_dir`` (global rank 0 only)."""
     where = f"\n  (written to {report.write(report_dir)})" if report_dir is not None else ""
     print(report.format() + where, flush=True)
+
+
+@dataclass
+class CocoDataOptions(DatasetChecks):
+    """What :class:`CocoDataModule` reads and how it loads it (the COCO part of the ``data`` config section);
+    the checks of every split come first (:class:`~sasa_det.data.coco_records.DatasetChecks`)."""
+
+    #: training image directory (COCO format)
+    train_images: Optional[str] = None
+    #: training instances json
+    train_ann: Optional[str] = None
+    #: validation image directory
+    val_images: Optional[str] = None
+    #: validation instances json
+    val_ann: Optional[str] = None
+    #: training images per device (global batch = batch_size * devices * num_nodes)
+    batch_size: int = 2
+    #: validation images per device
+    val_batch_size: int = 2
+    #: data-loader workers per device
+    num_workers: int = 2
+    #: training shorter side, sampled per image (multiscale jitter)
+    min_sizes: list[int] = field(default_factory=lambda: [800])
+    #: training longest-side cap
+    max_size: int = 1333
+    #: horizontal-flip probability in training
+    flip_prob: float = 0.5
+    #: load instance masks; null = whatever the model needs (Mask R-CNN)
+    with_masks: Optional[bool] = None
+    #: keep training images without annotations
+    keep_empty_train: bool = False
 
 
 class CocoDataModule(pl.LightningDataModule):
@@ -41,28 +74,17 @@ class CocoDataModule(pl.LightningDataModule):
     available before the trainer starts; when both splits exist their categories must agree.
 
     Args:
-        train_images, train_ann: image folder and instances json of the training split.
-        val_images, val_ann: same for the validation split.
-        batch_size: training images per device.
-        val_batch_size: validation images per device (default: ``batch_size``).
-        num_workers: loader worker processes (persistent when > 0).
-        min_sizes, max_size, flip_prob: training augmentation, see :func:`build_train_transforms`.
-        with_masks: load instance masks (Mask R-CNN).
-        keep_empty_train: keep training images without annotations (validation always keeps them).
-        pin_memory: pin batches for faster host-to-GPU copies (ignored without CUDA).
+        options: the splits' files, loader and augmentation settings, with masks or not, and how every record
+            is checked (:class:`CocoDataOptions`): with ``on_bad_records="error"`` any problem found stops
+            before training with the full list (file, record, fix); with ``"drop"`` the bad records are
+            removed and listed in the report, and a training image that fails later (changed on disk) is
+            skipped with a warning naming it. Validation images never are: a failing one stops the run with
+            its file and record.
         seed: seed of the training order and augmentations.
-        check_images: when a split is built, open every image: ``"header"`` (size after EXIF
-            orientation, mode, JPEG/PNG end marker; fast), ``"full"`` (decode every pixel) or ``"off"``.
-        on_bad_records: ``"error"`` (default): any problem found stops before training with the full
-            list (file, record, fix); ``"drop"``: the bad records are removed and listed in the report,
-            and a training image that fails later (changed on disk) is skipped with a warning naming it.
-            Validation images never are: a failing one stops the run with its file and record.
         report_dir: where each split's ``data_report_<split>.{txt,json}`` is written (and the full list
             of problems when it is too long for the error message); ``None``: not written.
-        check_cache: cache the image check (keyed by each file's size and modification time).
-        check_cache_dir: the cache folder (default: :func:`~sasa_det.data.validation.default_cache_dir`).
-        check_workers: threads for the image check (default ``min(8, cpus)``).
         progress: progress bar while checking images (on a terminal).
+        pin_memory: pin batches for faster host-to-GPU copies (ignored without CUDA).
 
     Building a split prints its :class:`~sasa_det.data.validation.DatasetReport` (what was fixed,
     dropped or noticed, with counts and the first record ids) on global rank 0.
@@ -70,119 +92,91 @@ class CocoDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train_images: str | os.PathLike | None,
-        train_ann: str | os.PathLike | None,
-        val_images: str | os.PathLike | None,
-        val_ann: str | os.PathLike | None,
-        batch_size: int = 2,
-        val_batch_size: int | None = None,
-        num_workers: int = 2,
-        min_sizes: Sequence[int] = (800,),
-        max_size: int | None = 1333,
-        flip_prob: float = 0.5,
-        with_masks: bool = False,
-        keep_empty_train: bool = False,
-        pin_memory: bool = True,
+        options: CocoDataOptions,
         seed: int = 0,
-        check_images: str = "header",
-        on_bad_records: str = "error",
         report_dir: str | os.PathLike | None = None,
-        check_cache: bool = True,
-        check_cache_dir: str | os.PathLike | None = None,
-        check_workers: int | None = None,
         progress: bool = True,
+        pin_memory: bool = True,
     ) -> None:
         super().__init__()
-        if (train_images is None) != (train_ann is None):
+        if (options.train_images is None) != (options.train_ann is None):
             raise ValueError("train_images and train_ann must be given together (or both None).")
-        if (val_images is None) != (val_ann is None):
+        if (options.val_images is None) != (options.val_ann is None):
             raise ValueError("val_images and val_ann must be given together (or both None).")
-        if train_ann is None and val_ann is None:
-            raise ValueError("CocoDataModule needs at least one split: give train_images/train_ann or val_images/val_ann.")
-        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
-            raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, val_batch_size={val_batch_size}.")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
-        if check_images not in CHECK_LEVELS:
-            raise ValueError(f"check_images must be one of {CHECK_LEVELS}, got {check_images!r}.")
-        if on_bad_records not in BAD_RECORD_POLICIES:
-            raise ValueError(f"on_bad_records must be one of {BAD_RECORD_POLICIES}, got {on_bad_records!r}.")
-        self.check_images = check_images
-        self.on_bad_records = on_bad_records
-        self.report_dir = report_dir
-        self.check_cache_dir = (check_cache_dir or default_cache_dir()) if check_cache else None
-        self.check_workers = check_workers
-        self.progress = progress
-        self.train_images, self.train_ann = train_images, train_ann
-        self.val_images, self.val_ann = val_images, val_ann
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.with_masks = with_masks
-        self.keep_empty_train = keep_empty_train
-        self.pin_memory = pin_memory
+        if options.train_ann is None and options.val_ann is None:
+            raise ValueError(
+                "CocoDataModule needs at least one split: give train_images/train_ann or val_images/val_ann."
+            )
+        if options.batch_size < 1 or options.val_batch_size < 1:
+            raise ValueError(
+                f"batch sizes must be >= 1, got batch_size={options.batch_size}, val_batch_size={options.val_batch_size}."
+            )
+        if options.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {options.num_workers}.")
+        self.options = options
+        self.batch_size = options.batch_size
         self.seed = int(seed)
+        self.report_dir = report_dir
+        self.progress = progress
+        self.pin_memory = pin_memory
         # Built now so that bad augmentation settings fail before any file is read.
-        self.train_transforms = build_train_transforms(min_sizes=min_sizes, max_size=max_size, flip_prob=flip_prob)
+        self.train_transforms = build_train_transforms(options.min_sizes, options.max_size, options.flip_prob)
         self.val_transforms = build_val_transforms()
         self.reports: dict[str, DatasetReport] = {}
-        self._train_dataset: CocoDetectionDataset | None = None
-        self._val_dataset: CocoDetectionDataset | None = None
+        self._datasets: dict[str, CocoDetectionDataset] = {}
 
     # ------------------------------------------------------------------ datasets
     @property
     def train_dataset(self) -> CocoDetectionDataset:
         """Training split (built on first access)."""
-        if self.train_ann is None:
-            raise ValueError("This CocoDataModule has no training split (train_images/train_ann are None).")
-        if self._train_dataset is None:
-            self._train_dataset = self._build("train", self.train_images, self.train_ann, self.train_transforms, self.keep_empty_train)
-            self._check_categories()
-        return self._train_dataset
+        return self._split("train", "training")
 
     @property
     def val_dataset(self) -> CocoDetectionDataset:
         """Validation split, every image kept at its original size (built on first access)."""
-        if self.val_ann is None:
-            raise ValueError("This CocoDataModule has no validation split (val_images/val_ann are None).")
-        if self._val_dataset is None:
-            self._val_dataset = self._build("val", self.val_images, self.val_ann, self.val_transforms, True)
-            self._check_categories()
-        return self._val_dataset
+        return self._split("val", "validation")
 
-    def _build(self, split: str, images, ann, transforms, keep_empty: bool) -> CocoDetectionDataset:
-        """Build and check one split, then print its report (rank 0) and write it to ``report_dir``."""
-        dataset = CocoDetectionDataset(
-            images,
-            ann,
-            transforms=transforms,
-            with_masks=self.with_masks,
-            keep_empty=keep_empty,
-            check_images=self.check_images,
-            on_bad_records=self.on_bad_records,
-            # Evaluation must see every validation image; only training images may be skipped.
-            on_load_error="skip" if split == "train" and self.on_bad_records == "drop" else "error",
-            cache_dir=self.check_cache_dir,
-            check_workers=self.check_workers,
-            progress=self.progress and rank_zero_only.rank == 0,
+    def _split(self, split: str, name: str) -> CocoDetectionDataset:
+        if getattr(self.options, f"{split}_ann") is None:
+            raise ValueError(f"This CocoDataModule has no {name} split ({split}_images/{split}_ann are None).")
+        if self._datasets.get(split) is None:
+            self._datasets[split] = self._build(split)
+            self._check_categories()
+        return self._datasets[split]
+
+    def _build(self, split: str) -> CocoDetectionDataset:
+        """Load and check one split, print its report (rank 0) and write it to ``report_dir``."""
+        options = self.options
+        train = split == "train"
+        records, report = load_checked_coco(
+            getattr(options, f"{split}_ann"),
+            getattr(options, f"{split}_images"),
+            options,
+            with_masks=bool(options.with_masks),
+            keep_empty=options.keep_empty_train if train else True,
             name=split,
             report_dir=self.report_dir,
+            progress=self.progress and rank_zero_only.rank == 0,
         )
-        self.reports[split] = dataset.report
-        _print_report(dataset.report, self.report_dir)
-        return dataset
+        self.reports[split] = report
+        _print_report(report, self.report_dir)
+        # Evaluation must see every validation image; only training images may be skipped.
+        skip = train and options.on_bad_records == "drop"
+        transforms = self.train_transforms if train else self.val_transforms
+        return CocoDetectionDataset(records, transforms, on_load_error="skip" if skip else "error")
 
     def _reference_dataset(self) -> CocoDetectionDataset:
-        return self.val_dataset if self.val_ann is not None else self.train_dataset
+        return self.val_dataset if self.options.val_ann is not None else self.train_dataset
 
     def _check_categories(self) -> None:
-        if self._train_dataset is None or self._val_dataset is None:
+        if len(self._datasets) < 2:
             return
-        train_cats = {c: self._train_dataset.coco.cats[c].get("name") for c in self._train_dataset.category_to_label}
-        val_cats = {c: self._val_dataset.coco.cats[c].get("name") for c in self._val_dataset.category_to_label}
+        train, val = self._datasets["train"].records, self._datasets["val"].records
+        train_cats = dict(zip(train.category_ids, train.class_names))
+        val_cats = dict(zip(val.category_ids, val.class_names))
         if train_cats != val_cats:
             raise ValueError(
-                f"Train ({self.train_ann}) and validation ({self.val_ann}) annotation files define different "
+                f"Train ({train.ann_file}) and validation ({val.ann_file}) annotation files define different "
                 f"categories: {sorted(train_cats.items())} vs {sorted(val_cats.items())}; labels would not match. "
                 "Use files with the same 'categories' list."
             )
@@ -208,24 +202,27 @@ class CocoDataModule(pl.LightningDataModule):
         Raises:
             DatasetError: problems in a split (all of them listed, with file, record and fix).
         """
-        if stage in (None, "fit") and self.train_ann is not None:
+        if stage in (None, "fit") and self.options.train_ann is not None:
             _ = self.train_dataset
-        if self.val_ann is not None:
+        if self.options.val_ann is not None:
             _ = self.val_dataset
 
     # ------------------------------------------------------------------ loaders
     def _loader_options(self) -> dict:
+        workers = self.options.num_workers
         return {
-            "num_workers": self.num_workers,
+            "num_workers": workers,
             "collate_fn": collate_detection,
             "pin_memory": self.pin_memory and torch.cuda.is_available(),
-            "persistent_workers": self.num_workers > 0,
+            "persistent_workers": workers > 0,
         }
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, resumable training loader over this rank's shard."""
-        return resumable_train_loader(self.train_dataset, self.trainer, self.seed, self.batch_size, **self._loader_options())
+        return resumable_train_loader(
+            self.train_dataset, self.trainer, self.seed, self.batch_size, **self._loader_options()
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Validation loader in file order over this rank's unpadded shard."""
-        return sharded_val_loader(self.val_dataset, self.trainer, self.val_batch_size, **self._loader_options())
+        return sharded_val_loader(self.val_dataset, self.trainer, self.options.val_batch_size, **self._loader_options())

@@ -47,7 +47,14 @@ def classification_transforms(image_size: int, train: bool, min_crop_scale: floa
         raise ValueError(f"min_crop_scale must be in (0, 1], got {min_crop_scale}")
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if train:
-        return T.Compose([T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+        return T.Compose(
+            [
+                T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0)),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                normalize,
+            ]
+        )
     return T.Compose([T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size), T.ToTensor(), normalize])
 
 
@@ -68,7 +75,9 @@ def check_image_folder(root: str | os.PathLike, what: str = "image folder") -> l
         f.lower().endswith(_EXTENSIONS) for c in classes for _, _, files in os.walk(path / c) for f in files
     )
     if not has_image:
-        raise ValueError(f"{what} {str(root)!r} has class folders {classes[:10]} but no image ({', '.join(_EXTENSIONS)})")
+        raise ValueError(
+            f"{what} {str(root)!r} has class folders {classes[:10]} but no image ({', '.join(_EXTENSIONS)})"
+        )
     return classes
 
 
@@ -129,7 +138,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Create the datasets (once)."""
         if self.train_dataset is None:
-            self.train_dataset = datasets.ImageFolder(self.train_dir, classification_transforms(self.image_size, True, self.min_crop_scale))
+            self.train_dataset = datasets.ImageFolder(
+                self.train_dir, classification_transforms(self.image_size, True, self.min_crop_scale)
+            )
             self.val_dataset = datasets.ImageFolder(self.val_dir, classification_transforms(self.image_size, False))
 
     def train_dataloader(self) -> DataLoader:
@@ -150,7 +161,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """Validation loader over this rank's unpadded shard: under DDP every image is evaluated once."""
         self.setup()
         return sharded_val_loader(
-            self.val_dataset, self.trainer, self.val_batch_size, num_workers=self.num_workers,
+            self.val_dataset,
+            self.trainer,
+            self.val_batch_size,
+            num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 

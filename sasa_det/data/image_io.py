@@ -88,7 +88,9 @@ def conversion_note(mode: str, orientation: int) -> list[str]:
     """Human-readable list of what :func:`load_rgb_image` does to an image of this mode/orientation."""
     notes = []
     if mode != "RGB":
-        how = "scaled from 16 bits" if mode in _SIXTEEN_BIT else "alpha dropped" if mode in _DROPS_ALPHA else "converted"
+        how = (
+            "scaled from 16 bits" if mode in _SIXTEEN_BIT else "alpha dropped" if mode in _DROPS_ALPHA else "converted"
+        )
         notes.append(f"mode {mode} -> RGB ({how})")
     if orientation != 1:
         notes.append(f"EXIF orientation {orientation} applied")

@@ -88,7 +88,9 @@ class ResumableSampler(Sampler[tuple[int, int]]):
     def epoch_indices(self, epoch: int) -> list[int]:
         """This rank's whole index list of ``epoch``."""
         if self.shuffle:
-            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+            order = torch.randperm(
+                self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch)
+            ).tolist()
         else:
             order = list(range(self.num_samples))
         total = len(self) * self.world_size
@@ -155,7 +157,9 @@ class ResumableDataLoader(DataLoader):
     continue from there (the next epoch when the saved one was complete).
     """
 
-    def __init__(self, dataset: Dataset, sampler: ResumableSampler, progress: Callable[[], tuple[int, int]], **kwargs: Any):
+    def __init__(
+        self, dataset: Dataset, sampler: ResumableSampler, progress: Callable[[], tuple[int, int]], **kwargs: Any
+    ):
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.progress = progress
 
@@ -194,12 +198,16 @@ def _training_progress(trainer: Any) -> Callable[[], tuple[int, int]]:
     return progress
 
 
-def resumable_train_loader(dataset: Dataset, trainer: Any, seed: int, batch_size: int, **kwargs: Any) -> ResumableDataLoader:
+def resumable_train_loader(
+    dataset: Dataset, trainer: Any, seed: int, batch_size: int, **kwargs: Any
+) -> ResumableDataLoader:
     """The training loader of a Lightning data module: shuffled per epoch from ``seed``, this rank's shard of
     ``dataset`` (``trainer``: the attached trainer, or None outside a fit), resumable mid-epoch."""
     rank, world = _rank_and_world(trainer)
     sampler = ResumableSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world)  # type: ignore[arg-type]
-    return ResumableDataLoader(SeededSamples(dataset), sampler, _training_progress(trainer), batch_size=batch_size, **kwargs)
+    return ResumableDataLoader(
+        SeededSamples(dataset), sampler, _training_progress(trainer), batch_size=batch_size, **kwargs
+    )
 
 
 def sharded_val_loader(dataset: Dataset, trainer: Any, batch_size: int, **kwargs: Any) -> DataLoader:

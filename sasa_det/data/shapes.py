@@ -25,9 +25,9 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -55,9 +55,7 @@ _GAP = 2  # pixels kept free around each shape
 _PLACEMENT_ATTEMPTS = 50
 
 
-def _shape_polygon(
-    kind: str, center: tuple[float, float], radius: float, angle: float
-) -> np.ndarray:
+def _shape_polygon(kind: str, center: tuple[float, float], radius: float, angle: float) -> np.ndarray:
     """Vertices [V, 2] (x, y) of a shape with circumradius ``radius`` rotated by ``angle`` radians."""
     vertices, start, inner, stretch = SHAPE_KINDS[kind]
     # Squares start at 45 degrees so that angle 0 is axis-aligned; triangles and stars point up at angle 0.

@@ -13,7 +13,9 @@ from sasa_det.data.validation import DatasetError, check_coco_dict, raise_if_pro
 __all__ = ["split_coco"]
 
 
-def split_coco(ann_file: str | os.PathLike, val_fraction: float, seed: int, out_dir: str | os.PathLike) -> dict[str, Any]:
+def split_coco(
+    ann_file: str | os.PathLike, val_fraction: float, seed: int, out_dir: str | os.PathLike
+) -> dict[str, Any]:
     """Write ``train.json`` and ``val.json`` into ``out_dir``: a random ``val_fraction`` of the images
     (with their annotations) for validation, the rest for training.
 

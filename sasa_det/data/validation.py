@@ -23,11 +23,11 @@ import math
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sasa_det.data.image_io import ImageHeader, ImageReadError, conversion_note, read_image_header
 
@@ -101,7 +101,9 @@ class DatasetError(ValueError):
         super().__init__("\n".join(lines))
 
 
-def raise_if_problems(problems: Sequence[Problem], what: str, report_dir: str | os.PathLike | None, hint: str = "") -> None:
+def raise_if_problems(
+    problems: Sequence[Problem], what: str, report_dir: str | os.PathLike | None, hint: str = ""
+) -> None:
     """Raise :class:`DatasetError` listing ``problems`` (if any); a list longer than the message can
     quote is written in full to ``report_dir`` (or the temporary folder) and the message names the file."""
     if not problems:
@@ -245,7 +247,10 @@ def _segmentation_problem(segm: Any, height: Any, width: Any) -> tuple[str | Non
         if not all(_is_int(r) and r >= 0 for r in runs) or sum(runs) != height * width:
             return f"RLE run lengths that do not cover the {height}x{width} image exactly", 0
         return None, 0
-    return f"a segmentation that is neither a polygon list nor an RLE dict with 'counts' and 'size' ({type(segm).__name__})", 0
+    return (
+        f"a segmentation that is neither a polygon list nor an RLE dict with 'counts' and 'size' ({type(segm).__name__})",
+        0,
+    )
 
 
 def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = False) -> list[Problem]:
@@ -260,9 +265,21 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
     """
     file = str(ann_file)
     if not isinstance(data, dict):
-        return [Problem(file, "", "the file does not hold a JSON object", "write {'images': [...], 'annotations': [...], 'categories': [...]}")]
+        return [
+            Problem(
+                file,
+                "",
+                "the file does not hold a JSON object",
+                "write {'images': [...], 'annotations': [...], 'categories': [...]}",
+            )
+        ]
     problems = [
-        Problem(file, "", f"missing or non-list key {key!r}", "a COCO instances file needs 'images', 'annotations' and 'categories' lists")
+        Problem(
+            file,
+            "",
+            f"missing or non-list key {key!r}",
+            "a COCO instances file needs 'images', 'annotations' and 'categories' lists",
+        )
         for key in ("images", "annotations", "categories")
         if not isinstance(data.get(key), list)
     ]
@@ -272,60 +289,135 @@ def check_coco_dict(data: Any, ann_file: str | os.PathLike, with_masks: bool = F
     category_ids: set[int] = set()
     for index, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            problems.append(Problem(file, f"categories[{index}]", f"has no integer 'id': {cat!r}", "give every category an integer id"))
+            problems.append(
+                Problem(
+                    file, f"categories[{index}]", f"has no integer 'id': {cat!r}", "give every category an integer id"
+                )
+            )
         elif cat["id"] in category_ids:
-            problems.append(Problem(file, f"category id {cat['id']}", "appears twice in 'categories'", "category ids must be unique"))
+            problems.append(
+                Problem(
+                    file, f"category id {cat['id']}", "appears twice in 'categories'", "category ids must be unique"
+                )
+            )
         else:
             category_ids.add(cat["id"])
     if not data["categories"]:
         problems.append(Problem(file, "", "'categories' is empty", "list at least one category"))
     if not data["annotations"]:
-        problems.append(Problem(file, "", "'annotations' is empty: nothing to train on or evaluate", "check that the right file was given (converters write one)"))
+        problems.append(
+            Problem(
+                file,
+                "",
+                "'annotations' is empty: nothing to train on or evaluate",
+                "check that the right file was given (converters write one)",
+            )
+        )
+
+    def image_problem(index: int, record: str, message: str, fix: str) -> Problem:
+        return Problem(file, record, message, fix, "images", index)
+
+    def annotation_problem(index: int, record: str, message: str, fix: str) -> Problem:
+        return Problem(file, record, message, fix, "annotations", index)
 
     images: dict[int, dict] = {}
     id_positions: dict[int, list[int]] = defaultdict(list)
     file_positions: dict[str, list[int]] = defaultdict(list)
     for index, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not _is_int(img.get("id")):
-            problems.append(Problem(file, f"images[{index}]", f"has no integer 'id': {str(img)[:80]}", "give every image an integer id", "images", index))
+            problems.append(
+                image_problem(
+                    index, f"images[{index}]", f"has no integer 'id': {str(img)[:80]}", "give every image an integer id"
+                )
+            )
             continue
         record = f"image id {img['id']}"
         id_positions[img["id"]].append(index)
         bad = False
         if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            problems.append(Problem(file, record, f"has no 'file_name' string ({img.get('file_name')!r})", "set file_name to the image's path relative to the image folder", "images", index))
+            problems.append(
+                image_problem(
+                    index,
+                    record,
+                    f"has no 'file_name' string ({img.get('file_name')!r})",
+                    "set file_name to the image's path relative to the image folder",
+                )
+            )
             bad = True
         else:
             file_positions[img["file_name"]].append(index)
         for key in ("height", "width"):
             if not _is_int(img.get(key)) or img[key] <= 0:
-                problems.append(Problem(file, record, f"has {key}={img.get(key)!r}; every image needs 'id', 'file_name', 'height' and 'width' (positive ints)", f"set {key} to the image's size in pixels", "images", index))
+                problems.append(
+                    image_problem(
+                        index,
+                        record,
+                        f"has {key}={img.get(key)!r}; every image needs 'id', 'file_name', 'height' and 'width' (positive ints)",
+                        f"set {key} to the image's size in pixels",
+                    )
+                )
                 bad = True
         if not bad:
             images[img["id"]] = img
     for image_id, positions in id_positions.items():
         if len(positions) > 1:
             images.pop(image_id, None)
-            problems += [Problem(file, f"image id {image_id}", f"appears twice in 'images' (positions {positions}); image ids must be unique", "give each image its own id", "images", i) for i in positions]
+            problems += [
+                image_problem(
+                    i,
+                    f"image id {image_id}",
+                    f"appears twice in 'images' (positions {positions}); image ids must be unique",
+                    "give each image its own id",
+                )
+                for i in positions
+            ]
     for name, positions in file_positions.items():
         for i in positions[1:]:
-            problems.append(Problem(file, f"image id {data['images'][i]['id']}", f"uses file_name {name!r} like image id {data['images'][positions[0]]['id']}", "remove the duplicate image entry", "images", i))
+            problems.append(
+                image_problem(
+                    i,
+                    f"image id {data['images'][i]['id']}",
+                    f"uses file_name {name!r} like image id {data['images'][positions[0]]['id']}",
+                    "remove the duplicate image entry",
+                )
+            )
 
     ann_positions: dict[int, list[int]] = defaultdict(list)
     for index, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
-            problems.append(Problem(file, f"annotations[{index}]", f"has no integer 'id': {str(ann)[:80]}", "give every annotation an integer id", "annotations", index))
+            problems.append(
+                annotation_problem(
+                    index,
+                    f"annotations[{index}]",
+                    f"has no integer 'id': {str(ann)[:80]}",
+                    "give every annotation an integer id",
+                )
+            )
             continue
         ann_positions[ann["id"]].append(index)
         problems += _annotation_problems(ann, index, images, id_positions, category_ids, file, with_masks)
     for ann_id, positions in ann_positions.items():
         if len(positions) > 1:
-            problems += [Problem(file, f"annotation id {ann_id}", f"appears twice (positions {positions}); annotation ids must be unique", "renumber the annotations", "annotations", i) for i in positions]
+            problems += [
+                annotation_problem(
+                    i,
+                    f"annotation id {ann_id}",
+                    f"appears twice (positions {positions}); annotation ids must be unique",
+                    "renumber the annotations",
+                )
+                for i in positions
+            ]
     return problems
 
 
 def _annotation_problems(
-    ann: dict, index: int, images: dict[int, dict], image_positions: dict, category_ids: set[int], file: str, with_masks: bool
+    ann: dict,
+    index: int,
+    images: dict[int, dict],
+    image_positions: dict,
+    category_ids: set[int],
+    file: str,
+    with_masks: bool,
 ) -> list[Problem]:
     record = f"annotation id {ann['id']} (image id {ann.get('image_id')})"
 
@@ -336,26 +428,49 @@ def _annotation_problems(
     if ann.get("image_id") not in image_positions:
         out.append(problem("points to an image id that is not in 'images'", "add the image or remove the annotation"))
     if ann.get("category_id") not in category_ids:
-        out.append(problem(f"has category_id {ann.get('category_id')!r}, which is not in 'categories' (known ids: {sorted(category_ids)[:20]})", "add the category or fix the annotation"))
+        out.append(
+            problem(
+                f"has category_id {ann.get('category_id')!r}, which is not in 'categories' (known ids: {sorted(category_ids)[:20]})",
+                "add the category or fix the annotation",
+            )
+        )
     if ann.get("iscrowd", 0) not in (0, 1):
         out.append(problem(f"has iscrowd={ann.get('iscrowd')!r}", "iscrowd must be 0 or 1"))
     if "area" in ann and not _is_number(ann["area"]):
-        out.append(problem(f"has area={ann['area']!r}", "set area to a number (or remove it to have it computed from the box)"))
+        out.append(
+            problem(f"has area={ann['area']!r}", "set area to a number (or remove it to have it computed from the box)")
+        )
     bbox = ann.get("bbox")
     img = images.get(ann.get("image_id"))
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-        out.append(problem(f"has a malformed bbox {bbox!r}", "write [x, y, width, height] with four finite numbers in pixels"))
+        out.append(
+            problem(f"has a malformed bbox {bbox!r}", "write [x, y, width, height] with four finite numbers in pixels")
+        )
     elif bbox[2] <= 0 or bbox[3] <= 0:
-        out.append(problem(f"has a bbox {bbox!r} with non-positive size", "[x, y, width, height] needs width > 0 and height > 0 (an [x1, y1, x2, y2] box converted wrongly?)"))
-    elif img is not None and (bbox[0] >= img["width"] or bbox[1] >= img["height"] or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):
-        out.append(problem(f"has a bbox {bbox!r} entirely outside its {img['width']}x{img['height']} (WxH) image", "check the coordinates (normalised instead of pixels?) and the image's width/height"))
+        out.append(
+            problem(
+                f"has a bbox {bbox!r} with non-positive size",
+                "[x, y, width, height] needs width > 0 and height > 0 (an [x1, y1, x2, y2] box converted wrongly?)",
+            )
+        )
+    elif img is not None and (
+        bbox[0] >= img["width"] or bbox[1] >= img["height"] or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0
+    ):
+        out.append(
+            problem(
+                f"has a bbox {bbox!r} entirely outside its {img['width']}x{img['height']} (WxH) image",
+                "check the coordinates (normalised instead of pixels?) and the image's width/height",
+            )
+        )
     if with_masks and img is not None:
         if "segmentation" not in ann:
             out.append(problem("has no 'segmentation'", "add masks or build the dataset with with_masks=False"))
         else:
             reason, _ = _segmentation_problem(ann["segmentation"], img["height"], img["width"])
             if reason:
-                out.append(problem(f"has a segmentation that cannot make a mask: {reason}", "fix or remove the segmentation"))
+                out.append(
+                    problem(f"has a segmentation that cannot make a mask: {reason}", "fix or remove the segmentation")
+                )
     return out
 
 
@@ -380,7 +495,9 @@ def drop_bad_records(data: dict, problems: Iterable[Problem]) -> dict:
     images = [img for i, img in enumerate(data["images"]) if ("images", i) not in bad]
     kept_ids = {img["id"] for img in images}
     annotations = [
-        ann for i, ann in enumerate(data["annotations"]) if ("annotations", i) not in bad and ann.get("image_id") in kept_ids
+        ann
+        for i, ann in enumerate(data["annotations"])
+        if ("annotations", i) not in bad and ann.get("image_id") in kept_ids
     ]
     return {**data, "images": images, "annotations": annotations}
 
@@ -489,7 +606,13 @@ def check_image_files(
 
             with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
                 answers = pool.map(lambda item: _check_one(image_dir / item[0], decode), todo)
-                bar = tqdm(answers, total=len(todo), desc=f"checking images in {image_dir.name}", unit="img", disable=None if progress else True)
+                bar = tqdm(
+                    answers,
+                    total=len(todo),
+                    desc=f"checking images in {image_dir.name}",
+                    unit="img",
+                    disable=None if progress else True,
+                )
                 for (name, stamp), answer in zip(todo, bar):
                     cache[name] = {"stamp": stamp, "decoded": decode, **answer}
                     results[name] = ImageHeader(**answer["header"]) if "header" in answer else answer["error"]
@@ -499,19 +622,31 @@ def check_image_files(
 
 
 def check_image_sizes(
-    data: dict, image_dir: str | os.PathLike, ann_file: str | os.PathLike, results: dict[str, ImageHeader | str], report: DatasetReport | None = None
+    data: dict,
+    image_dir: str | os.PathLike,
+    ann_file: str | os.PathLike,
+    results: dict[str, ImageHeader | str],
+    report: DatasetReport | None = None,
 ) -> list[Problem]:
     """Problems of the image files (missing, unreadable, size after EXIF orientation unlike the json);
     conversions the loader will make (mode, orientation) are counted in ``report``."""
     problems = []
     for index, img in enumerate(data["images"]):
-        found = results.get(img.get("file_name")) if isinstance(img, dict) and isinstance(img.get("file_name"), str) else None
+        found = (
+            results.get(img.get("file_name"))
+            if isinstance(img, dict) and isinstance(img.get("file_name"), str)
+            else None
+        )
         if found is None:
             continue
         record = f"image id {img['id']}"
         path = str(Path(image_dir) / img["file_name"])
         if isinstance(found, str):
-            fix = "check the image folder and the image's file_name" if "does not exist" in found else "replace the file or remove the image from the annotation file"
+            fix = (
+                "check the image folder and the image's file_name"
+                if "does not exist" in found
+                else "replace the file or remove the image from the annotation file"
+            )
             problems.append(Problem(path, record, found.replace(repr(path), "the file"), fix, "images", index))
             continue
         expected = (img.get("height"), img.get("width"))
@@ -529,7 +664,9 @@ def check_image_sizes(
     return problems
 
 
-def check_num_classes(num_classes: int | None, class_names: Sequence[str], ann_file: str | os.PathLike, key: str = "model.num_classes") -> None:
+def check_num_classes(
+    num_classes: int | None, class_names: Sequence[str], ann_file: str | os.PathLike, key: str = "model.num_classes"
+) -> None:
     """Check a configured number of classes against the dataset's categories (in either direction).
 
     Args:
@@ -550,4 +687,7 @@ def check_num_classes(num_classes: int | None, class_names: Sequence[str], ann_f
         message = f"{key}={num_classes} but the dataset has {found} categories ({listed}): labels above {num_classes} would not fit the model"
     else:
         message = f"{key}={num_classes} but the dataset has only {found} categories ({listed}): {num_classes - found} output(s) would be trained on no data"
-    raise DatasetError(f"{ann_file}: number of classes disagrees with the dataset:", [Problem(str(ann_file), "", message, f"set {key}={found} or null (taken from the data)")])
+    raise DatasetError(
+        f"{ann_file}: number of classes disagrees with the dataset:",
+        [Problem(str(ann_file), "", message, f"set {key}={found} or null (taken from the data)")],
+    )

@@ -9,14 +9,13 @@ Where the paper is silent we keep torchvision's v1 FPN: no normalisation and no 
 layers; P6 is computed from P5 (as torchvision's ``LastLevelP6P7(256, 256)``) with a ReLU between P6 and P7.
 """
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
 
-from sasa_det.layers import LocalSelfAttention2d, check_sasa_options
+from sasa_det.layers import LocalSelfAttention2d
 
 
 class AttentionLastLevelP6P7(ExtraFPNBlock):
@@ -25,18 +24,20 @@ class AttentionLastLevelP6P7(ExtraFPNBlock):
     Each strided layer attends at full resolution then average-pools 2×2/2 (SASA paper, Sec. 4.2), so
     ``P6`` is ``[N, out_channels, ceil(H5/2), ceil(W5/2)]``. When ``in_channels != out_channels`` P6 is computed
     from the last backbone feature (C5) instead of P5, as torchvision's ``LastLevelP6P7`` does.
+
+    ``attention_layer(in_channels, out_channels, stride=2)`` makes the two layers (default: the SASA layer
+    with the paper's values, Sec. 4.2: k = 7, 8 heads; pass e.g. ``SasaOptions(...).factory()``).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
+        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
     ) -> None:
         super().__init__()
-        options = check_sasa_options(sasa)
-        self.p6 = LocalSelfAttention2d(in_channels, out_channels, stride=2, **options)
-        self.p7 = LocalSelfAttention2d(out_channels, out_channels, stride=2, **options)
+        self.p6 = attention_layer(in_channels, out_channels, stride=2)
+        self.p7 = attention_layer(out_channels, out_channels, stride=2)
         self.use_P5 = in_channels == out_channels
 
     def forward(self, p: list[Tensor], c: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
@@ -56,8 +57,8 @@ class AttentionFeaturePyramidNetwork(FeaturePyramidNetwork):
             width for the relative embedding).
         extra_blocks: extra levels (:class:`AttentionLastLevelP6P7` for RetinaNet, torchvision's
             ``LastLevelMaxPool`` for R-CNN), or ``None``.
-        sasa: options of every SASA layer (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``);
-            unset ones keep the layer defaults, the paper's values (Sec. 4.2: k = 7, 8 heads).
+        attention_layer: ``attention_layer(out_channels, out_channels)`` makes each output layer (default: the
+            SASA layer with the paper's values, Sec. 4.2: k = 7, 8 heads).
 
     Forward: ``OrderedDict`` of backbone features ``[N, C_l, H_l, W_l]`` → ``OrderedDict`` with the same names of
     ``[N, out_channels, H_l, W_l]``, then the extra levels. Parameter names: ``inner_blocks.<i>.0.*`` (1×1 conv
@@ -69,10 +70,7 @@ class AttentionFeaturePyramidNetwork(FeaturePyramidNetwork):
         in_channels_list: list[int],
         out_channels: int = 256,  # SASA paper, Sec. 4.2: d = 256
         extra_blocks: ExtraFPNBlock | None = None,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
+        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
     ) -> None:
         super().__init__(in_channels_list, out_channels, extra_blocks=extra_blocks)
-        options = check_sasa_options(sasa)
-        self.layer_blocks = nn.ModuleList(
-            LocalSelfAttention2d(out_channels, out_channels, **options) for _ in in_channels_list
-        )
+        self.layer_blocks = nn.ModuleList(attention_layer(out_channels, out_channels) for _ in in_channels_list)

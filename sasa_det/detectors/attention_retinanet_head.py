@@ -26,8 +26,7 @@ Where the paper is silent, what we chose:
 """
 
 import math
-
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -37,8 +36,9 @@ from torchvision.models.detection.retinanet import (
     RetinaNetRegressionHead,
 )
 
-from sasa_det.layers import LocalSelfAttention2d, check_sasa_options
+from sasa_det.layers import LocalSelfAttention2d
 
+#: Normalisation after each attention layer of the towers (the paper is silent; see the module docstring).
 HEAD_NORMS = ("group", "none")
 GROUP_NORM_GROUPS = 32  # as torchvision's RetinaNet v2 heads
 
@@ -46,11 +46,11 @@ GROUP_NORM_GROUPS = 32  # as torchvision's RetinaNet v2 heads
 def attention_tower(
     channels: int,
     num_layers: int = 4,
-    sasa: Mapping[str, Any] | None = None,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
     norm: str = "group",
     value_init_std: float = 0.01,
 ) -> nn.Sequential:
-    """``num_layers`` blocks ``[LocalSelfAttention2d(channels → channels), (GroupNorm), ReLU]``.
+    """``num_layers`` blocks ``[attention_layer(channels → channels), (GroupNorm), ReLU]``.
 
     ``[N, channels, H, W]`` → ``[N, channels, H, W]``. Block ``i`` is ``tower[i]``; its attention is
     ``tower[i][0]``, whose value projection is initialised N(0, ``value_init_std``).
@@ -64,7 +64,7 @@ def attention_tower(
         )
     blocks = []
     for _ in range(num_layers):
-        attention = LocalSelfAttention2d(channels, channels, **check_sasa_options(sasa))
+        attention = attention_layer(channels, channels)
         nn.init.normal_(attention.value.weight, std=value_init_std)
         layers: list[nn.Module] = [attention]
         if norm == "group":
@@ -81,8 +81,8 @@ class AttentionRetinaNetClassificationHead(RetinaNetClassificationHead):
         in_channels: pyramid channels ``d``.
         num_anchors: anchors per location ``A``.
         num_classes: classes ``K`` of torchvision's RetinaNet (including the unused background index 0).
-        sasa: options of every SASA layer (``kernel_size``, ``heads``, ``impl``, ``scaled``, ``mask_padding``);
-            unset ones keep the layer defaults, the paper's values (Sec. 4.2: k = 7, 8 heads).
+        attention_layer: ``attention_layer(d, d)`` makes each attention layer of the tower (default: the SASA
+            layer with the paper's values, Sec. 4.2: k = 7, 8 heads; pass e.g. ``SasaOptions(...).factory()``).
         num_layers: attention layers in the tower (RetinaNet: 4).
         norm: ``"group"`` or ``"none"`` after each attention layer (paper silent; see module docstring).
         prior_probability: initial foreground probability of every logit (RetinaNet: 0.01).
@@ -96,14 +96,14 @@ class AttentionRetinaNetClassificationHead(RetinaNetClassificationHead):
         in_channels: int,
         num_anchors: int,
         num_classes: int,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
+        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,  # SASA paper, Sec. 4.2: k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017): four layers per head
         norm: str = "group",  # paper silent; see module docstring
         prior_probability: float = 0.01,  # RetinaNet prior π
         value_init_std: float = 0.01,  # SASA paper, Sec. 4.2: W_V ~ N(0, 0.01)
     ) -> None:
         super().__init__(in_channels, num_anchors, num_classes, prior_probability=prior_probability)
-        self.conv = attention_tower(in_channels, num_layers, sasa, norm, value_init_std)
+        self.conv = attention_tower(in_channels, num_layers, attention_layer, norm, value_init_std)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, kernel_size=1)
         nn.init.normal_(self.cls_logits.weight, std=0.01)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
@@ -121,13 +121,13 @@ class AttentionRetinaNetRegressionHead(RetinaNetRegressionHead):
         self,
         in_channels: int,
         num_anchors: int,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
+        attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,  # SASA paper, Sec. 4.2: k = 7, 8 heads
         num_layers: int = 4,  # RetinaNet (Lin et al. 2017)
         norm: str = "group",  # paper silent; see module docstring
         value_init_std: float = 0.01,  # SASA paper, Sec. 4.2
     ) -> None:
         super().__init__(in_channels, num_anchors)
-        self.conv = attention_tower(in_channels, num_layers, sasa, norm, value_init_std)
+        self.conv = attention_tower(in_channels, num_layers, attention_layer, norm, value_init_std)
         self.bbox_reg = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1)
         nn.init.normal_(self.bbox_reg.weight, std=0.01)
         nn.init.zeros_(self.bbox_reg.bias)
@@ -136,38 +136,17 @@ class AttentionRetinaNetRegressionHead(RetinaNetRegressionHead):
 class AttentionRetinaNetHead(RetinaNetHead):
     """torchvision's ``RetinaNetHead`` (losses, output dict) over the two attention heads.
 
+    ``options`` (``attention_layer``, ``num_layers``, ``norm``, ``value_init_std``, and the class head's
+    ``prior_probability``) go to both heads, with the defaults of :class:`AttentionRetinaNetClassificationHead`.
+
     Forward: list of pyramid levels ``[N, d, H_l, W_l]`` → ``{"cls_logits": [N, HWA, K],
     "bbox_regression": [N, HWA, 4]}``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_anchors: int,
-        num_classes: int,
-        sasa: Mapping[str, Any] | None = None,  # SASA paper, Sec. 4.2: layer defaults k = 7, 8 heads
-        num_layers: int = 4,  # RetinaNet (Lin et al. 2017)
-        norm: str = "group",  # paper silent; see module docstring
-        prior_probability: float = 0.01,  # RetinaNet prior π
-        value_init_std: float = 0.01,  # SASA paper, Sec. 4.2
-    ) -> None:
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, **options: Any) -> None:
         nn.Module.__init__(self)  # RetinaNetHead.__init__ would build (and discard) the conv heads
         self.classification_head = AttentionRetinaNetClassificationHead(
-            in_channels,
-            num_anchors,
-            num_classes,
-            sasa=sasa,
-            num_layers=num_layers,
-            norm=norm,
-            prior_probability=prior_probability,
-            value_init_std=value_init_std,
+            in_channels, num_anchors, num_classes, **options
         )
-        self.regression_head = AttentionRetinaNetRegressionHead(
-            in_channels,
-            num_anchors,
-            sasa=sasa,
-            num_layers=num_layers,
-            norm=norm,
-            value_init_std=value_init_std,
-        )
-
+        options.pop("prior_probability", None)
+        self.regression_head = AttentionRetinaNetRegressionHead(in_channels, num_anchors, **options)

@@ -6,9 +6,7 @@ their state dicts load into ours by name.
 """
 
 from collections import OrderedDict
-
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import (
@@ -19,7 +17,9 @@ from torchvision.ops.feature_pyramid_network import (
 )
 
 from sasa_det.detectors.attention_fpn import AttentionFeaturePyramidNetwork, AttentionLastLevelP6P7
+from sasa_det.layers import LocalSelfAttention2d
 
+#: Pyramids :func:`build_fpn` makes: torchvision's, or the SASA paper's with attention for every 3×3 conv.
 FPN_KINDS = ("conv", "attention")
 EXTRA_LEVELS = ("p6p7", "maxpool")
 
@@ -65,7 +65,7 @@ def build_fpn(
     in_channels_list: list[int],
     out_channels: int = 256,
     extra_levels: str = "p6p7",
-    sasa: Mapping[str, Any] | None = None,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
 ) -> FeaturePyramidNetwork:
     """The pyramid over backbone features with ``in_channels_list`` channels (finest first).
 
@@ -77,9 +77,9 @@ def build_fpn(
         extra_levels: ``"p6p7"`` (RetinaNet: P6 = stride-2 op on P5, P7 = stride-2 op on ReLU(P6); torchvision's
             ``LastLevelP6P7(256, 256)`` of ``retinanet_resnet50_fpn``) or ``"maxpool"`` (Faster/Mask R-CNN: one
             extra level subsampled by 2, torchvision's ``LastLevelMaxPool``).
-        sasa: :class:`~sasa_det.layers.LocalSelfAttention2d` options (``kernel_size``, ``heads``, ``impl``,
-            ``scaled``, ``mask_padding``) of every attention layer of the ``"attention"`` variant; unset ones keep
-            the SASA paper's values (Sec. 4.2: k = 7, 8 heads). Ignored for ``"conv"``.
+        attention_layer: ``attention_layer(in_channels, out_channels, stride=1)`` makes every attention layer of
+            the ``"attention"`` variant (default: the SASA layer with the paper's values, Sec. 4.2: k = 7, 8 heads;
+            pass e.g. ``SasaOptions(...).factory()``). Unused for ``"conv"``.
     """
     if kind not in FPN_KINDS:
         raise ValueError(f"unknown fpn {kind!r}; choose one of {FPN_KINDS}")
@@ -93,11 +93,11 @@ def build_fpn(
             extra_blocks = LastLevelMaxPool()
         return FeaturePyramidNetwork(in_channels_list, out_channels, extra_blocks=extra_blocks)
     if extra_levels == "p6p7":
-        extra_blocks = AttentionLastLevelP6P7(out_channels, out_channels, sasa=sasa)
+        extra_blocks = AttentionLastLevelP6P7(out_channels, out_channels, attention_layer=attention_layer)
     else:
         extra_blocks = LastLevelMaxPool()
     return AttentionFeaturePyramidNetwork(
-        in_channels_list, out_channels, extra_blocks=extra_blocks, sasa=sasa
+        in_channels_list, out_channels, extra_blocks=extra_blocks, attention_layer=attention_layer
     )
 
 
@@ -107,13 +107,13 @@ def backbone_with_fpn(
     fpn: str = "conv",
     fpn_channels: int = 256,
     extra_levels: str = "p6p7",
-    sasa: Mapping[str, Any] | None = None,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
 ) -> BackboneWithFPN:
     """Put a pyramid of kind ``fpn`` on the features ``in_features`` (e.g. ``["C3", "C4", "C5"]``) of ``body``.
 
     ``body`` must return exactly those features and expose ``out_channels`` (feature name → channels), as every
     backbone of :func:`sasa_det.backbones.build_backbone` built with ``out_features=in_features`` does.
-    ``sasa``: options of the attention pyramid's SASA layers (see :func:`build_fpn`).
+    ``attention_layer`` makes the attention pyramid's layers (see :func:`build_fpn`).
     """
     if not in_features:
         raise ValueError("in_features must name at least one backbone feature, e.g. ['C3', 'C4', 'C5']")
@@ -124,5 +124,5 @@ def backbone_with_fpn(
     if missing:
         raise ValueError(f"backbone has no feature(s) {missing}; it provides {sorted(body.out_channels)}")
     in_channels_list = [int(body.out_channels[name]) for name in in_features]
-    pyramid = build_fpn(fpn, in_channels_list, fpn_channels, extra_levels=extra_levels, sasa=sasa)
+    pyramid = build_fpn(fpn, in_channels_list, fpn_channels, extra_levels, attention_layer)
     return BackboneWithFPN(body, pyramid, fpn_channels)

@@ -7,7 +7,7 @@ post-processing; their state dicts load into ours by name. RoIs are pooled from 
 7×7 for boxes, 14×14 for masks, sampling ratio 2, as torchvision).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -16,57 +16,41 @@ from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
 from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
+from sasa_det.layers import LocalSelfAttention2d
 
 RCNN_FEATURES = ("C2", "C3", "C4", "C5")
 ROI_LEVELS = ["P2", "P3", "P4", "P5"]  # pyramid levels RoIs are pooled from (P6 feeds the RPN only)
 
 
-def faster_rcnn_from_backbone(
+def rcnn_from_backbone(
     body: nn.Module,
     num_classes: int,
+    with_masks: bool = False,
     fpn: str = "conv",
     fpn_channels: int = 256,
-    sasa: Mapping[str, Any] | None = None,
-    **faster_rcnn_kwargs: Any,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
+    **rcnn_kwargs: Any,
 ) -> FasterRCNN:
-    """torchvision ``FasterRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
+    """torchvision ``FasterRCNN``, or ``MaskRCNN`` with ``with_masks``, over ``body`` (which must return C2–C5)
+    with a P2–P6 pyramid; RoIs are pooled 7×7 for boxes and 14×14 for masks (sampling ratio 2).
 
     Args:
         body: backbone returning ``OrderedDict`` C2–C5 with ``out_channels``.
         num_classes: torchvision's class count, i.e. foreground classes + 1 (index 0 = background).
-        fpn: ``"conv"`` or ``"attention"`` (3×3 output convs of the pyramid are SASA layers).
+        with_masks: Mask R-CNN (a mask head) instead of Faster R-CNN.
+        fpn: ``"conv"`` or ``"attention"`` (3×3 output convs of the pyramid are attention layers).
         fpn_channels: channels of the pyramid.
-        sasa: options of the attention pyramid's SASA layers (``kernel_size``, ``heads``, ``impl``, ...).
-        **faster_rcnn_kwargs: passed to torchvision's ``FasterRCNN`` (``min_size``, ``box_score_thresh``, ...).
+        attention_layer: makes the attention pyramid's layers (default: the SASA layer with the paper's values).
+        **rcnn_kwargs: passed to torchvision's class (``min_size``, ``box_score_thresh``, ...).
 
     Returns the model: train mode ``model(images, targets) -> {"loss_classifier", "loss_box_reg",
-    "loss_objectness", "loss_rpn_box_reg"}``; eval mode ``model(images) -> [{"boxes", "scores", "labels"}]``.
+    "loss_objectness", "loss_rpn_box_reg"}`` (Mask R-CNN adds ``"loss_mask"``; targets need ``masks``
+    ``[N_i, H, W]`` uint8); eval mode ``model(images) -> [{"boxes", "scores", "labels"}]`` (Mask R-CNN adds
+    ``"masks" [D, 1, H, W]``, probabilities in the input image's size).
     """
-    backbone = backbone_with_fpn(
-        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool", sasa=sasa
-    )
-    box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
-    return FasterRCNN(backbone, num_classes, box_roi_pool=box_roi_pool, **faster_rcnn_kwargs)
-
-
-def mask_rcnn_from_backbone(
-    body: nn.Module,
-    num_classes: int,
-    fpn: str = "conv",
-    fpn_channels: int = 256,
-    sasa: Mapping[str, Any] | None = None,
-    **mask_rcnn_kwargs: Any,
-) -> MaskRCNN:
-    """torchvision ``MaskRCNN`` over ``body`` (which must return C2–C5) with a P2–P6 pyramid.
-
-    Arguments as :func:`faster_rcnn_from_backbone`. Train mode adds ``"loss_mask"`` (targets need ``masks``
-    ``[N_i, H, W]`` uint8); eval mode adds ``"masks" [D, 1, H, W]`` (probabilities in the input image's size).
-    """
-    backbone = backbone_with_fpn(
-        body, list(RCNN_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="maxpool", sasa=sasa
-    )
-    box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)
-    mask_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)
-    return MaskRCNN(
-        backbone, num_classes, box_roi_pool=box_roi_pool, mask_roi_pool=mask_roi_pool, **mask_rcnn_kwargs
-    )
+    backbone = backbone_with_fpn(body, list(RCNN_FEATURES), fpn, fpn_channels, "maxpool", attention_layer)
+    pools = {"box_roi_pool": MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=7, sampling_ratio=2)}
+    if not with_masks:
+        return FasterRCNN(backbone, num_classes, **pools, **rcnn_kwargs)
+    pools["mask_roi_pool"] = MultiScaleRoIAlign(featmap_names=ROI_LEVELS, output_size=14, sampling_ratio=2)
+    return MaskRCNN(backbone, num_classes, **pools, **rcnn_kwargs)

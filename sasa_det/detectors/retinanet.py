@@ -9,20 +9,20 @@ SASA paper's attention pyramid and heads.
 """
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
-from sasa_det.detectors.attention_retinanet_head import GROUP_NORM_GROUPS, AttentionRetinaNetHead
+from sasa_det.detectors.attention_retinanet_head import GROUP_NORM_GROUPS, HEAD_NORMS, AttentionRetinaNetHead
 from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
+from sasa_det.layers import LocalSelfAttention2d
 
 RETINANET_FEATURES = ("C3", "C4", "C5")  # RetinaNet skips P2 (too many anchors); P6, P7 are extra levels
+#: RetinaNet heads: torchvision's conv heads, or the SASA paper's attention heads.
 HEAD_KINDS = ("conv", "attention")
-# Normalisation choices of the RetinaNet heads' towers (None = the head's own default).
-HEAD_NORM_CHOICES = (None, "none", "group")
 
 
 class ForegroundRetinaNet(RetinaNet):
@@ -53,7 +53,7 @@ def retinanet_from_backbone(
     head: str = "conv",
     fpn_channels: int = 256,
     head_norm: str | None = None,
-    sasa: Mapping[str, Any] | None = None,
+    attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
     **retinanet_kwargs: Any,
 ) -> ForegroundRetinaNet:
     """:class:`ForegroundRetinaNet` (torchvision's ``RetinaNet``) over ``body`` with a P3–P7 pyramid.
@@ -67,8 +67,8 @@ def retinanet_from_backbone(
         head_norm: normalisation after each 3×3 layer of the heads' towers: ``"none"`` or ``"group"``
             (GroupNorm, 32 groups; torchvision's v2 RetinaNet head). ``None`` takes each head's default:
             none for the conv head (torchvision's v1 ``retinanet_resnet50_fpn``), group for the attention head.
-        sasa: options of every SASA layer of the attention pyramid and heads (``kernel_size``, ``heads``,
-            ``impl``, ``scaled``, ``mask_padding``; the paper's values when unset).
+        attention_layer: ``attention_layer(in_channels, out_channels, stride=1)`` makes every attention layer of
+            the attention pyramid and heads (default: the SASA layer with the paper's values).
         **retinanet_kwargs: passed to torchvision's ``RetinaNet`` (``min_size``, ``max_size``, ``score_thresh``,
             ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``_skip_resize``, ...).
 
@@ -78,15 +78,15 @@ def retinanet_from_backbone(
     """
     if head not in HEAD_KINDS:
         raise ValueError(f"unknown head {head!r}; choose one of {HEAD_KINDS}")
-    backbone = backbone_with_fpn(
-        body, list(RETINANET_FEATURES), fpn=fpn, fpn_channels=fpn_channels, extra_levels="p6p7", sasa=sasa
-    )
-    if head_norm not in HEAD_NORM_CHOICES:
-        raise ValueError(f"unknown head_norm {head_norm!r}; choose one of {HEAD_NORM_CHOICES}")
+    backbone = backbone_with_fpn(body, list(RETINANET_FEATURES), fpn, fpn_channels, "p6p7", attention_layer)
+    if head_norm is not None and head_norm not in HEAD_NORMS:
+        raise ValueError(f"unknown head_norm {head_norm!r}; choose one of {HEAD_NORMS} or None")
     model = ForegroundRetinaNet(backbone, num_classes, **retinanet_kwargs)
     num_anchors = model.anchor_generator.num_anchors_per_location()[0]
     if head == "attention":
-        model.head = AttentionRetinaNetHead(fpn_channels, num_anchors, num_classes, sasa=sasa, norm=head_norm or "group")
+        model.head = AttentionRetinaNetHead(
+            fpn_channels, num_anchors, num_classes, attention_layer=attention_layer, norm=head_norm or "group"
+        )
     elif head_norm == "group":
         # torchvision's v2 head: GroupNorm(32) after every tower conv; trains much faster from scratch.
         if fpn_channels % GROUP_NORM_GROUPS != 0:

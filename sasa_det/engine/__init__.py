@@ -1,5 +1,5 @@
-"""Training engine: tasks, LightningModules, optimizers and schedules, checkpointing, train/evaluate/predict.
+"""Training engine: tasks and their builders, LightningModules, checkpointing, train/evaluate/predict.
 
-Import what you need from the submodules (``sasa_det.engine.runner``, ``.optim``, ...): this package
-imports nothing heavy by itself, so that ``sasa_det.config`` can look up choices without loading models.
+Import what you need from the submodules (``sasa_det.engine.runner``, ``.tasks``, ...): this package imports
+nothing by itself, so that ``import sasa_det.engine.predictor`` (``sasa_det.Predictor``) loads only what it uses.
 """

@@ -20,10 +20,10 @@ import os
 import random
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -136,7 +136,9 @@ def _set_cuda_rng_state(state: Mapping[str, Any]) -> None:
     available = torch.cuda.device_count()
     if not states or available == 0:
         if states:
-            logger.info("Resume: the checkpoint has CUDA generator states but no GPU is visible; they are not restored.")
+            logger.info(
+                "Resume: the checkpoint has CUDA generator states but no GPU is visible; they are not restored."
+            )
         return
     if "cuda_device" in state:
         torch.cuda.set_rng_state(states[0], torch.cuda.current_device())
@@ -146,7 +148,11 @@ def _set_cuda_rng_state(state: Mapping[str, Any]) -> None:
     if len(states) != available:
         logger.info(
             "Resume: the checkpoint has CUDA generator states for %d GPUs and %d are visible now; restored %d, "
-            "the others keep their seeded state.", len(states), available, min(len(states), available))
+            "the others keep their seeded state.",
+            len(states),
+            available,
+            min(len(states), available),
+        )
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
@@ -247,11 +253,13 @@ class StopOnSignal(pl.Callback):
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt
         if self.received is None:
-            logger.warning("received %s: stopping after the current step and saving a checkpoint", signal.Signals(signum).name)
+            logger.warning(
+                "received %s: stopping after the current step and saving a checkpoint", signal.Signals(signum).name
+            )
         self.received = self.received or signum
 
     @contextmanager
-    def installed(self) -> Iterator["StopOnSignal"]:
+    def installed(self) -> Iterator[StopOnSignal]:
         """Install the handlers for the duration of the block (main thread only; elsewhere a no-op)."""
         import threading
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from sasa_det.backbones import build_classifier
-from sasa_det.engine.optim import OptimSettings, configure_optimization
+from sasa_det.backbones import ImageClassifier
+from sasa_det.optim import OptimSettings, configure_optimization
 
 __all__ = ["ClassificationModule", "topk_correct"]
 
@@ -26,12 +27,12 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) 
 
 
 class ClassificationModule(pl.LightningModule):
-    """Lightning wrapper training ``build_classifier(backbone, num_classes, **backbone_overrides)``.
+    """Lightning wrapper training an image classifier (e.g. from :func:`sasa_det.backbones.build_classifier`).
 
     The classifier is ``self.model`` (``self.model.backbone`` + ``self.model.fc``), so a checkpoint's
     ``state_dict`` has keys ``model.backbone.<ResNet names>`` and loads into a detector's backbone with
-    :func:`sasa_det.backbones.load_backbone_weights`. All arguments are plain values and are saved as the
-    checkpoint's hyper-parameters.
+    :func:`sasa_det.backbones.load_backbone_weights`. The settings are saved as the checkpoint's
+    hyper-parameters; the model is described by the experiment config stored beside them.
 
     Batches: ``(images [N, 3, H, W] float, labels [N] int64)`` (e.g.
     :class:`sasa_det.data.image_folder.ImageFolderDataModule`).
@@ -42,29 +43,28 @@ class ClassificationModule(pl.LightningModule):
     counted once (the validation sampler shards without padding).
 
     Args:
-        classifier: keyword arguments of :func:`sasa_det.backbones.build_classifier`: ``name`` (a preset of
-            :func:`sasa_det.backbones.list_backbones`), ``num_classes``, ``dropout`` and backbone overrides
-            (``image_size``, ``norm``, ``frozen_stages``, ``base_width``, ``sasa``, ...).
-        optim: optimizer and schedule settings (:class:`~sasa_det.engine.optim.OptimSettings` fields); the SASA
+        model: the classifier, an :class:`~sasa_det.backbones.ImageClassifier`.
+        optim: optimizer and schedule settings (:class:`~sasa_det.optim.OptimSettings`, or its fields as a mapping:
+            what the checkpoint's hyper-parameters hold; default: its defaults); the SASA
             paper's ImageNet recipe is Nesterov SGD with a linear warm-up then cosine decay (Sec. 4.1).
         label_smoothing: cross-entropy label smoothing (0 = off; neither paper states one).
     """
 
-    def __init__(self, classifier: Mapping[str, Any], optim: Mapping[str, Any] | None = None, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        model: ImageClassifier,
+        optim: OptimSettings | Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        classifier = dict(classifier)
-        if classifier.get("num_classes") is None:
-            raise ValueError("classifier num_classes is not set; set classifier.num_classes or let the trainer take it from the dataset")
-        settings = OptimSettings.from_mapping(optim or {})
-        self.save_hyperparameters({"classifier": classifier, "optim": settings.to_dict(), "label_smoothing": float(label_smoothing)})
+        settings = OptimSettings(**optim) if isinstance(optim, Mapping) else optim or OptimSettings()
+        self.save_hyperparameters({"optim": asdict(settings), "label_smoothing": float(label_smoothing)})
         self.optim_settings = settings
         self.label_smoothing = float(label_smoothing)
-        build_args = dict(classifier)
-        self.model = build_classifier(build_args.pop("name"), **build_args)
-        num_classes = int(classifier["num_classes"])
-        self.topk = (1, 5) if num_classes >= 5 else (1,)
+        self.model = model
+        self.topk = (1, 5) if model.num_classes >= 5 else (1,)
         self._val_sums: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,10 @@ class ClassificationModule(pl.LightningModule):
         images, labels = batch
         logits = self.model(images)
         correct = topk_correct(logits, labels, self.topk)
-        sums = [self._loss(logits, labels, reduction="sum").double(), torch.tensor(float(labels.shape[0]), device=self.device)]
+        sums = [
+            self._loss(logits, labels, reduction="sum").double(),
+            torch.tensor(float(labels.shape[0]), device=self.device),
+        ]
         self._val_sums += torch.stack(sums + [c.double() for c in correct])
 
     def on_validation_epoch_end(self) -> None:
@@ -111,6 +114,8 @@ class ClassificationModule(pl.LightningModule):
             self.log(name, value, prog_bar=name == "val/top1", sync_dist=True, reduce_fx="max")
 
     def configure_optimizers(self):
-        """Optimizer and per-step schedule (:func:`sasa_det.engine.optim.configure_optimization`)."""
+        """Optimizer and per-step schedule (:func:`sasa_det.optim.configure_optimization`)."""
         batch_size = getattr(self.trainer.datamodule, "batch_size", 1)
-        return configure_optimization(self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone)
+        return configure_optimization(
+            self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone
+        )

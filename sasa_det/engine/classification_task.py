@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from sasa_det.config import config_to_dict
-from sasa_det.engine.task import Task, backbone_build_arguments, register_task
+from sasa_det.backbones import ImageClassifier, backbone_from_options
+from sasa_det.config import ClassifierConfig
+from sasa_det.data.image_folder import ImageFolderDataModule
+from sasa_det.engine.classification_module import ClassificationModule
+from sasa_det.engine.task import Task
 
-__all__ = ["ClassificationTask", "classifier_arguments"]
+__all__ = ["ClassificationTask", "build_classification_model"]
 
 
-def classifier_arguments(cfg: DictConfig) -> dict[str, Any]:
-    """``build_classifier`` keyword arguments (preset ``name`` included) from the ``classifier`` section."""
-    section = cfg.classifier
+def build_classification_model(section: ClassifierConfig) -> ImageClassifier:
+    """The classifier a ``classifier`` section describes: its backbone (the C5 feature, AA tables sized for
+    ``image_size``) with global pooling and a linear head (the one place that reads the section)."""
     if section.num_classes is None:
         raise ValueError("classifier.num_classes is not set; set it or let the trainer take it from the dataset")
-    name, overrides, _ = backbone_build_arguments(section.backbone)
-    overrides.setdefault("image_size", int(section.image_size))
-    return {
-        "name": name,
-        "num_classes": int(section.num_classes),
-        "dropout": float(section.dropout),
-        "sasa": config_to_dict(section.sasa),
-        **overrides,
-    }
+    options = replace(section.backbone, image_size=section.backbone.image_size or section.image_size)
+    backbone = backbone_from_options(options, section.sasa, out_features=("C5",))
+    return ImageClassifier(backbone, num_classes=section.num_classes, dropout=section.dropout)
 
 
 class ClassificationTask(Task):
@@ -38,8 +36,6 @@ class ClassificationTask(Task):
 
     def build_datamodule(self, cfg: DictConfig, train: bool = True) -> pl.LightningDataModule:
         """An ``ImageFolderDataModule``; evaluation (``train=False``) reads only the validation tree."""
-        from sasa_det.data.image_folder import ImageFolderDataModule
-
         data = cfg.data
         if data.val_dir is None or (train and data.train_dir is None):
             raise ValueError("classification needs data.train_dir and data.val_dir (ImageFolder layout)")
@@ -55,19 +51,13 @@ class ClassificationTask(Task):
         )
 
     def build_module(self, cfg: DictConfig, class_names: Optional[list[str]] = None) -> pl.LightningModule:
-        """A ``ClassificationModule``; ``classifier.backbone.weights`` are loaded into its backbone."""
-        from sasa_det.backbones import load_backbone_weights
-        from sasa_det.engine.classification_module import ClassificationModule
-
-        module = ClassificationModule(
-            classifier_arguments(cfg), optim=config_to_dict(cfg.optim), label_smoothing=float(cfg.classifier.label_smoothing)
+        """A ``ClassificationModule`` over the ``classifier`` section's model (its backbone weights loaded when
+        ``classifier.backbone.weights`` names them), with the ``optim`` settings."""
+        return ClassificationModule(
+            build_classification_model(OmegaConf.to_object(cfg.classifier)),
+            optim=OmegaConf.to_object(cfg.optim),
+            label_smoothing=float(cfg.classifier.label_smoothing),
         )
-        if cfg.classifier.backbone.weights:
-            load_backbone_weights(module.model.backbone, cfg.classifier.backbone.weights)
-        return module
 
     def network(self, module: pl.LightningModule) -> tuple[Any, Optional[str]]:
         return module.model, "backbone."
-
-
-register_task(ClassificationTask())

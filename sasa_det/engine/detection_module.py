@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
-from sasa_det.detectors import build_detector
-from sasa_det.engine.optim import OptimSettings, configure_optimization
+from sasa_det.optim import OptimSettings, configure_optimization
 
 __all__ = ["DetectionModule"]
 
@@ -18,19 +19,20 @@ _SHORT_NAMES = {"bbox/AP": "val/mAP", "bbox/AP50": "val/AP50", "bbox/AP75": "val
 
 
 class DetectionModule(pl.LightningModule):
-    """Lightning wrapper of a RetinaNet / Faster R-CNN / Mask R-CNN built by ``build_detector``.
+    """Lightning wrapper of a RetinaNet / Faster R-CNN / Mask R-CNN (e.g. from :func:`sasa_det.detectors.build_detector`).
 
     Args:
-        detector: keyword arguments of :func:`sasa_det.detectors.build_detector` (plain values).
-        optim: optimizer and schedule settings (:class:`~sasa_det.engine.optim.OptimSettings` fields).
+        model: the detector, a torchvision detection model whose ``backbone.body`` is the feature extractor.
+        optim: optimizer and schedule settings (:class:`~sasa_det.optim.OptimSettings`, or its fields as a mapping:
+            what the checkpoint's hyper-parameters hold; default: its defaults).
         iou_types: COCO IoU types evaluated in validation (``"bbox"``, ``"segm"``).
         score_threshold: detections below this score are not evaluated.
         eval_backend: COCO evaluation backend (:class:`sasa_det.evaluation.CocoEvaluator`'s ``backend``).
         class_names: names of the foreground classes, index ``label - 1`` (stored in the checkpoint so that
             predictions drawn from it carry names).
 
-    All arguments are plain values, saved as the checkpoint's hyper-parameters; the experiment config is
-    stored once, beside them (``sasa_det.engine.checkpointing``).
+    The settings are saved as the checkpoint's hyper-parameters; the model is described by the experiment
+    config, stored once beside them (``sasa_det.engine.checkpointing``), from which ``load_module`` rebuilds it.
 
     Batches are ``(images, targets)`` as produced by ``sasa_det.data``: ``images`` a list of ``[3, H, W]``
     float tensors in 0..1, ``targets`` a list of dicts with ``boxes [N, 4]`` xyxy, ``labels [N]`` (1..K),
@@ -49,33 +51,31 @@ class DetectionModule(pl.LightningModule):
 
     def __init__(
         self,
-        detector: Mapping[str, Any],
-        optim: Mapping[str, Any] | None = None,
+        model: nn.Module,
+        optim: OptimSettings | Mapping[str, Any] | None = None,
         iou_types: Sequence[str] = ("bbox",),
         score_threshold: float = 0.05,
         class_names: Optional[Sequence[str]] = None,
         eval_backend: str = "faster_coco_eval",
     ):
         super().__init__()
-        detector = dict(detector)
-        if detector.get("num_classes") is None:
-            raise ValueError("detector num_classes is not set; set model.num_classes or let the trainer take it from the dataset")
-        settings = OptimSettings.from_mapping(optim or {})
+        settings = OptimSettings(**optim) if isinstance(optim, Mapping) else optim or OptimSettings()
         names = [str(n) for n in class_names] if class_names is not None else None
-        self.save_hyperparameters({
-            "detector": detector,
-            "optim": settings.to_dict(),
-            "iou_types": list(iou_types),
-            "score_threshold": float(score_threshold),
-            "class_names": names,
-            "eval_backend": str(eval_backend),
-        })
+        self.save_hyperparameters(
+            {
+                "optim": asdict(settings),
+                "iou_types": list(iou_types),
+                "score_threshold": float(score_threshold),
+                "class_names": names,
+                "eval_backend": str(eval_backend),
+            }
+        )
         self.optim_settings = settings
         self.class_names = names
         self.iou_types = tuple(iou_types)
         self.score_threshold = float(score_threshold)
         self.eval_backend = str(eval_backend)
-        self.model = build_detector(**detector)
+        self.model = model
         self.evaluator = None
         self.last_metrics: Optional[dict[str, float]] = None
 
@@ -123,10 +123,12 @@ class DetectionModule(pl.LightningModule):
         return total
 
     def configure_optimizers(self):
-        """Optimizer and per-step schedule (:func:`sasa_det.engine.optim.configure_optimization`); the
+        """Optimizer and per-step schedule (:func:`sasa_det.optim.configure_optimization`); the
         backbone body gets ``optim.backbone_lr_mult``."""
         batch_size = getattr(self.trainer.datamodule, "batch_size", 1)
-        return configure_optimization(self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone.body)
+        return configure_optimization(
+            self.model, self.optim_settings, self.trainer, batch_size, backbone=self.model.backbone.body
+        )
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

@@ -4,44 +4,72 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from sasa_det.config import ConfigError, config_to_dict
+from sasa_det.backbones import ResNetOptions, backbone_from_options
+from sasa_det.config import ConfigError, ModelConfig
+from sasa_det.data import CocoDataModule, CocoDataOptions
+from sasa_det.detectors import build_detector
 from sasa_det.engine.callbacks import CocoSummaryPrinter, format_coco_summary
-from sasa_det.engine.task import Task, backbone_build_arguments, register_task
+from sasa_det.engine.detection_module import DetectionModule
+from sasa_det.engine.task import Task
+from sasa_det.layers import SasaOptions
 
-__all__ = ["DetectionTask", "detector_arguments", "iou_types_for"]
+__all__ = [
+    "DetectionTask",
+    "build_detection_model",
+    "coco_data_options",
+    "iou_types_for",
+    "preset_detection_model",
+]
 
 logger = logging.getLogger(__name__)
 
 _PATH_KEYS = ("train_images", "train_ann", "val_images", "val_ann")
 
 
-def detector_arguments(cfg: DictConfig) -> dict[str, Any]:
-    """``build_detector`` keyword arguments from the ``model`` section (the one place that reads it)."""
-    model = cfg.model
+def build_detection_model(model: ModelConfig) -> nn.Module:
+    """The detector a ``model`` section describes: its backbone, built for the architecture's features and
+    largest input, then the detector over it (the one place that reads the section)."""
     if model.num_classes is None:
         raise ValueError("model.num_classes is not set; set it or let the trainer take it from the dataset")
-    name, overrides, weights = backbone_build_arguments(model.backbone)
-    return {
-        "arch": model.arch,
-        "num_classes": int(model.num_classes),
-        "backbone": name,
-        "backbone_overrides": overrides,
-        "backbone_weights": weights,
-        "fpn": model.fpn,
-        "head": model.head,
-        "fpn_channels": int(model.fpn_channels),
-        "head_norm": model.head_norm,
-        "sasa": config_to_dict(model.sasa),
-        "min_size": int(model.min_size),
-        "max_size": int(model.max_size),
-        "detector_kwargs": config_to_dict(model.detector_kwargs),
-    }
+    options = replace(model.backbone, image_size=model.backbone.image_size or model.backbone_image_size())
+    backbone = backbone_from_options(options, model.sasa, out_features=model.backbone_features())
+    return build_detector(model, model.num_classes, backbone, model.sasa)
+
+
+def preset_detection_model(
+    arch: str = "retinanet",
+    num_classes: int = 80,
+    backbone: str = "resnet50",
+    backbone_overrides: dict[str, Any] | None = None,
+    sasa: SasaOptions | None = None,
+    **options: Any,
+) -> nn.Module:
+    """:func:`build_detection_model` of a backbone preset with ``backbone_overrides``
+    (:class:`~sasa_det.backbones.ResNetOptions` fields) and detector ``options``
+    (:class:`~sasa_det.detectors.DetectorOptions` fields): the shortcut the analyses use."""
+    model = ModelConfig(
+        arch=arch,
+        num_classes=num_classes,
+        backbone=ResNetOptions(backbone, **(backbone_overrides or {})),
+        sasa=sasa or SasaOptions(),
+        **options,
+    )
+    return build_detection_model(model)
+
+
+def coco_data_options(cfg: DictConfig) -> CocoDataOptions:
+    """The ``data`` section as the COCO data module reads it, masks loaded when the model predicts them."""
+    data = OmegaConf.to_object(cfg.data)
+    predicts_masks = OmegaConf.to_object(cfg.model).predicts_masks()
+    return replace(data, with_masks=predicts_masks if data.with_masks is None else data.with_masks)
 
 
 def iou_types_for(cfg: DictConfig) -> tuple[str, ...]:
@@ -49,7 +77,7 @@ def iou_types_for(cfg: DictConfig) -> tuple[str, ...]:
     chosen = tuple(cfg.eval.iou_types or ())
     if chosen:
         return chosen
-    return ("bbox", "segm") if cfg.model.arch == "mask_rcnn" else ("bbox",)
+    return ("bbox", "segm") if OmegaConf.to_object(cfg.model).predicts_masks() else ("bbox",)
 
 
 class DetectionTask(Task):
@@ -74,7 +102,8 @@ class DetectionTask(Task):
         given = [key for key in _PATH_KEYS if cfg.data[key] is not None]
         if len(given) == len(_PATH_KEYS):
             logger.warning(
-                "data.shapes.root=%s is ignored: data.train_images/train_ann/val_images/val_ann are set and win", shapes.root
+                "data.shapes.root=%s is ignored: data.train_images/train_ann/val_images/val_ann are set and win",
+                shapes.root,
             )
             cfg = cfg.copy()
             cfg.data.shapes.root = None
@@ -106,34 +135,17 @@ class DetectionTask(Task):
 
     def build_datamodule(self, cfg: DictConfig, train: bool = True) -> pl.LightningDataModule:
         """A ``CocoDataModule`` (``train=False``: validation split only)."""
-        from sasa_det.data import CocoDataModule
-
-        data = cfg.data
-        if data.val_images is None or data.val_ann is None:
+        options = coco_data_options(cfg)
+        if options.val_images is None or options.val_ann is None:
             raise ValueError("detection needs data.val_images and data.val_ann (or data.shapes.root)")
-        if train and (data.train_images is None or data.train_ann is None):
+        if not train:
+            options = replace(options, train_images=None, train_ann=None)
+        elif options.train_images is None or options.train_ann is None:
             raise ValueError("training needs data.train_images and data.train_ann (or data.shapes.root)")
-        with_masks = bool(data.with_masks) if data.with_masks is not None else cfg.model.arch == "mask_rcnn"
         return CocoDataModule(
-            train_images=data.train_images if train else None,
-            train_ann=data.train_ann if train else None,
-            val_images=data.val_images,
-            val_ann=data.val_ann,
-            batch_size=data.batch_size,
-            val_batch_size=data.val_batch_size,
-            num_workers=data.num_workers,
-            min_sizes=list(data.min_sizes),
-            max_size=data.max_size,
-            flip_prob=data.flip_prob,
-            with_masks=with_masks,
-            keep_empty_train=data.keep_empty_train,
+            options,
             seed=cfg.trainer.seed,
-            check_images=data.check_images,
-            on_bad_records=data.on_bad_records,
             report_dir=cfg.output_dir if train else None,
-            check_cache=data.check_cache,
-            check_cache_dir=data.check_cache_dir,
-            check_workers=data.check_workers,
             progress=cfg.trainer.enable_progress_bar,
         )
 
@@ -145,12 +157,10 @@ class DetectionTask(Task):
         return super().complete_config(cfg, datamodule)
 
     def build_module(self, cfg: DictConfig, class_names: Optional[list[str]] = None) -> pl.LightningModule:
-        """A ``DetectionModule`` from the ``model``, ``optim`` and ``eval`` sections."""
-        from sasa_det.engine.detection_module import DetectionModule
-
+        """A ``DetectionModule`` over the ``model`` section's detector, with the ``optim`` and ``eval`` settings."""
         return DetectionModule(
-            detector_arguments(cfg),
-            optim=config_to_dict(cfg.optim),
+            build_detection_model(OmegaConf.to_object(cfg.model)),
+            optim=OmegaConf.to_object(cfg.optim),
             iou_types=iou_types_for(cfg),
             score_threshold=float(cfg.eval.score_threshold),
             class_names=class_names,
@@ -177,11 +187,17 @@ class DetectionTask(Task):
             table = evaluator.per_class_table()
             (out / "per_class.md").write_text(table + "\n")
             write_evaluation_json(evaluator, out / EVALUATION_FILE)
-            print(f"Final COCO metrics (step {module.global_step})\n{format_coco_summary(metrics)}\n{table}", flush=True)
+            print(
+                f"Final COCO metrics (step {module.global_step})\n{format_coco_summary(metrics)}\n{table}", flush=True
+            )
         if cfg.eval.save_visualization > 0:
             png = save_prediction_grid(
-                module.model, datamodule.val_dataset, out / "predictions.png", cfg.eval.save_visualization,
-                cfg.eval.draw_threshold, class_names=module.class_names,
+                module.model,
+                datamodule.val_dataset,
+                out / "predictions.png",
+                cfg.eval.save_visualization,
+                cfg.eval.draw_threshold,
+                class_names=module.class_names,
             )
             written["predictions_png"] = str(png) if png else None
         return written
@@ -197,6 +213,3 @@ class DetectionTask(Task):
         (out / "per_class.md").write_text(evaluator.per_class_table() + "\n")
         write_evaluation_json(evaluator, out / EVALUATION_FILE)
         (out / "coco_summary.txt").write_text(evaluator.summary_text())
-
-
-register_task(DetectionTask())

@@ -87,7 +87,10 @@ def _placements(model: nn.Module, backbone_prefix: Optional[str]) -> list[tuple[
 
 
 def load_matching_weights(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str = "<state dict>", backbone_prefix: Optional[str] = None
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str = "<state dict>",
+    backbone_prefix: Optional[str] = None,
 ) -> InitReport:
     """Load the tensors of ``state`` that fit ``model`` (see the module docstring); returns the report.
 
@@ -104,7 +107,7 @@ def load_matching_weights(
     own = model.state_dict()
     best = None
     for name, target_prefix in _placements(model, backbone_prefix):
-        targets = {k[len(target_prefix):] for k in own if k.startswith(target_prefix)}
+        targets = {k[len(target_prefix) :] for k in own if k.startswith(target_prefix)}
         prefix, count = find_backbone_prefix(state.keys(), targets)
         if best is None or count > best[0]:
             best = (count, name, target_prefix, prefix)
@@ -114,7 +117,7 @@ def load_matching_weights(
             f"{source}: no tensor name matches the model (file keys start like {list(state)[:4]}, model keys like "
             f"{list(own)[:4]}); is it a checkpoint of this kind of model?"
         )
-    mapped = {target_prefix + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    mapped = {target_prefix + k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     report = InitReport(source=source, placement=f"{name}: file prefix {prefix!r} -> model prefix {target_prefix!r}")
     report.resized = adapt_relative_tables(model, mapped)
     loadable = {}
@@ -127,12 +130,17 @@ def load_matching_weights(
             loadable[key] = tensor
     model.load_state_dict(loadable, strict=False)
     report.loaded = sorted(loadable)
-    report.missing = [k for k in own if k not in loadable and k not in report.skipped and not k.endswith("num_batches_tracked")]
+    report.missing = [
+        k for k in own if k not in loadable and k not in report.skipped and not k.endswith("num_batches_tracked")
+    ]
     return report
 
 
 def initialize_from(
-    model: nn.Module, path: str | os.PathLike, backbone_prefix: Optional[str] = None, report_dir: Optional[str | os.PathLike] = None
+    model: nn.Module,
+    path: str | os.PathLike,
+    backbone_prefix: Optional[str] = None,
+    report_dir: Optional[str | os.PathLike] = None,
 ) -> InitReport:
     """Initialise ``model`` from the weights file ``path``, print the report's summary and write the full
     report to ``<report_dir>/init_from_report.json`` (when given).
@@ -144,7 +152,7 @@ def initialize_from(
     what = "model.init_from weights"
     state = tensors_of(read_checkpoint_file(path, what), path, what)
     if any(k.startswith("model.") for k in state) and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}  # our LightningModules hold the network as .model
+        state = {k[len("model.") :]: v for k, v in state.items()}  # our LightningModules hold the network as .model
     report = load_matching_weights(model, state, str(path), backbone_prefix)
     if not report.loaded:
         raise CheckpointFileError(f"{what} {path}: no tensor of the file fits the model\n{report.summary()}")
@@ -152,8 +160,18 @@ def initialize_from(
     if report_dir is not None:
         out = Path(report_dir) / "init_from_report.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
-            "source": report.source, "placement": report.placement, "loaded": report.loaded,
-            "skipped": report.skipped, "missing": report.missing, "unused": report.unused, "resized": report.resized,
-        }, indent=2))
+        out.write_text(
+            json.dumps(
+                {
+                    "source": report.source,
+                    "placement": report.placement,
+                    "loaded": report.loaded,
+                    "skipped": report.skipped,
+                    "missing": report.missing,
+                    "unused": report.unused,
+                    "resized": report.resized,
+                },
+                indent=2,
+            )
+        )
     return report

@@ -108,7 +108,9 @@ def _coco_results(image_id: int, result: dict[str, Any]) -> list[dict[str, Any]]
     return entries
 
 
-def predict_files(predictor, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, progress: bool = True) -> PredictionReport:
+def predict_files(
+    predictor, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, progress: bool = True
+) -> PredictionReport:
     """Run a :class:`~sasa_det.engine.predictor.Predictor` over files, folders and globs.
 
     Writes into ``out_dir``: one PNG per image with boxes, masks and class names drawn (names from
@@ -143,11 +145,15 @@ def predict_files(predictor, inputs: Sequence[str | os.PathLike], out_dir: str |
         images_meta.append({"id": image_id, "file_name": str(file), "height": image.shape[1], "width": image.shape[2]})
         detections.extend(_coco_results(image_id, result))
         if not len(result["boxes"]):
-            logger.warning("%s: no detection scores %.2f or more (lower --score-threshold to see weaker ones)",
-                           file, predictor.score_threshold)
+            logger.warning(
+                "%s: no detection scores %.2f or more (lower --score-threshold to see weaker ones)",
+                file,
+                predictor.score_threshold,
+            )
             report.empty.append(file)
-        drawn = draw_detections(image, result, class_names=predictor.class_names,
-                                score_threshold=predictor.score_threshold, box_width=2)
+        drawn = draw_detections(
+            image, result, class_names=predictor.class_names, score_threshold=predictor.score_threshold, box_width=2
+        )
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(target)
@@ -159,4 +165,3 @@ def predict_files(predictor, inputs: Sequence[str | os.PathLike], out_dir: str |
         report.detections_json = out / "detections.json"
         report.detections_json.write_text(json.dumps(detections))
     return report
-

@@ -106,7 +106,7 @@ class Predictor:
         amp: bool = False,
         batch_size: int = 1,
     ):
-        from sasa_det.engine.runner import load_module
+        from sasa_det.engine.loading import load_module
 
         module, cfg = load_module(checkpoint, overrides)
         if cfg.task != "detection":
@@ -116,7 +116,9 @@ class Predictor:
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
         self.config = cfg
-        self.class_names: list[str] = list(module.class_names or [str(i + 1) for i in range(int(cfg.model.num_classes))])
+        self.class_names: list[str] = list(
+            module.class_names or [str(i + 1) for i in range(int(cfg.model.num_classes))]
+        )
         self.score_threshold = float(cfg.eval.draw_threshold if score_threshold is None else score_threshold)
         self.amp = bool(amp)
         self.batch_size = int(batch_size)
@@ -141,13 +143,15 @@ class Predictor:
         results = []
         autocast_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         for start in range(0, len(images), self.batch_size):
-            chunk = [image.to(self.device) for image in images[start:start + self.batch_size]]
+            chunk = [image.to(self.device) for image in images[start : start + self.batch_size]]
             with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=self.amp):
                 raw = self.module(chunk)
             results.extend(self._result(r) for r in raw)
         return results
 
-    def __call__(self, images: ImageLike | Sequence[ImageLike], channels: str = "RGB") -> dict[str, Any] | list[dict[str, Any]]:
+    def __call__(
+        self, images: ImageLike | Sequence[ImageLike], channels: str = "RGB"
+    ) -> dict[str, Any] | list[dict[str, Any]]:
         """Detections of one image or of a batch (see the class docstring); ``channels`` as in :func:`image_to_tensor`."""
         if not _is_batch(images):
             return self.predict_tensors([image_to_tensor(images, channels)])[0]

@@ -39,7 +39,9 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
-def config_differences(a: DictConfig, b: DictConfig, sections: tuple[str, ...] = MODEL_SECTIONS) -> list[tuple[str, Any, Any]]:
+def config_differences(
+    a: DictConfig, b: DictConfig, sections: tuple[str, ...] = MODEL_SECTIONS
+) -> list[tuple[str, Any, Any]]:
     """``(key, value in a, value in b)`` for every leaf of ``sections`` that differs (init-weight keys excluded)."""
     flat_a = {k: v for k, v in _flatten(config_to_dict(a)).items() if k.split(".")[0] in sections}
     flat_b = {k: v for k, v in _flatten(config_to_dict(b)).items() if k.split(".")[0] in sections}
@@ -113,7 +115,8 @@ def resolve_resume(cfg: DictConfig, overrides: list[str], resume: Optional[str])
         )
     stored = config_from_dict(checkpoint[CONFIG_KEY], overrides)
     ignored = [  # data paths filled from data.shapes are derived, not the user's
-        k for k, _, now in config_differences(stored, cfg, ("data", "optim", "trainer", "eval"))
+        k
+        for k, _, now in config_differences(stored, cfg, ("data", "optim", "trainer", "eval"))
         if now is not None and not k.startswith("data.shapes.")
     ]
     if ignored:

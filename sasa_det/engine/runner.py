@@ -51,44 +51,28 @@ from sasa_det.engine.checkpointing import (
 )
 from sasa_det.engine.ema import ExponentialMovingAverage
 from sasa_det.engine.init_from import initialize_from
-from sasa_det.engine.resume import checkpoint_config
-from sasa_det.engine.task import get_task
+from sasa_det.engine.loading import clear_initial_weights, load_module
+from sasa_det.engine.tasks import get_task
 from sasa_det.logging_setup import log_to_file
 
-__all__ = ["build_trainer", "evaluate", "load_module", "predict", "train"]
+__all__ = ["build_trainer", "evaluate", "predict", "train"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_module(ckpt_path: str | os.PathLike, overrides: Optional[Sequence[str]] = None) -> tuple[pl.LightningModule, DictConfig]:
-    """Rebuild the LightningModule of a checkpoint (its stored config + ``overrides``) with its weights.
-
-    Returns ``(module, cfg)``; ``cfg`` has the initial-weight keys cleared (the checkpoint holds all weights).
-    """
-    cfg, checkpoint = checkpoint_config(ckpt_path, list(overrides or []))
-    _clear_initial_weights(cfg)
-    task = get_task(cfg.task)
-    class_names = (checkpoint.get("hyper_parameters") or {}).get("class_names")
-    module = task.build_module(cfg, class_names)
-    module.load_state_dict(checkpoint["state_dict"])
-    return module, cfg
-
-
-def _clear_initial_weights(cfg: DictConfig) -> None:
-    for section in ("model", "classifier"):
-        cfg[section].init_from = None
-        cfg[section].backbone.weights = None
 
 
 def _loggers(output_dir: Path) -> list:
     # version 0: a run directory holds one run, and a resumed run appends to its own logs.
     loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version=0)]
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=0, default_hp_metric=False))
+        loggers.append(
+            TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=0, default_hp_metric=False)
+        )
     return loggers
 
 
-def build_trainer(cfg: DictConfig, callbacks: Optional[list[pl.Callback]] = None, loggers: Any = False, **extra: Any) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, callbacks: Optional[list[pl.Callback]] = None, loggers: Any = False, **extra: Any
+) -> pl.Trainer:
     """A ``pl.Trainer`` from the ``trainer`` and ``optim.grad_clip`` sections (``extra`` overrides arguments).
 
     Checkpoints are written atomically (:class:`AtomicCheckpointIO`); the data modules shard their loaders
@@ -134,7 +118,15 @@ def _write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def _finish(trainer: pl.Trainer, module, datamodule, recorder: ValidationRecorder, best: ModelCheckpoint, last: LastCheckpoint, task) -> dict[str, float]:
+def _finish(
+    trainer: pl.Trainer,
+    module,
+    datamodule,
+    recorder: ValidationRecorder,
+    best: ModelCheckpoint,
+    last: LastCheckpoint,
+    task,
+) -> dict[str, float]:
     """Metrics of the final weights, whose checkpoint is on disk as ``last.ckpt`` (and ``best`` if best).
 
     Training can end between validations (``max_steps`` mid-epoch, ``check_val_every_n_epoch`` not dividing
@@ -183,7 +175,7 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     datamodule = task.build_datamodule(cfg, train=True)
     cfg = task.complete_config(cfg, datamodule)
     if resume_from is not None:
-        _clear_initial_weights(cfg)
+        clear_initial_weights(cfg)
     class_names = getattr(datamodule, "class_names", None)
     module = task.build_module(cfg, list(class_names) if class_names else None)
 
@@ -200,7 +192,11 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     stop = StopOnSignal(last)
     recorder = ValidationRecorder()
     # The EMA update of a step must precede last.ckpt's save at that step (hooks run in list order).
-    ema = [ExponentialMovingAverage(cfg.trainer.ema_decay, cfg.trainer.ema_start_step)] if cfg.trainer.ema_decay is not None else []
+    ema = (
+        [ExponentialMovingAverage(cfg.trainer.ema_decay, cfg.trainer.ema_start_step)]
+        if cfg.trainer.ema_decay is not None
+        else []
+    )
     callbacks: list[pl.Callback] = [
         *ema,
         best,
@@ -221,7 +217,9 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     section = cfg[task.model_section]
     if section.init_from and resume_from is None:
         network, backbone_prefix = task.network(module)
-        initialize_from(network, section.init_from, backbone_prefix, report_dir=output_dir if trainer.is_global_zero else None)
+        initialize_from(
+            network, section.init_from, backbone_prefix, report_dir=output_dir if trainer.is_global_zero else None
+        )
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)
 
@@ -229,7 +227,9 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
         with stop.installed():
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from is not None else None)
     except sigterm_exception():
-        raise TrainingInterrupted(signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step) from None
+        raise TrainingInterrupted(
+            signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step
+        ) from None
     metrics = _finish(trainer, module, datamodule, recorder, best, last, task)
 
     result: dict[str, Any] = {

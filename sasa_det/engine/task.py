@@ -1,4 +1,4 @@
-"""What differs between the engine's tasks, behind one interface; ``get_task(cfg.task)`` picks one.
+"""What differs between the engine's tasks, behind one interface (:mod:`sasa_det.engine.tasks` names them).
 
 A :class:`Task` owns everything of a task that ``train`` / ``evaluate`` / ``predict`` need: the data module
 and LightningModule builders (the only code that reads those config sections), the metric the best
@@ -14,18 +14,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-__all__ = ["Task", "backbone_build_arguments", "get_task", "register_task"]
-
-
-def backbone_build_arguments(backbone: DictConfig) -> tuple[str, dict[str, Any], Optional[str]]:
-    """``(preset name, overrides, weights path)`` of a ``BackboneConfig``: its non-null options only."""
-    from sasa_det.config import config_to_dict
-
-    values = config_to_dict(backbone)
-    name = values.pop("name")
-    weights = values.pop("weights")
-    overrides = {k: v for k, v in values.items() if v is not None}
-    return name, overrides, weights
+__all__ = ["Task"]
 
 
 class Task(ABC):
@@ -73,7 +62,12 @@ class Task(ABC):
         return []
 
     def write_report(
-        self, module: pl.LightningModule, datamodule: pl.LightningDataModule, metrics: dict[str, float], cfg: DictConfig, out: Path
+        self,
+        module: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
+        metrics: dict[str, float],
+        cfg: DictConfig,
+        out: Path,
     ) -> dict[str, Optional[str]]:
         """Files written (global rank 0) after training; returns ``{name: path}`` of what was written."""
         return {}
@@ -83,21 +77,3 @@ class Task(ABC):
 
     def attach_evaluation_data(self, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
         """Give the module what validation needs outside a training run (e.g. the COCO ground truth)."""
-
-
-_TASKS: dict[str, Task] = {}
-
-
-def register_task(task: Task) -> Task:
-    """Make ``task`` available under ``task.name``."""
-    _TASKS[task.name] = task
-    return task
-
-
-def get_task(name: str) -> Task:
-    """The task registered under ``name`` (``"detection"``, ``"classification"``)."""
-    from sasa_det.engine import classification_task, detection_task  # noqa: F401  (they register themselves)
-
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(_TASKS)}")
-    return _TASKS[name]

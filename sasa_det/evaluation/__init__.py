@@ -1,6 +1,13 @@
 """COCO evaluation (bbox and segm, distributed-safe) and drawing of predictions."""
 
-from sasa_det.evaluation.coco_evaluator import COCO_BACKENDS, STAT_NAMES, CocoEvaluator, merge_rank_results
+from sasa_det.evaluation.coco_evaluator import (
+    COCO_BACKENDS,
+    IOU_TYPES,
+    STAT_NAMES,
+    CocoEvaluator,
+    EvalOptions,
+    merge_rank_results,
+)
 from sasa_det.evaluation.dataset_drawing import save_dataset_images
 from sasa_det.evaluation.evaluation_file import EVALUATION_FILE, read_evaluation_json, write_evaluation_json
 from sasa_det.evaluation.pr_curves import plot_pr_curves
@@ -15,8 +22,10 @@ from sasa_det.evaluation.visualize import (
 __all__ = [
     "COCO_BACKENDS",
     "EVALUATION_FILE",
+    "IOU_TYPES",
     "STAT_NAMES",
     "CocoEvaluator",
+    "EvalOptions",
     "draw_detections",
     "merge_rank_results",
     "plot_pr_curves",

@@ -29,8 +29,12 @@ def _overlay(image: torch.Tensor, weights: torch.Tensor, query: tuple[int, int],
 
 
 def save_attention_panels(
-    image: torch.Tensor, weights: torch.Tensor, query: tuple[int, int], path: str | os.PathLike,
-    heads: Sequence[int] | None = None, scale: int = 1,
+    image: torch.Tensor,
+    weights: torch.Tensor,
+    query: tuple[int, int],
+    path: str | os.PathLike,
+    heads: Sequence[int] | None = None,
+    scale: int = 1,
 ) -> Path:
     """Save a row of panels: the image with the query marked, then each head in ``heads`` (default all)
     and the heads' average, drawn over the image.

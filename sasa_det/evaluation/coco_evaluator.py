@@ -29,6 +29,7 @@ import io
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,16 +39,38 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from sasa_det.choices import choice
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCO_BACKENDS", "CocoEvaluator", "STAT_NAMES", "merge_rank_results"]
+__all__ = ["COCO_BACKENDS", "IOU_TYPES", "STAT_NAMES", "CocoEvaluator", "EvalOptions", "merge_rank_results"]
 
 #: COCOeval implementations :class:`CocoEvaluator` can use (the first is the default).
 COCO_BACKENDS = ("faster_coco_eval", "pycocotools")
 
 #: Names of COCOeval.stats entries, in order.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-_IOU_TYPES = ("bbox", "segm")
+#: What :class:`CocoEvaluator` can evaluate: boxes and instance masks.
+IOU_TYPES = ("bbox", "segm")
+
+
+@dataclass
+class EvalOptions:
+    """How detections are evaluated and drawn: the ``eval`` section of an experiment config (validation during
+    training, ``tools/eval.py``, ``tools/predict.py``)."""
+
+    #: detections below this score are not evaluated (COCO practice)
+    #: detections below this score are not evaluated (COCO practice)
+    score_threshold: float = 0.05
+    #: "bbox" / "segm"; empty = bbox, plus segm for mask_rcnn
+    iou_types: list[str] = choice(IOU_TYPES, default_factory=list)
+    #: validation images drawn with predictions after training (0 = none)
+    save_visualization: int = 4
+    #: score threshold for drawn predictions
+    draw_threshold: float = 0.5
+    #: COCOeval implementation: "faster_coco_eval" | "pycocotools" (same metrics)
+    backend: str = choice(COCO_BACKENDS, default=COCO_BACKENDS[0])
+
 
 # image id -> iou type -> list of COCO result dicts
 ImageResults = dict[int, dict[str, list[dict[str, Any]]]]
@@ -108,8 +131,8 @@ class CocoEvaluator:
         if backend not in COCO_BACKENDS:
             raise ValueError(f"backend must be one of {COCO_BACKENDS}, got {backend!r}.")
         iou_types = tuple(iou_types)
-        if not iou_types or any(t not in _IOU_TYPES for t in iou_types) or len(set(iou_types)) != len(iou_types):
-            raise ValueError(f"iou_types must be distinct entries of {_IOU_TYPES}, got {iou_types!r}.")
+        if not iou_types or any(t not in IOU_TYPES for t in iou_types) or len(set(iou_types)) != len(iou_types):
+            raise ValueError(f"iou_types must be distinct entries of {IOU_TYPES}, got {iou_types!r}.")
         unknown = sorted(c for c in label_to_category.values() if c not in coco_gt.cats)
         if unknown:
             raise ValueError(
@@ -148,7 +171,9 @@ class CocoEvaluator:
         """
         image_ids = [int(i) for i in image_ids]
         if len(image_ids) != len(predictions):
-            raise ValueError(f"got {len(predictions)} predictions but {len(image_ids)} image ids; pass one id per image.")
+            raise ValueError(
+                f"got {len(predictions)} predictions but {len(image_ids)} image ids; pass one id per image."
+            )
         for prediction, image_id in zip(predictions, image_ids):
             if image_id not in self.coco_gt.imgs:
                 raise ValueError(
@@ -301,9 +326,14 @@ class CocoEvaluator:
         iou_thresholds = coco_eval.params.iouThrs
         rows = []
         for k, category_id in enumerate(coco_eval.params.catIds):
-            row = {"category_id": int(category_id), "name": str(self.coco_gt.cats[category_id].get("name", category_id))}
+            row = {
+                "category_id": int(category_id),
+                "name": str(self.coco_gt.cats[category_id].get("name", category_id)),
+            }
             for key, t in (("AP", None), ("AP50", 0.5), ("AP75", 0.75)):
-                values = precision[:, :, k, 0, -1] if t is None else precision[np.isclose(iou_thresholds, t), :, k, 0, -1]
+                values = (
+                    precision[:, :, k, 0, -1] if t is None else precision[np.isclose(iou_thresholds, t), :, k, 0, -1]
+                )
                 valid = values[values > -1]
                 row[key] = float(valid.mean()) if valid.size else float("nan")
             rows.append(row)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageColor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
 __all__ = ["draw_detections", "save_detection_grid", "save_prediction_grid", "save_png", "to_uint8_image"]
 
 # Distinct colours, indexed by label (cycled).
-_PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+_PALETTE = tuple(
+    ImageColor.getrgb(c)
+    for c in "#e6194b #3cb44b #ffe119 #0082c8 #f58230 #911eb4 #46f0f0 #f032e6 #d2f53c #fabed4 #008080 #dcbeff".split()
 )
 
 
@@ -91,7 +91,9 @@ def save_detection_grid(
     """Draw each image's detections and save them as one PNG grid (smaller images are zero-padded
     to the largest). Returns the written path."""
     if len(images) != len(predictions) or not images:
-        raise ValueError(f"need as many predictions as images (and at least one), got {len(images)} and {len(predictions)}.")
+        raise ValueError(
+            f"need as many predictions as images (and at least one), got {len(images)} and {len(predictions)}."
+        )
     drawn = [draw_detections(img, pred, class_names, score_threshold) for img, pred in zip(images, predictions)]
     height = max(d.shape[1] for d in drawn)
     width = max(d.shape[2] for d in drawn)

@@ -2,22 +2,20 @@
 
 from .augmented_conv import AugmentedConv2d
 from .local_attention import (
-    SASA_OPTIONS,
     LocalSelfAttention2d,
+    SasaOptions,
     available_local_attention_impls,
-    check_sasa_options,
     register_local_attention_impl,
     resolve_local_attention_impl,
 )
 from .spatially_aware_stem import SpatiallyAwareStem
 
 __all__ = [
-    "SASA_OPTIONS",
     "AugmentedConv2d",
     "LocalSelfAttention2d",
+    "SasaOptions",
     "SpatiallyAwareStem",
     "available_local_attention_impls",
-    "check_sasa_options",
     "register_local_attention_impl",
     "resolve_local_attention_impl",
 ]

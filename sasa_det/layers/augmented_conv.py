@@ -218,8 +218,10 @@ class AugmentedConv2d(nn.Module):
         if self.attention_impl == "flex":
             conflict = nondeterministic_backward(q)
             if conflict is not None:
-                raise RuntimeError(f"AugmentedConv2d(attention_impl='flex'): {conflict}; use attention_impl='auto' "
-                                   "(SDPA in deterministic runs) or 'sdpa'")
+                raise RuntimeError(
+                    f"AugmentedConv2d(attention_impl='flex'): {conflict}; use attention_impl='auto' "
+                    "(SDPA in deterministic runs) or 'sdpa'"
+                )
             return True
         return q.is_cuda and not self._flex_failed and flex_attention_available() and flex_attention_usable(q, v)
 
@@ -232,8 +234,11 @@ class AugmentedConv2d(nn.Module):
         try:
             return relative_attention_flex(q, k, v, rel_w, rel_h, height, width)
         except Exception as error:  # e.g. a head width the compiled kernel does not take
-            logger.warning("AugmentedConv2d: FlexAttention failed (%s: %s); using SDPA with a dense mask.",
-                           type(error).__name__, error)
+            logger.warning(
+                "AugmentedConv2d: FlexAttention failed (%s: %s); using SDPA with a dense mask.",
+                type(error).__name__,
+                error,
+            )
             self._flex_failed = True
             return None
 

@@ -167,12 +167,7 @@ def spatially_aware_stem_reference(module: SpatiallyAwareStem, x: Tensor) -> Ten
     out = torch.zeros(n, channels, height, width, dtype=x.dtype, device=x.device)
     for top in range(0, height, window):
         for left in range(0, width, window):
-            positions = [
-                (a, b)
-                for a in range(window)
-                for b in range(window)
-                if top + a < height and left + b < width
-            ]
+            positions = [(a, b) for a in range(window) for b in range(window) if top + a < height and left + b < width]
             pixels = torch.stack([x[:, :, top + a, left + b] for a, b in positions], dim=1)  # (N, P, C_in)
             values = []
             for index, (a, b) in enumerate(positions):

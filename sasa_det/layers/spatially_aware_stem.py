@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .multi_head import head_width
+
 __all__ = ["SDPA_GRID_LIMIT", "SpatiallyAwareStem", "blocked_attention"]
 
 #: Largest batch and heads axes of one ``scaled_dot_product_attention`` call. The fused CUDA kernels put
@@ -32,7 +34,7 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> T
         parts = []
         for s0 in range(0, blocks, limit):
             part = (slice(b0, b0 + limit), slice(s0, s0 + limit))
-            part_mask = None if mask is None else mask[s0:s0 + limit]
+            part_mask = None if mask is None else mask[s0 : s0 + limit]
             parts.append(F.scaled_dot_product_attention(q[part], k[part], v[part], attn_mask=part_mask, scale=1.0))
         rows.append(torch.cat(parts, dim=1))
     return torch.cat(rows, dim=0)
@@ -84,19 +86,12 @@ class SpatiallyAwareStem(nn.Module):
         pool: int = 4,  # Appendix A.1: 4×4 max-pool with stride 4
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
-        if heads < 1 or out_channels % heads != 0:
-            raise ValueError(f"out_channels={out_channels} must be divisible by heads={heads}")
+        head_width(in_channels, out_channels, heads)
         for name, value in (("mixtures", mixtures), ("window", window), ("pool", pool)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.heads = heads
-        self.mixtures = mixtures
-        self.window = window
-        self.pool = pool
+        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
+        self.mixtures, self.window, self.pool = mixtures, window, pool
         self.query = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.key = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.value = nn.Conv2d(in_channels, mixtures * out_channels, 1, bias=False)

@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sasa_det.choices import choice
+
+from ..multi_head import head_width
 from .registry import available_local_attention_impls, resolve_local_attention_impl
 
-__all__ = ["SASA_OPTIONS", "LocalSelfAttention2d", "check_sasa_options"]
-
-#: Options of :class:`LocalSelfAttention2d` that describe the attention itself (not its width or stride);
-#: a network applies one set of them to every SASA layer it builds.
-SASA_OPTIONS = ("kernel_size", "heads", "impl", "scaled", "mask_padding")
+__all__ = ["LocalSelfAttention2d", "SasaOptions"]
 
 
-def check_sasa_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``options`` as a plain dict of :data:`SASA_OPTIONS` keyword arguments.
+@dataclass
+class SasaOptions:
+    """How every SASA layer of a network attends, whatever its width or stride: the ``sasa`` section of a
+    model's config, applied alike to backbone stages, attention pyramid and attention heads.
 
-    Raises:
-        ValueError: an unknown option (naming the valid ones) or an unknown ``impl``.
+    :meth:`factory` makes the layers; these defaults are the layer's (the paper's values).
     """
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(SASA_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown SASA option(s) {unknown}; valid ones are {list(SASA_OPTIONS)}")
-    if "impl" in options and options["impl"] not in available_local_attention_impls():
-        raise ValueError(f"unknown SASA impl {options['impl']!r}; choose one of {available_local_attention_impls()}")
-    return options
+
+    #: implementation: "auto" (fastest for the device) | "triton" | "cpp" | "shift" | "halo" | "unfold" | registered ones
+    impl: str = choice(available_local_attention_impls, default="auto")
+    #: window k (SASA Sec. 4.1: k = 7 everywhere)
+    kernel_size: int = 7
+    #: attention heads (SASA Sec. 4.1: 8)
+    heads: int = 8
+    #: divide logits by sqrt(head width); the paper's Eq. 3 has no scaling
+    scaled: bool = False
+    #: exclude out-of-image keys from the softmax instead of zero keys/values (the paper is silent; public
+    #: reimplementations zero-pad)
+    mask_padding: bool = False
+
+    def factory(self) -> Callable[..., LocalSelfAttention2d]:
+        """``factory(in_channels, out_channels, stride=1)`` -> a :class:`LocalSelfAttention2d` with these options."""
+        return partial(LocalSelfAttention2d, **asdict(self))
 
 
 def _query_like(x: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -77,27 +87,26 @@ class LocalSelfAttention2d(nn.Module):
         impl: ``"auto"`` (fastest registered implementation for the input's device), ``"triton"``
             (fused CUDA kernels, the CUDA default), ``"cpp"``
             (compiled CPU loop, the CPU default), ``"shift"`` (portable path, CPU and GPU), ``"halo"``
-            (blocked queries with key/value halos), or ``"unfold"``; further implementations (the tests' ``"reference"``) can be registered with
-            :func:`sasa_det.layers.register_local_attention_impl`.
+            (blocked queries with key/value halos), or ``"unfold"``; further implementations (the tests'
+            ``"reference"``) can be registered with :func:`sasa_det.layers.register_local_attention_impl`.
+
+    The defaults of ``kernel_size``, ``heads``, ``scaled``, ``mask_padding`` and ``impl`` are declared once,
+    in :class:`SasaOptions`.
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 7,  # Sec. 4.1: spatial extent k = 7 everywhere
-        heads: int = 8,  # Sec. 4.1: 8 attention heads
+        kernel_size: int = SasaOptions.kernel_size,  # Sec. 4.1: spatial extent k = 7 everywhere
+        heads: int = SasaOptions.heads,  # Sec. 4.1: 8 attention heads
         stride: int = 1,
-        scaled: bool = False,  # Eq. 3: no 1/sqrt(d) scaling
-        mask_padding: bool = False,  # paper silent; zero padding as in public reimplementations
-        impl: str = "auto",
+        scaled: bool = SasaOptions.scaled,  # Eq. 3: no 1/sqrt(d) scaling
+        mask_padding: bool = SasaOptions.mask_padding,  # paper silent; zero padding as in public reimplementations
+        impl: str = SasaOptions.impl,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
-        if heads < 1 or out_channels % heads != 0:
-            raise ValueError(f"out_channels={out_channels} must be divisible by heads={heads}")
-        if (out_channels // heads) % 2 != 0:
+        if head_width(in_channels, out_channels, heads) % 2 != 0:
             raise ValueError(
                 f"the per-head width out_channels/heads={out_channels // heads} must be even "
                 "(half of it meets the row embedding, half the column embedding)"
@@ -152,7 +161,9 @@ class LocalSelfAttention2d(nn.Module):
         scale = self.head_channels**-0.5 if self.scaled else 1.0
         if impl.fused is not None:
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight]).flatten(1)
-            out = impl.fused(x, weight, self.rel_row, self.rel_col, self.heads, self.kernel_size, self.mask_padding, scale)
+            out = impl.fused(
+                x, weight, self.rel_row, self.rel_col, self.heads, self.kernel_size, self.mask_padding, scale
+            )
         else:
             q = self.query(x).reshape(shape)
             k = self.key(x).reshape(shape)

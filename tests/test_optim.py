@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sasa_det.engine.optim import build_optimizer, build_scheduler
+from sasa_det.optim import build_optimizer, build_scheduler
 
 
 class _Toy(nn.Module):
@@ -37,7 +37,14 @@ def test_parameter_groups_follow_decay_rule_and_skip_frozen():
     groups = {g["name"]: g for g in opt.param_groups}
     assert _ids(groups["decay"]["params"]) == _ids([model.conv.weight, model.fc.weight])
     assert groups["decay"]["weight_decay"] == pytest.approx(1e-4)
-    expected_no_decay = [model.conv.bias, model.bn.weight, model.bn.bias, model.rel_row, model.pos_emb_col, model.fc.bias]
+    expected_no_decay = [
+        model.conv.bias,
+        model.bn.weight,
+        model.bn.bias,
+        model.rel_row,
+        model.pos_emb_col,
+        model.fc.bias,
+    ]
     assert _ids(groups["no_decay"]["params"]) == _ids(expected_no_decay)
     assert groups["no_decay"]["weight_decay"] == 0.0
     all_ids = _ids(p for g in opt.param_groups for p in g["params"])
@@ -45,13 +52,17 @@ def test_parameter_groups_follow_decay_rule_and_skip_frozen():
 
 
 def test_attention_layers_declare_their_embeddings_exempt():
-    from sasa_det.backbones import build_backbone
-    from sasa_det.engine.optim import no_weight_decay_names
+    from sasa_det.backbones import AAOptions, build_backbone
+    from sasa_det.optim import no_weight_decay_names
 
-    net = build_backbone("sasa_resnet26", base_width=16, stage_ops=["sasa", "sasa", "aa", "aa"], aa_heads=2)
+    net = build_backbone("sasa_resnet26", base_width=16, stage_ops=["sasa", "sasa", "aa", "aa"], aa=AAOptions(heads=2))
     exempt = no_weight_decay_names(net)
     two_d = {name for name, p in net.named_parameters() if p.ndim > 1}
-    expected = {name for name in two_d if any(part in name for part in ("rel_row", "rel_col", "rel_width", "rel_height", "pos_emb"))}
+    expected = {
+        name
+        for name in two_d
+        if any(part in name for part in ("rel_row", "rel_col", "rel_width", "rel_height", "pos_emb"))
+    }
     assert expected and exempt == expected  # every embedding, nothing else
     opt = build_optimizer(net, "sgd", lr=0.1, weight_decay=1e-4)
     no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
@@ -73,7 +84,7 @@ def test_backbone_lr_multiplier_groups_and_schedule():
 
 
 def test_linear_scaling_rule():
-    from sasa_det.engine.optim import OptimSettings, scaled_lr
+    from sasa_det.optim import OptimSettings, scaled_lr
 
     assert scaled_lr(OptimSettings(lr=0.02), 64) == pytest.approx(0.02)
     assert scaled_lr(OptimSettings(lr=0.02, reference_batch_size=16), 64) == pytest.approx(0.08)
@@ -150,7 +161,9 @@ def test_cosine_with_warmup_matches_hand_values():
 
 
 def test_multistep_with_warmup_matches_hand_values():
-    lrs = _lrs("multistep", 10, base_lr=1.0, total_steps=10, warmup_steps=2, warmup_factor=0.5, milestones=(5, 8), gamma=0.1)
+    lrs = _lrs(
+        "multistep", 10, base_lr=1.0, total_steps=10, warmup_steps=2, warmup_factor=0.5, milestones=(5, 8), gamma=0.1
+    )
     assert lrs == pytest.approx([0.5, 0.75, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
 
 

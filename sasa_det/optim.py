@@ -7,9 +7,9 @@ position embeddings) get no weight decay. Frozen parameters (``requires_grad=Fal
 optimizer entirely. With ``backbone_lr_mult`` the backbone's parameters form groups of their own whose
 learning rate is scaled.
 
-:class:`OptimSettings` holds every optimizer and schedule setting as plain values, and
-:func:`configure_optimization` turns it into what a LightningModule's ``configure_optimizers`` returns:
-both modules of the package use it.
+:class:`OptimSettings` declares every optimizer and schedule setting (it is the ``optim`` section of an
+experiment config), and :func:`configure_optimization` turns it into what a LightningModule's
+``configure_optimizers`` returns: both modules of the engine use it.
 
 Schedules are a :class:`torch.optim.lr_scheduler.LambdaLR` meant to be stepped once per optimizer step
 (Lightning ``interval: "step"``). The multiplier applied to the base learning rate at step ``s`` is::
@@ -27,15 +27,17 @@ cosine starts where the warm-up ends, so the peak rate is reached exactly once.
 
 from __future__ import annotations
 
-import math
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+
+from sasa_det.choices import choice
 
 __all__ = [
     "OPTIMIZERS",
@@ -56,6 +58,47 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimSettings:
+    """Optimizer and per-step learning-rate schedule: the ``optim`` section of an experiment config.
+
+    The fields are what :func:`configure_optimization` reads (see :func:`build_optimizer`,
+    :func:`build_scheduler` and :func:`schedule_lengths` for their meanings).
+    """
+
+    #: "sgd" | "adamw"
+    name: str = choice(OPTIMIZERS, default="sgd")
+    #: peak learning rate (for reference_batch_size images per step when that is set)
+    lr: float = 0.01
+    #: linear scaling rule: lr *= global batch / this (global = devices x nodes x batch x accumulation);
+    #: null = lr as given
+    reference_batch_size: Optional[int] = None
+    #: learning-rate multiplier of the backbone's parameters (e.g. 0.1 when fine-tuning)
+    backbone_lr_mult: float = 1.0
+    #: SGD momentum
+    momentum: float = 0.9
+    #: SGD Nesterov momentum
+    nesterov: bool = False
+    #: not applied to norms, biases and position embeddings
+    weight_decay: float = 1e-4
+    #: AdamW betas
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    #: "cosine" (to 0 at the end) | "multistep" | "constant", after the warm-up
+    schedule: str = choice(SCHEDULES, default="cosine")
+    #: linear warm-up length in epochs (may be fractional)
+    warmup_epochs: float = 0.0
+    #: linear warm-up length in optimizer steps; overrides warmup_epochs when set
+    warmup_steps: Optional[int] = None
+    #: learning-rate multiplier at the first warm-up step
+    warmup_factor: float = 0.001
+    #: multistep: FRACTIONS of the total steps in (0, 1), e.g. [0.667, 0.889]
+    milestones: list[float] = field(default_factory=list)
+    #: multistep decay factor
+    gamma: float = 0.1
+    #: clip the global gradient norm to this value (the trainer does); null = no clipping
+    grad_clip: Optional[float] = None
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
@@ -94,12 +137,14 @@ def parameter_groups(
         for decays in (True, False):
             params = buckets.get((is_backbone, decays))
             if params:
-                groups.append({
-                    "params": params,
-                    "weight_decay": float(weight_decay) if decays else 0.0,
-                    "name": ("backbone_" if is_backbone else "") + ("decay" if decays else "no_decay"),
-                    "lr_mult": float(backbone_lr_mult) if is_backbone else 1.0,
-                })
+                groups.append(
+                    {
+                        "params": params,
+                        "weight_decay": float(weight_decay) if decays else 0.0,
+                        "name": ("backbone_" if is_backbone else "") + ("decay" if decays else "no_decay"),
+                        "lr_mult": float(backbone_lr_mult) if is_backbone else 1.0,
+                    }
+                )
     return groups
 
 
@@ -223,26 +268,26 @@ def build_scheduler(
     return LambdaLR(optimizer, lr_lambda=factor)
 
 
-def schedule_lengths(optim_cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
-    """Turn the config's epoch-based warm-up and fractional milestones into optimizer steps.
+def schedule_lengths(settings: OptimSettings, total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
+    """Turn the settings' epoch-based warm-up and fractional milestones into optimizer steps.
 
     Returns ``build_scheduler`` keyword arguments: ``total_steps``, ``warmup_steps`` (``warmup_steps`` if
     set, else ``round(warmup_epochs * steps_per_epoch)``, capped at ``total_steps``), ``milestones``
     (``round(fraction * total_steps)``), ``warmup_factor``, ``gamma`` and ``name``.
     """
     total_steps = max(1, int(total_steps))
-    if optim_cfg.get("warmup_steps") is not None:
-        warmup = int(optim_cfg["warmup_steps"])
+    if settings.warmup_steps is not None:
+        warmup = int(settings.warmup_steps)
     else:
-        warmup = int(round(float(optim_cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
-    milestones = [int(round(float(f) * total_steps)) for f in optim_cfg.get("milestones", ())]
+        warmup = int(round(float(settings.warmup_epochs) * steps_per_epoch))
+    milestones = [int(round(float(f) * total_steps)) for f in settings.milestones]
     return {
-        "name": optim_cfg["schedule"],
+        "name": settings.schedule,
         "total_steps": total_steps,
         "warmup_steps": min(warmup, total_steps),
-        "warmup_factor": float(optim_cfg["warmup_factor"]),
+        "warmup_factor": float(settings.warmup_factor),
         "milestones": milestones,
-        "gamma": float(optim_cfg["gamma"]),
+        "gamma": float(settings.gamma),
     }
 
 
@@ -253,48 +298,6 @@ def training_steps(trainer: Any) -> tuple[int, int]:
     batches = trainer.num_training_batches
     steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
     return total_steps, steps_per_epoch
-
-
-@dataclass(frozen=True)
-class OptimSettings:
-    """Every optimizer and schedule setting as plain values (the ``optim`` config section).
-
-    Field meanings are those of :func:`build_optimizer`, :func:`build_scheduler` and
-    :func:`schedule_lengths`; ``reference_batch_size`` enables the linear scaling rule (:func:`scaled_lr`).
-    """
-
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    warmup_steps: int | None = None
-    warmup_factor: float = 0.001
-    milestones: tuple[float, ...] = field(default_factory=tuple)
-    gamma: float = 0.1
-    backbone_lr_mult: float = 1.0
-    reference_batch_size: int | None = None
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "OptimSettings":
-        """Settings from a mapping with these field names (e.g. the ``optim`` config section); others are ignored."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in dict(values).items() if k in known}
-        if "betas" in kwargs:
-            kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
-        if "milestones" in kwargs:
-            kwargs["milestones"] = tuple(float(m) for m in kwargs["milestones"])
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-value dict (lists for tuples), as stored in a checkpoint's hyper-parameters."""
-        data = asdict(self)
-        data["betas"] = list(self.betas)
-        data["milestones"] = list(self.milestones)
-        return data
 
 
 def scaled_lr(settings: OptimSettings, global_batch_size: int) -> float:
@@ -322,7 +325,12 @@ def configure_optimization(
     if settings.reference_batch_size is not None:
         logger.info(
             "linear scaling rule: lr %.6g = %.6g x global batch %d (%d per device x %d devices x %d accumulation) / %d",
-            lr, settings.lr, global_batch, batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+            lr,
+            settings.lr,
+            global_batch,
+            batch_size,
+            trainer.world_size,
+            trainer.accumulate_grad_batches,
             settings.reference_batch_size,
         )
     optimizer = build_optimizer(
@@ -336,6 +344,6 @@ def configure_optimization(
         backbone=backbone,
         backbone_lr_mult=settings.backbone_lr_mult,
     )
-    lengths = schedule_lengths(asdict(settings), *training_steps(trainer))
+    lengths = schedule_lengths(settings, *training_steps(trainer))
     scheduler = build_scheduler(optimizer, **lengths)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

@@ -1,0 +1,143 @@
+"""The package layering: every import of ``sasa_det`` points down (or sideways within a package), none in a loop.
+
+layers <- backbones <- detectors <- engine; data and evaluation below engine; config.py above the packages whose
+option dataclasses it composes and below the engine that reads it; the base modules (optim, choices, checkpoint
+files, logging) below everything. Imports inside functions count like any other.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sasa_det"
+
+# What each part of the package may import besides itself.
+BELOW = {
+    "base": set(),
+    "layers": {"base"},
+    "backbones": {"base", "layers"},
+    "detectors": {"base", "layers", "backbones"},
+    "data": {"base"},
+    "evaluation": {"base", "data"},
+    "config": {"base", "layers", "backbones", "detectors", "data", "evaluation"},
+    "engine": {"base", "layers", "backbones", "detectors", "data", "evaluation", "config"},
+    "analysis": {"base", "layers", "backbones", "detectors", "data", "evaluation", "config", "engine"},
+    "package": {"engine"},
+}
+PACKAGES = {"layers", "backbones", "detectors", "data", "evaluation", "engine", "analysis"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _part(module: str) -> str:
+    """The layer a module of ``sasa_det`` belongs to."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "package"
+    if parts[1] in PACKAGES or parts[1] == "config":
+        return parts[1]
+    return "base"
+
+
+def _imports(path: Path) -> set[str]:
+    """The ``sasa_det`` modules (or packages) that ``path`` imports, wherever the import statement stands."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                name = f"{base}.{node.module}" if node.module else base
+            else:
+                name = node.module or ""
+            found.add(name)
+            # "from package import module" imports that module
+            found |= {f"{name}.{alias.name}" for alias in node.names if _exists(f"{name}.{alias.name}")}
+    return {name for name in found if name == "sasa_det" or name.startswith("sasa_det.")}
+
+
+def _exists(module: str) -> bool:
+    relative = Path(*module.split("."))
+    return (PACKAGE.parent / relative).with_suffix(".py").is_file() or (
+        PACKAGE.parent / relative / "__init__.py"
+    ).is_file()
+
+
+def _graph(faces: bool = True) -> dict[str, set[str]]:
+    """Module -> the ``sasa_det`` modules it imports. ``faces=False`` leaves the packages' ``__init__`` out: they
+    only hand on their modules' names, and every module behind a face would otherwise seem to import itself."""
+    modules = {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+    left_out = set() if faces else {name for name, path in modules.items() if path.name == "__init__.py"}
+    return {name: (_imports(path) & set(modules)) - left_out for name, path in modules.items() if name not in left_out}
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{module} ({_part(module)}) imports {target} ({_part(target)})"
+        for module, targets in graph.items()
+        for target in targets
+        if _part(target) != _part(module) and _part(target) not in BELOW[_part(module)]
+    ]
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    loops: list[str] = []
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                loops.append(" -> ".join(stack[stack.index(target) :] + [target]))
+            elif target not in state:
+                visit(target, stack + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return loops
+
+
+def test_every_import_points_down_the_layers():
+    upward = _upward_imports(_graph())
+    assert not upward, "imports against the layering:\n" + "\n".join(upward)
+
+
+def test_no_module_imports_itself_through_others():
+    loops = _cycles(_graph(faces=False))
+    assert not loops, "import cycles:\n" + "\n".join(loops)
+
+
+def test_the_checks_see_an_upward_import_and_a_cycle():
+    """The checks themselves: what someone adding an upward import or a loop would meet."""
+    graph = {"sasa_det.layers.resize": {"sasa_det.engine.runner"}, "sasa_det.engine.runner": set()}
+    assert _upward_imports(graph) == ["sasa_det.layers.resize (layers) imports sasa_det.engine.runner (engine)"]
+    assert _upward_imports({"sasa_det.data.coco": {"sasa_det.config"}})
+    assert _cycles({"sasa_det.engine.a": {"sasa_det.engine.b"}, "sasa_det.engine.b": {"sasa_det.engine.a"}})
+    assert _graph()["sasa_det.config"] >= {"sasa_det.layers", "sasa_det.optim"}  # through a face, or not
+
+
+def test_config_takes_only_option_dataclasses_from_the_packages_below():
+    tree = ast.parse((PACKAGE / "config.py").read_text(encoding="utf-8"))
+    taken = [
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sasa_det.")
+        for alias in node.names
+    ]
+    assert taken
+    for module, name in taken:
+        value = getattr(importlib.import_module(module), name)
+        if module == "sasa_det.choices":  # how an option declares its values
+            continue
+        assert dataclasses.is_dataclass(value) and isinstance(value, type), f"config.py imports {module}.{name}"
