@@ -24,7 +24,14 @@ SASS = """
 
 def test_sass_counts_loops_and_the_barriers_inside_them():
     counts = parse_sass(SASS)
-    assert counts == {"sass_instructions": 8, "barriers": 2, "barriers_in_loops": 1, "loops": 1, "mufu": 1, "shuffles": 1}
+    assert counts == {
+        "sass_instructions": 8,
+        "barriers": 2,
+        "barriers_in_loops": 1,
+        "loops": 1,
+        "mufu": 1,
+        "shuffles": 1,
+    }
 
 
 @needs_triton
@@ -42,8 +49,11 @@ def test_kernels_at_head_width_8_are_within_the_limits():
 def test_tensor_core_kernels_at_head_width_32_are_within_the_limits():
     records = kernel_report(dtypes=("bfloat16",), head_widths=(32,), path="tensor_core")
     assert all(record.config.startswith("tensor_core") for record in records)
-    assert [record.kernel for record in records] == ["forward_tc_kernel", "backward_query_tc_kernel",
-                                                     "backward_key_tc_kernel"] * 2
+    assert [record.kernel for record in records] == [
+        "forward_tc_kernel",
+        "backward_query_tc_kernel",
+        "backward_key_tc_kernel",
+    ] * 2
     assert all(record.loops >= 1 for record in records)  # the halo-row loop is rolled
     assert check_limits(records) == [], format_kernel_table(records)
 
@@ -51,16 +61,57 @@ def test_tensor_core_kernels_at_head_width_32_are_within_the_limits():
 def test_limits_name_the_kernel_and_the_value():
     from sasa_det.analysis.kernel_report import KernelRecord
 
-    record = KernelRecord("forward_kernel", "cuda_core 8x16 w4", "bfloat16", 8, 7, 1.0, 1.0, 100, 0, 24, 24, 5000, 40,
-                          2, 1, 10, 0, "3.x", "sm_90a")
+    record = KernelRecord(
+        "forward_kernel",
+        "cuda_core 8x16 w4",
+        "bfloat16",
+        8,
+        7,
+        1.0,
+        1.0,
+        100,
+        0,
+        24,
+        24,
+        5000,
+        40,
+        2,
+        1,
+        10,
+        0,
+        "3.x",
+        "sm_90a",
+    )
     problems = check_limits([record])
     assert "forward_kernel [cuda_core 8x16 w4] bfloat16 d=8: spill_store_bytes 24 > 0" in problems
-    assert (f"forward_kernel [cuda_core 8x16 w4] bfloat16 d=8: sass_instructions 5000 > "
-            f"{REPORT_LIMITS['sass_instructions']}") in problems
+    assert (
+        f"forward_kernel [cuda_core 8x16 w4] bfloat16 d=8: sass_instructions 5000 > "
+        f"{REPORT_LIMITS['sass_instructions']}"
+    ) in problems
     assert len(problems) == 5  # spill stores, spill loads, instructions, barriers, barriers in loops
     # tensor-core kernels stage their product operands behind barriers inside the loop: a few are allowed
-    tensor_core = KernelRecord("forward_tc_kernel", "tensor_core 8x8 w4", "bfloat16", 32, 7, 1.0, 1.0, 100, 0, 0, 0,
-                               1300, 11, 3, 1, 10, 0, "3.x", "sm_90a")
+    tensor_core = KernelRecord(
+        "forward_tc_kernel",
+        "tensor_core 8x8 w4",
+        "bfloat16",
+        32,
+        7,
+        1.0,
+        1.0,
+        100,
+        0,
+        0,
+        0,
+        1300,
+        11,
+        3,
+        1,
+        10,
+        0,
+        "3.x",
+        "sm_90a",
+    )
     assert check_limits([tensor_core]) == []
     assert check_limits([KernelRecord(**{**tensor_core.__dict__, "barriers_in_loops": 13})]) == [
-        "forward_tc_kernel [tensor_core 8x8 w4] bfloat16 d=32: barriers_in_loops 13 > 12"]
+        "forward_tc_kernel [tensor_core 8x8 w4] bfloat16 d=32: barriers_in_loops 13 > 12"
+    ]

@@ -58,6 +58,8 @@ PATHS = [CUDA_CORE, TENSOR_CORE]
 def runs_on(path: str, head_width: int) -> bool:
     """Whether ``path`` takes this head width (the tensor-core products need at least 16 channels)."""
     return path == CUDA_CORE or head_width >= 16
+
+
 # the layer end to end through the fused projection: stride by pooling, scaled queries, channels-last input
 LAYER_CASES = [
     ("layer-stride2-zero", dict(stride=2, mask_padding=False), False),
@@ -147,7 +149,10 @@ def errors() -> dict[str, float]:
     env = dict(os.environ, TRITON_INTERPRET="1")
     result = subprocess.run(
         [sys.executable, "-c", _SCRIPT, json.dumps([KERNEL_CASES, LAYER_CASES, PATHS])],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -189,7 +194,7 @@ def test_kernel_cases_span_several_tiles_of_both_families():
     """Some maps are larger than one tile in each direction, so halo rows and columns cross tile borders."""
     for path in PATHS:
         spanned = set()
-        for name, dtype, _, _, _, d, height, width, ks in KERNEL_CASES:
+        for _, dtype, _, _, _, d, height, width, ks in KERNEL_CASES:
             if runs_on(path, d):
                 config = candidate_configs(d, getattr(torch, dtype), ks, path)[0]
                 spanned.add((height > config.block_h, width > config.block_w))

@@ -19,12 +19,16 @@ def test_dry_run_runs_every_section_and_writes_results_as_json_lines(tmp_path, c
     by_section = {name: [r for r in results if r["section"] == name] for name in statuses}
     assert by_section["environment"][0]["torch"] and "missing_packages" in by_section["environment"][0]
     # correctness: every CPU-capable SASA implementation at both widths, both borders, both dtypes
-    checked = {(r["impl"], r["dtype"], r["head_width"], r["mask_padding"]) for r in by_section["correctness_sasa"] if "ok" in r}
+    checked = {
+        (r["impl"], r["dtype"], r["head_width"], r["mask_padding"]) for r in by_section["correctness_sasa"] if "ok" in r
+    }
     assert {impl for impl, *_ in checked} >= {"shift", "unfold", "halo", "triton"} and len(checked) >= 4 * 8
     families = {r.get("family") for r in by_section["correctness_sasa"] if r.get("impl") == "triton" and "ok" in r}
     assert {"cuda_core", "tensor_core"} <= families  # both kernel families ran (interpreted) and were checked
     assert all(r["ok"] for r in results if "ok" in r), [r for r in results if r.get("ok") is False]
-    assert any(r.get("layer") == "augmented_conv" and r["head_widths"] == [13, 6] for r in by_section["correctness_stem_aa"])
+    assert any(
+        r.get("layer") == "augmented_conv" and r["head_widths"] == [13, 6] for r in by_section["correctness_stem_aa"]
+    )
     assert {r["name"] for r in by_section["layers"]} >= {"sasa", "attention_stem", "aa", "aa_no_rel_padded"}
     assert all(r["first_step_s"] > 0 for name, rows in by_section.items() if name.startswith("model_") for r in rows)
     train, evaluation = by_section["train_eval"]
@@ -34,7 +38,9 @@ def test_dry_run_runs_every_section_and_writes_results_as_json_lines(tmp_path, c
 
 
 def test_sections_past_the_budget_are_marked_skipped(tmp_path):
-    records = run_gpu_check(tmp_path, dry_run=True, sections=["environment", "layers"], budget_s=10, progress=lambda _: None)
+    records = run_gpu_check(
+        tmp_path, dry_run=True, sections=["environment", "layers"], budget_s=10, progress=lambda _: None
+    )
     assert [(r["section"], r["status"]) for r in records] == [("environment", "skipped"), ("layers", "skipped")]
     assert "time budget" in format_results(records)
 

@@ -75,8 +75,10 @@ def _settings(dry_run: bool, out: Path) -> dict:
 
 def _relative_error(results: list, expected: list) -> float:
     """Largest difference of corresponding tensors, relative to the reference tensor's largest magnitude (>= 1)."""
-    return max(((a.double().cpu() - b.double().cpu()).abs().max() / b.double().abs().max().clamp(min=1.0)).item()
-               for a, b in zip(results, expected))
+    return max(
+        ((a.double().cpu() - b.double().cpu()).abs().max() / b.double().abs().max().clamp(min=1.0)).item()
+        for a, b in zip(results, expected)
+    )
 
 
 #: (forward, gradients) tolerances of :func:`_relative_error`. bfloat16 gradients through the unscaled
@@ -88,8 +90,12 @@ def _compare(results: list, expected: list, dtype_name: str) -> dict:
     """Forward and gradient errors of ``[out, *grads]`` lists, their tolerances and the verdict."""
     forward, gradients = _relative_error(results[:1], expected[:1]), _relative_error(results[1:], expected[1:])
     tolerance = TOLERANCE[dtype_name]
-    return {"forward_error": forward, "grad_error": gradients, "tolerance": list(tolerance),
-            "ok": forward <= tolerance[0] and gradients <= tolerance[1]}
+    return {
+        "forward_error": forward,
+        "grad_error": gradients,
+        "tolerance": list(tolerance),
+        "ok": forward <= tolerance[0] and gradients <= tolerance[1],
+    }
 
 
 # --------------------------------------------------------------------------- sections
@@ -97,8 +103,12 @@ def environment(settings: dict) -> Iterator[dict]:
     """Versions and the GPU."""
     import torch
 
-    record = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-              "cuda_available": torch.cuda.is_available()}
+    record = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+    }
     triton = importlib.util.find_spec("triton")
     if triton is not None:
         import triton as triton_module
@@ -106,8 +116,12 @@ def environment(settings: dict) -> Iterator[dict]:
         record["triton"] = triton_module.__version__
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
-        record.update(gpu=properties.name, capability=f"{properties.major}.{properties.minor}",
-                      memory_gib=round(properties.total_memory / 2**30, 1), gpus=torch.cuda.device_count())
+        record.update(
+            gpu=properties.name,
+            capability=f"{properties.major}.{properties.minor}",
+            memory_gib=round(properties.total_memory / 2**30, 1),
+            gpus=torch.cuda.device_count(),
+        )
     missing = [package for module, package in EXTRA_PACKAGES.items() if importlib.util.find_spec(module) is None]
     record["missing_packages"] = missing
     if missing:
@@ -142,8 +156,14 @@ def correctness_sasa(settings: dict) -> Iterator[dict]:
             for dtype_name in ("float32", "bfloat16"):
                 dtype = getattr(torch, dtype_name)
                 for impl_name, family in variants:
-                    record = {"impl": impl_name, "dtype": dtype_name, "head_width": head_width,
-                              "mask_padding": mask_padding, "map": [n, heads, height, width], "kernel_size": kernel_size}
+                    record = {
+                        "impl": impl_name,
+                        "dtype": dtype_name,
+                        "head_width": head_width,
+                        "mask_padding": mask_padding,
+                        "map": [n, heads, height, width],
+                        "kernel_size": kernel_size,
+                    }
                     if impl_name == "triton":
                         families = {c.path for c in candidate_configs(head_width, dtype, kernel_size, family)}
                         if family is not None and family not in families:
@@ -167,8 +187,11 @@ def correctness_sasa(settings: dict) -> Iterator[dict]:
                         os.environ.pop(PATH_ENV, None)
                         if previous is not None:
                             os.environ[PATH_ENV] = previous
-                    yield {**record, **_compare(result, expected, dtype_name),
-                           "seconds": round(time.perf_counter() - started, 2)}
+                    yield {
+                        **record,
+                        **_compare(result, expected, dtype_name),
+                        "seconds": round(time.perf_counter() - started, 2),
+                    }
     for entry in autotune_report():
         yield {"autotune": entry}
 
@@ -200,7 +223,12 @@ def correctness_stem_aa(settings: dict) -> Iterator[dict]:
         moved = SpatiallyAwareStem(3, stem.out_channels).to(device=device)
         moved.load_state_dict(stem.state_dict())
         result = forward_and_grads(moved, moved, x.to(device=device, dtype=torch.float32), dtype_name)
-        yield {"layer": "attention_stem", "dtype": dtype_name, "input": list(x.shape), **_compare(result, expected, dtype_name)}
+        yield {
+            "layer": "attention_stem",
+            "dtype": dtype_name,
+            "input": list(x.shape),
+            **_compare(result, expected, dtype_name),
+        }
     # COCO sizes: past the 65 535 blocks of one SDPA call (the CPU forward is the reference here)
     for size in ((64, 64),) if dry else ((1024, 1024), (800, 1344)):
         torch.manual_seed(1)
@@ -210,8 +238,15 @@ def correctness_stem_aa(settings: dict) -> Iterator[dict]:
             reference = big(image)
             result = big.to(device)(image.to(device))
         error = _relative_error([result], [reference])
-        yield {"layer": "attention_stem", "dtype": "float32", "input": list(image.shape), "forward_error": error,
-               "tolerance": [1e-4], "ok": error <= 1e-4, "reference": "CPU float32 forward"}
+        yield {
+            "layer": "attention_stem",
+            "dtype": "float32",
+            "input": list(image.shape),
+            "forward_error": error,
+            "tolerance": [1e-4],
+            "ok": error <= 1e-4,
+            "reference": "CPU float32 forward",
+        }
     # AA at the head widths of the presets (d_k/N_h, d_v/N_h): 3/2, 6/3, 13/6
     for channels in (128, 256, 512):
         torch.manual_seed(channels)
@@ -220,14 +255,19 @@ def correctness_stem_aa(settings: dict) -> Iterator[dict]:
             layer.rel_width.normal_()
             layer.rel_height.normal_()
         x = torch.randn(2, 8, 7, 9, dtype=torch.float64)
-        expected = forward_and_grads(lambda t: augmented_conv_reference(layer, t), layer, x)
+        expected = forward_and_grads(lambda t, layer=layer: augmented_conv_reference(layer, t), layer, x)
         for dtype_name in ("float32", "bfloat16"):
             moved = AugmentedConv2d(8, channels, heads=8, max_size=(7, 9)).to(device=device)
             moved.load_state_dict(layer.state_dict())
             result = forward_and_grads(moved, moved, x.to(device=device, dtype=torch.float32), dtype_name)
-            yield {"layer": "augmented_conv", "dtype": dtype_name, "head_widths": [layer.dk // 8, layer.dv // 8],
-                   "path": moved.attention_path, "flex_used": moved.attention_path == "flex",
-                   **_compare(result, expected, dtype_name)}
+            yield {
+                "layer": "augmented_conv",
+                "dtype": dtype_name,
+                "head_widths": [layer.dk // 8, layer.dv // 8],
+                "path": moved.attention_path,
+                "flex_used": moved.attention_path == "flex",
+                **_compare(result, expected, dtype_name),
+            }
 
 
 def layers(settings: dict) -> Iterator[dict]:
@@ -238,20 +278,43 @@ def layers(settings: dict) -> Iterator[dict]:
     dry = settings["dry_run"]
     dtype = "float32" if device == "cpu" else "bfloat16"
     groups = [
-        ("sasa_64ch_200x336", dict(channels=64, heads=8, height=200, width=336), ["sasa", "sasa_shift", "attention_stem"]),
-        ("sasa_256ch_50x84", dict(channels=256, heads=8, height=50, width=84),
-         ["sasa", "sasa_cuda_core", "sasa_tensor_core"]),
-        ("aa_128ch_64x64", dict(channels=128, heads=8, height=64, width=64),
-         ["aa", "aa_no_rel_padded", "aa_no_rel", "aa_sdpa", "aa_pooled"]),
+        (
+            "sasa_64ch_200x336",
+            dict(channels=64, heads=8, height=200, width=336),
+            ["sasa", "sasa_shift", "attention_stem"],
+        ),
+        (
+            "sasa_256ch_50x84",
+            dict(channels=256, heads=8, height=50, width=84),
+            ["sasa", "sasa_cuda_core", "sasa_tensor_core"],
+        ),
+        (
+            "aa_128ch_64x64",
+            dict(channels=128, heads=8, height=64, width=64),
+            ["aa", "aa_no_rel_padded", "aa_no_rel", "aa_sdpa", "aa_pooled"],
+        ),
     ]
     for group, shape, cases in groups:
         if dry:
             shape = dict(channels=16, heads=2, height=8, width=12)
-        rows = benchmark_layers(device=device, dtype=dtype, kernel_size=7, batch=1, repeats=1 if dry else 10,
-                                warmup=0 if dry else 2, cases=cases, isolate=False, **shape)
+        rows = benchmark_layers(
+            device=device,
+            dtype=dtype,
+            kernel_size=7,
+            batch=1,
+            repeats=1 if dry else 10,
+            warmup=0 if dry else 2,
+            cases=cases,
+            isolate=False,
+            **shape,
+        )
         for row in rows:
-            yield {"group": group, "dtype": dtype, **{k: v for k, v in row.items() if k != "description"},
-                   "flex_used": row.get("path") == "flex" if row["name"].startswith("aa") else None}
+            yield {
+                "group": group,
+                "dtype": dtype,
+                **{k: v for k, v in row.items() if k != "description"},
+                "flex_used": row.get("path") == "flex" if row["name"].startswith("aa") else None,
+            }
 
 
 def _model_section(name: str) -> Callable[[dict], Iterator[dict]]:
@@ -262,8 +325,16 @@ def _model_section(name: str) -> Callable[[dict], Iterator[dict]]:
         device = settings["device"]
         size, batch = (64, 1) if dry else (1024, 4)
         dtype = "float32" if device == "cpu" else "bfloat16"
-        row = measure_model(name, device=device, dtype=dtype, height=size, width=size, batch=batch,
-                            repeats=1 if dry else 5, warmup=0 if dry else 1)
+        row = measure_model(
+            name,
+            device=device,
+            dtype=dtype,
+            height=size,
+            width=size,
+            batch=batch,
+            repeats=1 if dry else 5,
+            warmup=0 if dry else 1,
+        )
         yield {"model": name, "dtype": dtype, "image": size, "batch": batch, **row}
 
     run.__doc__ = f"Training throughput of {name} and the time to its first step."
@@ -277,28 +348,52 @@ def train_eval(settings: dict) -> Iterator[dict]:
     dry = settings["dry_run"]
     out = Path(settings["out"])
     image = 64 if dry else 512
-    data = make_shapes_dataset(out / "train_data", num_train=8 if dry else 80, num_val=4 if dry else 16, image_size=image)
+    data = make_shapes_dataset(
+        out / "train_data", num_train=8 if dry else 80, num_val=4 if dry else 16, image_size=image
+    )
     run_dir = out / "train_run"
     steps = 2 if dry else 20
     overrides = [
-        f"output_dir={run_dir}", f"data.train_images={data['train_images']}", f"data.train_ann={data['train_ann']}",
-        f"data.val_images={data['val_images']}", f"data.val_ann={data['val_ann']}", "model.num_classes=3",
-        f"data.min_sizes=[{image}]", f"data.max_size={image}", f"model.min_size={image}", f"model.max_size={image}",
-        f"data.batch_size={2 if dry else 4}", f"data.val_batch_size={2 if dry else 4}",
-        f"data.num_workers={0 if dry else 4}", f"trainer.max_steps={steps}", "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false", "trainer.devices=1", "trainer.strategy=auto", "trainer.sync_batchnorm=false",
+        f"output_dir={run_dir}",
+        f"data.train_images={data['train_images']}",
+        f"data.train_ann={data['train_ann']}",
+        f"data.val_images={data['val_images']}",
+        f"data.val_ann={data['val_ann']}",
+        "model.num_classes=3",
+        f"data.min_sizes=[{image}]",
+        f"data.max_size={image}",
+        f"model.min_size={image}",
+        f"model.max_size={image}",
+        f"data.batch_size={2 if dry else 4}",
+        f"data.val_batch_size={2 if dry else 4}",
+        f"data.num_workers={0 if dry else 4}",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.devices=1",
+        "trainer.strategy=auto",
+        "trainer.sync_batchnorm=false",
         f"trainer.accelerator={'cpu' if settings['device'] == 'cpu' else 'gpu'}",
         f"trainer.precision={'32-true' if settings['device'] == 'cpu' else 'bf16-mixed'}",
     ]
     if dry:  # a narrow ResNet-26 with every kind of stage keeps the CPU run to seconds
-        overrides += ["model.backbone={name: resnet26, base_width: 8, stage_ops: [conv, sasa, sasa, aa]}",
-                      "model.fpn_channels=64"]
+        overrides += [
+            "model.backbone={name: resnet26, base_width: 8, stage_ops: [conv, sasa, sasa, aa]}",
+            "model.fpn_channels=64",
+        ]
     config = REPO / "configs" / "coco" / "retinanet_sasa_resnet50.yaml"
     started = time.perf_counter()
-    train = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), str(config), *overrides],
-                           capture_output=True, text=True)
+    train = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), str(config), *overrides], capture_output=True, text=True
+    )
     train_s = time.perf_counter() - started
-    record = {"step": "train", "steps": steps, "image": image, "seconds": round(train_s, 1), "returncode": train.returncode}
+    record = {
+        "step": "train",
+        "steps": steps,
+        "image": image,
+        "seconds": round(train_s, 1),
+        "returncode": train.returncode,
+    }
     if train.returncode != 0:
         yield {**record, "ok": False, "error": train.stderr[-2000:]}
         return
@@ -307,8 +402,11 @@ def train_eval(settings: dict) -> Iterator[dict]:
     yield {**record, "ok": True, "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
-    evaluation = subprocess.run([sys.executable, str(REPO / "tools" / "eval.py"), str(checkpoint), "--out",
-                                 str(out / "eval_run")], capture_output=True, text=True)
+    evaluation = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "eval.py"), str(checkpoint), "--out", str(out / "eval_run")],
+        capture_output=True,
+        text=True,
+    )
     record = {"step": "eval", "seconds": round(time.perf_counter() - started, 1), "returncode": evaluation.returncode}
     if evaluation.returncode != 0:
         yield {**record, "ok": False, "error": evaluation.stderr[-2000:]}
@@ -356,8 +454,13 @@ def _child_environment(out: Path, section: str, dry_run: bool) -> dict:
     return env
 
 
-def run_gpu_check(out: str | os.PathLike, dry_run: bool = False, sections: list[str] | None = None,
-                  budget_s: float = 470.0, progress: Callable[[str], None] = print) -> list[dict]:
+def run_gpu_check(
+    out: str | os.PathLike,
+    dry_run: bool = False,
+    sections: list[str] | None = None,
+    budget_s: float = 470.0,
+    progress: Callable[[str], None] = print,
+) -> list[dict]:
     """Run the sections (all, or the named ones) each in a fresh process; returns every result line.
 
     A section gets its own timeout, cut to what is left of ``budget_s``; sections that would start with
@@ -375,7 +478,9 @@ def run_gpu_check(out: str | os.PathLike, dry_run: bool = False, sections: list[
     for section in chosen:
         left = budget_s - (time.perf_counter() - started)
         if left < 20:
-            _append(path, {"section": section.name, "status": "skipped", "reason": f"time budget of {budget_s:.0f} s spent"})
+            _append(
+                path, {"section": section.name, "status": "skipped", "reason": f"time budget of {budget_s:.0f} s spent"}
+            )
             progress(f"{section.name}: skipped (time budget spent)")
             continue
         timeout = min(section.timeout_s, left)
@@ -385,16 +490,33 @@ def run_gpu_check(out: str | os.PathLike, dry_run: bool = False, sections: list[
             command.append("--dry-run")
         section_started = time.perf_counter()
         try:
-            child = subprocess.run(command, env=_child_environment(out, section.name, dry_run), capture_output=True, text=True, timeout=timeout)
+            child = subprocess.run(
+                command,
+                env=_child_environment(out, section.name, dry_run),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             seconds = time.perf_counter() - section_started
             status = "ok" if child.returncode == 0 else ("crashed" if child.returncode < 0 else "failed")
-            record = {"section": section.name, "status": status, "seconds": round(seconds, 1), "returncode": child.returncode}
+            record = {
+                "section": section.name,
+                "status": status,
+                "seconds": round(seconds, 1),
+                "returncode": child.returncode,
+            }
             if child.returncode != 0:
                 record["error"] = "\n".join(child.stderr.strip().splitlines()[-15:])
         except subprocess.TimeoutExpired as expired:
-            stderr = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else (expired.stderr or "")
-            record = {"section": section.name, "status": "timeout", "seconds": round(timeout, 1),
-                      "error": "\n".join(stderr.strip().splitlines()[-5:])}
+            stderr = (
+                expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else (expired.stderr or "")
+            )
+            record = {
+                "section": section.name,
+                "status": "timeout",
+                "seconds": round(timeout, 1),
+                "error": "\n".join(stderr.strip().splitlines()[-5:]),
+            }
         _append(path, record)
         progress(f"{section.name}: {record['status']} in {record['seconds']:.0f} s")
     return read_results(path)
@@ -420,7 +542,9 @@ def _describe(record: dict) -> str:
         if isinstance(value, float):
             value = f"{value:.3g}" if math.isfinite(value) else str(value)
         elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(value.items())[:6])
+            value = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(value.items())[:6]
+            )
         parts.append(f"{key}={value}")
     return " ".join(parts)
 

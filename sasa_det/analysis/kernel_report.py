@@ -28,7 +28,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["KernelRecord", "PATH_LIMITS", "REPORT_LIMITS", "check_limits", "format_kernel_table", "kernel_report", "parse_sass"]
+__all__ = [
+    "KernelRecord",
+    "PATH_LIMITS",
+    "REPORT_LIMITS",
+    "check_limits",
+    "format_kernel_table",
+    "kernel_report",
+    "parse_sass",
+]
 
 #: Targets of the report: no spills, a bounded code size, few barriers and none inside a CUDA-core
 #: kernel's loop, and a compile of a few seconds.
@@ -132,7 +140,9 @@ def _nvidia_tools(capability: int) -> tuple[str, str, str]:
     cuobjdump = str(bin_dir / "cuobjdump")
     with contextlib.suppress(Exception):
         cuobjdump = triton.knobs.nvidia.cuobjdump.path
-    arch = nvidia.sm_arch_from_capability(capability) if hasattr(nvidia, "sm_arch_from_capability") else f"sm_{capability}"
+    arch = (
+        nvidia.sm_arch_from_capability(capability) if hasattr(nvidia, "sm_arch_from_capability") else f"sm_{capability}"
+    )
     return ptxas, cuobjdump, arch
 
 
@@ -185,22 +195,39 @@ def kernel_report(
             for head_width in head_widths:
                 for spec in kernel_build_specs(target, dtype, head_width, kernel_size, path=path):
                     attrs = {(spec.kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in spec.aligned}
-                    source = ASTSource(fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=attrs)
+                    source = ASTSource(
+                        fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=attrs
+                    )
                     started, cpu_started = time.perf_counter(), _cpu_seconds()
-                    compiled = triton.compile(source, target=target,
-                                              options={"num_warps": spec.num_warps, "enable_fp_fusion": True})
+                    compiled = triton.compile(
+                        source, target=target, options={"num_warps": spec.num_warps, "enable_fp_fusion": True}
+                    )
                     seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
                     ptx = cache / f"{spec.name}_{spec.config.label.replace(' ', '_')}_{dtype_name}_{head_width}.ptx"
                     cubin = ptx.with_suffix(".cubin")
                     ptx.write_text(compiled.asm["ptx"])
                     cubin.write_bytes(compiled.asm["cubin"])
-                    log = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", str(ptx), "-o", str(ptx.with_suffix(".o"))],
-                                         capture_output=True, text=True, check=True).stderr
-                    sass = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+                    log = subprocess.run(
+                        [ptxas, "-v", f"--gpu-name={arch}", str(ptx), "-o", str(ptx.with_suffix(".o"))],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stderr
+                    sass = subprocess.run(
+                        [cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True
+                    ).stdout
                     record = KernelRecord(
-                        kernel=spec.name, config=spec.config.label, dtype=dtype_name, head_width=head_width, kernel_size=kernel_size,
-                        compile_seconds=round(seconds, 2), compile_cpu_seconds=round(cpu_seconds, 2),
-                        **_parse_ptxas(log), **parse_sass(sass), triton=triton.__version__, target=arch,
+                        kernel=spec.name,
+                        config=spec.config.label,
+                        dtype=dtype_name,
+                        head_width=head_width,
+                        kernel_size=kernel_size,
+                        compile_seconds=round(seconds, 2),
+                        compile_cpu_seconds=round(cpu_seconds, 2),
+                        **_parse_ptxas(log),
+                        **parse_sass(sass),
+                        triton=triton.__version__,
+                        target=arch,
                     )
                     records.append(record)
                     if progress is not None:
@@ -218,15 +245,26 @@ def check_limits(records: list[KernelRecord], limits: dict | None = None) -> lis
         record_limits = limits if limits is not None else {**REPORT_LIMITS, **PATH_LIMITS.get(path, {})}
         for key, limit in record_limits.items():
             if values[key] > limit:
-                problems.append(f"{record.kernel} [{record.config}] {record.dtype} d={record.head_width}: "
-                                f"{key} {values[key]} > {limit}")
+                problems.append(
+                    f"{record.kernel} [{record.config}] {record.dtype} d={record.head_width}: "
+                    f"{key} {values[key]} > {limit}"
+                )
     return problems
 
 
 _COLUMNS = [
-    ("kernel", "kernel"), ("config", "config"), ("dtype", "dtype"), ("head_width", "d"), ("compile_seconds", "compile s"),
-    ("registers", "regs"), ("spill_store_bytes", "spill B"), ("sass_instructions", "SASS instr"),
-    ("barriers", "BAR"), ("barriers_in_loops", "BAR in loops"), ("loops", "loops"), ("mufu", "MUFU"),
+    ("kernel", "kernel"),
+    ("config", "config"),
+    ("dtype", "dtype"),
+    ("head_width", "d"),
+    ("compile_seconds", "compile s"),
+    ("registers", "regs"),
+    ("spill_store_bytes", "spill B"),
+    ("sass_instructions", "SASS instr"),
+    ("barriers", "BAR"),
+    ("barriers_in_loops", "BAR in loops"),
+    ("loops", "loops"),
+    ("mufu", "MUFU"),
     ("shuffles", "SHFL"),
 ]
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +77,7 @@ def _mark_dynamic(t: Tensor, *dims: int) -> None:
         mark(t, dim)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_flex_attention(backend: str = "inductor"):
     """``torch.compile(flex_attention, dynamic=True)``, one per backend (the tests count compiles with ``"eager"``)."""
     from torch.nn.attention.flex_attention import flex_attention
@@ -122,7 +122,13 @@ def flex_inputs(
 
 
 def relative_attention_flex(
-    q: Tensor, k: Tensor, v: Tensor, rel_width: Tensor, rel_height: Tensor, height: int, width: int,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    rel_width: Tensor,
+    rel_height: Tensor,
+    height: int,
+    width: int,
     attend: Callable | None = None,
 ) -> Tensor:
     """Softmax attention with AA's relative logits added inside FlexAttention; shapes as in :func:`flex_inputs`.
@@ -152,8 +158,14 @@ def _probe_input(shape: tuple[int, ...], like: Tensor, requires_grad: bool, flip
 
 
 def _input_class(q: Tensor, v: Tensor) -> tuple:
-    return (str(q.device), str(q.dtype), padded_width(q.shape[-1]), padded_width(v.shape[-1]), torch.is_grad_enabled(),
-            torch.are_deterministic_algorithms_enabled())
+    return (
+        str(q.device),
+        str(q.dtype),
+        padded_width(q.shape[-1]),
+        padded_width(v.shape[-1]),
+        torch.is_grad_enabled(),
+        torch.are_deterministic_algorithms_enabled(),
+    )
 
 
 def nondeterministic_backward(q: Tensor) -> str | None:
@@ -164,8 +176,10 @@ def nondeterministic_backward(q: Tensor) -> str | None:
     and gradients needed, the relative attention must go to SDPA instead.
     """
     if q.is_cuda and torch.is_grad_enabled() and torch.are_deterministic_algorithms_enabled():
-        return ("deterministic algorithms are on, and FlexAttention's backward adds the relative tables' "
-                "gradients with atomic adds (run-to-run differences)")
+        return (
+            "deterministic algorithms are on, and FlexAttention's backward adds the relative tables' "
+            "gradients with atomic adds (run-to-run differences)"
+        )
     return None
 
 
@@ -178,9 +192,13 @@ def flex_attention_usable(q: Tensor, v: Tensor) -> bool:
     key = _input_class(q, v)
     if key not in _probes and nondeterministic_backward(q) is not None:
         _probes[key] = nondeterministic_backward(q)
-        logger.warning("AugmentedConv2d: FlexAttention is not used for %s %s: %s. The relative attention runs on "
-                       "SDPA with a dense (N, heads, HW, HW) mask, which needs O((HW)^2) memory instead of O(HW·d).",
-                       q.device, q.dtype, _probes[key])
+        logger.warning(
+            "AugmentedConv2d: FlexAttention is not used for %s %s: %s. The relative attention runs on "
+            "SDPA with a dense (N, heads, HW, HW) mask, which needs O((HW)^2) memory instead of O(HW·d).",
+            q.device,
+            q.dtype,
+            _probes[key],
+        )
     if key not in _probes:
         requires_grad = torch.is_grad_enabled()
         try:
@@ -193,14 +211,25 @@ def flex_attention_usable(q: Tensor, v: Tensor) -> bool:
             if q.is_cuda:
                 torch.cuda.synchronize(q.device)
             _probes[key] = None
-            logger.info("AugmentedConv2d: relative attention runs on FlexAttention for %s %s (head widths d_k %d, "
-                        "d_v %d padded to %d, %d).", q.device, q.dtype, dkh, dvh, padded_width(dkh), padded_width(dvh))
+            logger.info(
+                "AugmentedConv2d: relative attention runs on FlexAttention for %s %s (head widths d_k %d, "
+                "d_v %d padded to %d, %d).",
+                q.device,
+                q.dtype,
+                dkh,
+                dvh,
+                padded_width(dkh),
+                padded_width(dvh),
+            )
         except Exception as error:  # a compiler or kernel limit of this torch/GPU
             _probes[key] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
             logger.warning(
                 "AugmentedConv2d: FlexAttention cannot run %s %s inputs (%s). The relative attention falls back "
                 "to SDPA with a dense (N, heads, HW, HW) mask, which needs O((HW)^2) memory instead of O(HW·d).",
-                q.device, q.dtype, _probes[key])
+                q.device,
+                q.dtype,
+                _probes[key],
+            )
     return _probes[key] is None
 
 
@@ -208,7 +237,15 @@ def flex_attention_report() -> list[dict]:
     """Every input class tried so far: ``{"device", "dtype", "d_k", "d_v", "grad", "deterministic", "usable",
     "error"}``."""
     return [
-        {"device": device, "dtype": dtype, "d_k": dk, "d_v": dv, "grad": grad, "deterministic": deterministic,
-         "usable": error is None, "error": error}
+        {
+            "device": device,
+            "dtype": dtype,
+            "d_k": dk,
+            "d_v": dv,
+            "grad": grad,
+            "deterministic": deterministic,
+            "usable": error is None,
+            "error": error,
+        }
         for (device, dtype, dk, dv, grad, deterministic), error in _probes.items()
     ]

@@ -17,8 +17,9 @@ implementation in :data:`AUTO_PREFERENCE` that supports the inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from torch import Tensor
 
@@ -113,5 +114,7 @@ def resolve_local_attention_impl(name: str, q: Tensor | None = None) -> LocalAtt
         raise ValueError(f"unknown local attention impl {name!r}; choose one of {available_local_attention_impls()}")
     impl = _REGISTRY[name]
     if q is not None and not impl.supports(q):
-        raise ValueError(f"local attention impl {name!r} does not support {q.device.type} {q.dtype} inputs; use impl='auto'")
+        raise ValueError(
+            f"local attention impl {name!r} does not support {q.device.type} {q.dtype} inputs; use impl='auto'"
+        )
     return impl

@@ -40,11 +40,28 @@ def map_class(height: int, width: int) -> list[int]:
     return [1 << max(height - 1, 0).bit_length(), 1 << max(width - 1, 0).bit_length()]
 
 
-def shape_class(stage: str, x: torch.Tensor, head_width: int, kernel_size: int, mask_padding: bool, height: int,
-                width: int, candidates: Sequence[LaunchConfig]) -> tuple:
+def shape_class(
+    stage: str,
+    x: torch.Tensor,
+    head_width: int,
+    kernel_size: int,
+    mask_padding: bool,
+    height: int,
+    width: int,
+    candidates: Sequence[LaunchConfig],
+) -> tuple:
     """The key under which a choice is remembered."""
-    return (stage, str(x.device), str(x.dtype), head_width, kernel_size, bool(mask_padding),
-            max(height - 1, 0).bit_length(), max(width - 1, 0).bit_length(), tuple(c.label for c in candidates))
+    return (
+        stage,
+        str(x.device),
+        str(x.dtype),
+        head_width,
+        kernel_size,
+        bool(mask_padding),
+        max(height - 1, 0).bit_length(),
+        max(width - 1, 0).bit_length(),
+        tuple(c.label for c in candidates),
+    )
 
 
 def _time(run: Callable[[LaunchConfig], None], config: LaunchConfig, device: torch.device) -> float:
@@ -71,13 +88,18 @@ def _compile_side_by_side(candidates: Sequence[LaunchConfig], run: Callable[...,
             try:
                 future.result()
             except Exception as error:  # e.g. an older Triton without warmup(): compiled at first launch instead
-                logger.info("SASA Triton: compiling the candidates side by side failed (%s: %s); each compiles at "
-                            "its first launch instead", type(error).__name__, error)
+                logger.info(
+                    "SASA Triton: compiling the candidates side by side failed (%s: %s); each compiles at "
+                    "its first launch instead",
+                    type(error).__name__,
+                    error,
+                )
                 return
 
 
-def choose_config(key: tuple, candidates: Sequence[LaunchConfig], run: Callable[[LaunchConfig], None],
-                  device: torch.device) -> LaunchConfig:
+def choose_config(
+    key: tuple, candidates: Sequence[LaunchConfig], run: Callable[[LaunchConfig], None], device: torch.device
+) -> LaunchConfig:
     """The candidate for ``key``; times them all (``run(config)`` launches one, ``run(config, compile_only=True)``
     only compiles it) the first time on CUDA.
 
@@ -92,17 +114,34 @@ def choose_config(key: tuple, candidates: Sequence[LaunchConfig], run: Callable[
     best = min(timings, key=timings.get)
     _choices[key] = {"config": best, "ms": {config.label: round(ms, 4) for config, ms in timings.items()}}
     stage, device_name, dtype, head_width = key[:4]
-    logger.info("SASA Triton %s, %s %s d=%d, map up to %dx%d: %s (%s)", stage, device_name, dtype, head_width,
-                2 ** key[6], 2 ** key[7], best.label,
-                ", ".join(f"{label} {ms:.3f} ms" for label, ms in _choices[key]["ms"].items()))
+    logger.info(
+        "SASA Triton %s, %s %s d=%d, map up to %dx%d: %s (%s)",
+        stage,
+        device_name,
+        dtype,
+        head_width,
+        2 ** key[6],
+        2 ** key[7],
+        best.label,
+        ", ".join(f"{label} {ms:.3f} ms" for label, ms in _choices[key]["ms"].items()),
+    )
     return best
 
 
 def autotune_report() -> list[dict]:
     """Every choice so far: stage, device, dtype, head width, map class, the chosen config and all timings (ms)."""
     return [
-        {"stage": key[0], "device": key[1], "dtype": key[2], "head_width": key[3], "kernel_size": key[4],
-         "mask_padding": key[5], "map_class": [2 ** key[6], 2 ** key[7]], "chosen": entry["config"].label,
-         "path": entry["config"].path, "ms": entry["ms"]}
+        {
+            "stage": key[0],
+            "device": key[1],
+            "dtype": key[2],
+            "head_width": key[3],
+            "kernel_size": key[4],
+            "mask_padding": key[5],
+            "map_class": [2 ** key[6], 2 ** key[7]],
+            "chosen": entry["config"].label,
+            "path": entry["config"].path,
+            "ms": entry["ms"],
+        }
         for key, entry in _choices.items()
     ]

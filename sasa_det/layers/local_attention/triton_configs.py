@@ -71,13 +71,21 @@ class LaunchConfig:
         """Short name, e.g. ``cuda_core 8x16 w4``."""
         return f"{self.path} {self.block_h}x{self.block_w} w{self.num_warps}"
 
-    def constexprs(self, kernel_size: int, mask_padding: bool, dtype: torch.dtype, chunk_axis: int = 0,
-                   upcast: bool = False) -> dict:
+    def constexprs(
+        self, kernel_size: int, mask_padding: bool, dtype: torch.dtype, chunk_axis: int = 0, upcast: bool = False
+    ) -> dict:
         """The kernels' ``tl.constexpr`` arguments for inputs of ``dtype`` (``upcast``: tensor-core products in
         the accumulation dtype, for the interpreter)."""
         acc = accumulator(dtype)
-        common = {"KS": kernel_size, "KP": self.window_pad, "HD": self.head_width, "MASK_PADDING": bool(mask_padding),
-                  "BLOCK_H": self.block_h, "BLOCK_W": self.block_w, "ACC": acc}
+        common = {
+            "KS": kernel_size,
+            "KP": self.window_pad,
+            "HD": self.head_width,
+            "MASK_PADDING": bool(mask_padding),
+            "BLOCK_H": self.block_h,
+            "BLOCK_W": self.block_w,
+            "ACC": acc,
+        }
         if self.path == TENSOR_CORE:
             auxiliary = "ieee" if dtype in (torch.float32, torch.float64) else "tf32x3"
             return {**common, "D": self.padded_width, "NK": self.halo_width, "UPCAST": bool(upcast), "AUX": auxiliary}
@@ -110,13 +118,31 @@ def _cuda_core(head_width: int, dtype: torch.dtype, kernel_size: int, variant: i
     per_thread = padded // split
     vec = min(per_thread, max(1, 16 // torch.empty((), dtype=dtype).element_size()))
     block_h, block_w = CUDA_CORE_TILES.get(split, [(2, 8), (1, 16)])[variant]
-    return LaunchConfig(CUDA_CORE, head_width, padded, _window_pad(kernel_size), block_h, block_w,
-                        max(1, block_h * block_w * split // 32), vec, per_thread // vec, split)
+    return LaunchConfig(
+        CUDA_CORE,
+        head_width,
+        padded,
+        _window_pad(kernel_size),
+        block_h,
+        block_w,
+        max(1, block_h * block_w * split // 32),
+        vec,
+        per_thread // vec,
+        split,
+    )
 
 
 def _tensor_core(head_width: int, kernel_size: int, block_h: int, block_w: int, num_warps: int) -> LaunchConfig:
-    return LaunchConfig(TENSOR_CORE, head_width, max(16, _pow2(head_width)), _window_pad(kernel_size), block_h,
-                        block_w, num_warps, halo_width=max(16, _pow2(block_w + kernel_size - 1)))
+    return LaunchConfig(
+        TENSOR_CORE,
+        head_width,
+        max(16, _pow2(head_width)),
+        _window_pad(kernel_size),
+        block_h,
+        block_w,
+        num_warps,
+        halo_width=max(16, _pow2(block_w + kernel_size - 1)),
+    )
 
 
 def launch_config(head_width: int, dtype: torch.dtype, kernel_size: int) -> LaunchConfig:
@@ -124,7 +150,9 @@ def launch_config(head_width: int, dtype: torch.dtype, kernel_size: int) -> Laun
     return _cuda_core(head_width, dtype, kernel_size, 0)
 
 
-def candidate_configs(head_width: int, dtype: torch.dtype, kernel_size: int, path: str | None = None) -> list[LaunchConfig]:
+def candidate_configs(
+    head_width: int, dtype: torch.dtype, kernel_size: int, path: str | None = None
+) -> list[LaunchConfig]:
     """What may run for this head width and dtype, the default first.
 
     CUDA cores: the two tiles of :data:`CUDA_CORE_TILES`. Tensor cores (16-bit inputs
@@ -142,7 +170,10 @@ def candidate_configs(head_width: int, dtype: torch.dtype, kernel_size: int, pat
         tensor_core = dtype in (torch.float16, torch.bfloat16) and head_width >= TENSOR_CORE_MIN_WIDTH and path is None
     if not tensor_core:
         return cuda_core  # also where tensor cores were asked for but the head is too narrow for their products
-    tensor_core_configs = [_tensor_core(head_width, kernel_size, 8, 8, 4), _tensor_core(head_width, kernel_size, 16, 8, 8)]
+    tensor_core_configs = [
+        _tensor_core(head_width, kernel_size, 8, 8, 4),
+        _tensor_core(head_width, kernel_size, 16, 8, 8),
+    ]
     return tensor_core_configs if path == TENSOR_CORE else cuda_core + tensor_core_configs
 
 
@@ -172,10 +203,15 @@ def chunk_axis(target=None) -> int:
             from . import triton_kernels
 
             signature = {"ptr": "*fp32", "stride": "i32", "A": "constexpr", "B": "constexpr", "VEC": "constexpr"}
-            source = ASTSource(fn=triton_kernels.layout_probe_kernel, signature=signature,
-                               constexprs={"A": 2, "B": 128, "VEC": 4},
-                               attrs={(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]})
-            ttgir = triton.compile(source, target=target, options={"num_warps": 4, "enable_fp_fusion": True}).asm["ttgir"]
+            source = ASTSource(
+                fn=triton_kernels.layout_probe_kernel,
+                signature=signature,
+                constexprs={"A": 2, "B": 128, "VEC": 4},
+                attrs={(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]},
+            )
+            ttgir = triton.compile(source, target=target, options={"num_warps": 4, "enable_fp_fusion": True}).asm[
+                "ttgir"
+            ]
             threads = re.search(r"threadsPerWarp = \[(\d+), (\d+), (\d+)\]", ttgir)
             _chunk_axes[key] = 0 if int(threads.group(2)) == 32 else 2
         except Exception:  # an older compiler API: the rule of the versions it belongs to
@@ -217,8 +253,14 @@ class KernelBuildSpec:
     num_warps: int
 
 
-def kernel_build_specs(target, dtype: torch.dtype, head_width: int, kernel_size: int = 7,
-                       mask_padding: bool = False, path: str | None = None) -> list[KernelBuildSpec]:
+def kernel_build_specs(
+    target,
+    dtype: torch.dtype,
+    head_width: int,
+    kernel_size: int = 7,
+    mask_padding: bool = False,
+    path: str | None = None,
+) -> list[KernelBuildSpec]:
     """The kernels a training step may launch for ``dtype`` and ``head_width`` on a Triton ``GPUTarget``
     (every candidate of :func:`candidate_configs`), typed as a launch would type them.
 
@@ -228,10 +270,25 @@ def kernel_build_specs(target, dtype: torch.dtype, head_width: int, kernel_size:
     element = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
     acc = "*fp64" if dtype == torch.float64 else "*fp32"
     types = {
-        "q_ptr": element, "k_ptr": element, "v_ptr": element, "out_ptr": element, "grad_out_ptr": element,
-        "grad_q_ptr": element, "grad_k_ptr": element, "grad_v_ptr": element, "rel_row": acc, "rel_col": acc,
-        "lse_ptr": acc, "delta_ptr": acc, "grad_rel_ptr": acc, "rel_logits_ptr": acc, "s_t": "i32", "o_t": "i32",
-        "height": "i32", "width": "i32", "heads": "i32",
+        "q_ptr": element,
+        "k_ptr": element,
+        "v_ptr": element,
+        "out_ptr": element,
+        "grad_out_ptr": element,
+        "grad_q_ptr": element,
+        "grad_k_ptr": element,
+        "grad_v_ptr": element,
+        "rel_row": acc,
+        "rel_col": acc,
+        "lse_ptr": acc,
+        "delta_ptr": acc,
+        "grad_rel_ptr": acc,
+        "rel_logits_ptr": acc,
+        "s_t": "i32",
+        "o_t": "i32",
+        "height": "i32",
+        "width": "i32",
+        "heads": "i32",
     }
     aligned = {name for name, kind in types.items() if kind.startswith("*")} | {"s_t", "o_t"}
     specs = []
@@ -240,6 +297,15 @@ def kernel_build_specs(target, dtype: torch.dtype, head_width: int, kernel_size:
         for fn in kernels_of(config):
             signature = {arg: ("constexpr" if arg in constexprs else types[arg]) for arg in fn.arg_names}
             used = {key: value for key, value in constexprs.items() if key in fn.arg_names}
-            specs.append(KernelBuildSpec(fn.fn.__name__, config, fn, signature, used,
-                                         tuple(a for a in fn.arg_names if a in aligned), config.num_warps))
+            specs.append(
+                KernelBuildSpec(
+                    fn.fn.__name__,
+                    config,
+                    fn,
+                    signature,
+                    used,
+                    tuple(a for a in fn.arg_names if a in aligned),
+                    config.num_warps,
+                )
+            )
     return specs

@@ -111,11 +111,13 @@ def _offsets_by_pixels(t, KP: tl.constexpr, BLOCK: tl.constexpr, CHUNK_AXIS: tl.
         return tl.trans(tl.reshape(t, (BLOCK, KP)))
 
 
+# fmt: off
 @triton.jit(do_not_specialize=["height", "width"])
 def forward_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, lse_ptr, height, width, heads,
                    KS: tl.constexpr, KP: tl.constexpr, HD: tl.constexpr, NCH: tl.constexpr, SPLIT: tl.constexpr,
                    VEC: tl.constexpr, CHUNK_AXIS: tl.constexpr, MASK_PADDING: tl.constexpr,
                    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+    # fmt: on
     """``out = softmax(logits) v`` over each query's window and ``lse = log2 sum exp2(logits)``."""
     R: tl.constexpr = KS // 2
     HALF: tl.constexpr = HD // 2
@@ -130,7 +132,7 @@ def forward_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, lse
     qv = tl.load(q_ptr + tok * s_t + ch, mask=valid & ch_ok, other=0.0).to(ACC) * _log2e(ACC)
     rc = _column_logits(qv, rel_col, ch, ch_ok, kidx, tok, KS, HD, ACC)
     m = tl.full([1, BLOCK_H * BLOCK_W, 1, 1], -1.0e30, ACC)
-    l = tl.zeros([1, BLOCK_H * BLOCK_W, 1, 1], ACC)
+    denom = tl.zeros([1, BLOCK_H * BLOCK_W, 1, 1], ACC)
     acc = tl.zeros(qv.shape, ACC)
     for a in range(KS):
         ky = y + (a - R)
@@ -150,19 +152,20 @@ def forward_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, lse
         m_new = tl.maximum(m, tl.max(s_row, CHUNK_AXIS, keep_dims=True))
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(s_row - m_new)
-        l = l * alpha + tl.sum(p, CHUNK_AXIS, keep_dims=True)
+        denom = denom * alpha + tl.sum(p, CHUNK_AXIS, keep_dims=True)
         acc = acc * alpha
         for c in tl.static_range(KS):
             inside = row_in & (x + (c - R) >= 0) & (x + (c - R) < width)
             vt = tl.load(v_ptr + (row_tok + (c - R)) * s_t + ch, mask=inside & ch_ok, other=0.0).to(ACC)
             acc += _pick(p, kidx, c, CHUNK_AXIS) * vt
         m = m_new
-    l = tl.where(l > 0, l, 1.0)  # tile padding only: never stored
+    denom = tl.where(denom > 0, denom, 1.0)  # tile padding only: never stored
     out_base = (b // heads).to(tl.int64) * plane * o_t + (b % heads) * HD
-    tl.store(out_ptr + out_base + tok * o_t + ch, (acc / l).to(out_ptr.dtype.element_ty), mask=valid & ch_ok)
-    tl.store(lse_ptr + b.to(tl.int64) * plane + tok, m + tl.log2(l), mask=valid)
+    tl.store(out_ptr + out_base + tok * o_t + ch, (acc / denom).to(out_ptr.dtype.element_ty), mask=valid & ch_ok)
+    tl.store(lse_ptr + b.to(tl.int64) * plane + tok, m + tl.log2(denom), mask=valid)
 
 
+# fmt: off
 @triton.jit(do_not_specialize=["height", "width"])
 def backward_query_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, grad_out_ptr, o_t, lse_ptr,
                           delta_ptr, grad_q_ptr, grad_rel_ptr, height, width, heads,
@@ -170,6 +173,7 @@ def backward_query_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, g
                           SPLIT: tl.constexpr, VEC: tl.constexpr, CHUNK_AXIS: tl.constexpr,
                           MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
                           ACC: tl.constexpr):
+    # fmt: on
     """``delta``, ``grad_q`` (token stride ``s_t``) and this tile's ``(2·KP, padded d)`` share of the table gradients.
 
     ``grad_rel`` rows ``0..KP-1`` hold ``sum_i dS_row[i, a] q_i`` (row table, channels ``< d/2``), rows
@@ -240,6 +244,7 @@ def backward_query_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, g
     tl.store(grad_rel_ptr + tl.program_id(0).to(tl.int64) * (2 * KP * D) + where, grad_rel, mask=keep)
 
 
+# fmt: off
 @triton.jit(do_not_specialize=["height", "width"])
 def backward_key_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, grad_out_ptr, o_t, lse_ptr, delta_ptr,
                         grad_k_ptr, grad_v_ptr, height, width, heads,
@@ -247,6 +252,7 @@ def backward_key_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, grad_out_ptr
                         SPLIT: tl.constexpr, VEC: tl.constexpr, CHUNK_AXIS: tl.constexpr,
                         MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
                         ACC: tl.constexpr):
+    # fmt: on
     """``grad_k``, ``grad_v`` (token stride ``s_t``): each key gathers from the ``k²`` queries that see it."""
     R: tl.constexpr = KS // 2
     HALF: tl.constexpr = HD // 2

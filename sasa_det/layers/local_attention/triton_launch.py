@@ -86,21 +86,43 @@ def _call(kernel, programs: int, compile_only: bool, *args, **kwargs) -> None:
         kernel[(programs,)](*args, **kwargs)
 
 
-def _launch_forward(config: LaunchConfig, qkv: Tensor, rel_row: Tensor, rel_col: Tensor, out: Tensor, lse: Tensor,
-                    heads: int, kernel_size: int, mask_padding: bool, compile_only: bool = False) -> None:
+def _launch_forward(
+    config: LaunchConfig,
+    qkv: Tensor,
+    rel_row: Tensor,
+    rel_col: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    heads: int,
+    kernel_size: int,
+    mask_padding: bool,
+    compile_only: bool = False,
+) -> None:
     """The forward kernel of ``config``: fills ``out`` ``(N, H, W, C)`` and ``lse`` ``(N·heads, H, W)``."""
     n, height, width, c3 = qkv.shape
     channels = c3 // 3
     forward, _, _ = kernels_of(config)
     constexprs = config.constexprs(kernel_size, mask_padding, qkv.dtype, chunk_axis(), _upcast(qkv))
-    _call(forward, config.programs(n * heads, height, width), compile_only,
-          qkv, qkv[..., channels:], qkv[..., 2 * channels:], c3, rel_row, rel_col, out, channels, lse,
-          height, width, heads, num_warps=config.num_warps, **constexprs)
+    args = (qkv, qkv[..., channels:], qkv[..., 2 * channels :], c3, rel_row, rel_col, out, channels, lse)
+    programs = config.programs(n * heads, height, width)
+    _call(forward, programs, compile_only, *args, height, width, heads, num_warps=config.num_warps, **constexprs)
 
 
-def _launch_backward(config: LaunchConfig, qkv: Tensor, rel_row: Tensor, rel_col: Tensor, out: Tensor,
-                     grad_out: Tensor, lse: Tensor, delta: Tensor, grad_qkv: Tensor, heads: int, kernel_size: int,
-                     mask_padding: bool, compile_only: bool = False) -> Tensor | None:
+def _launch_backward(
+    config: LaunchConfig,
+    qkv: Tensor,
+    rel_row: Tensor,
+    rel_col: Tensor,
+    out: Tensor,
+    grad_out: Tensor,
+    lse: Tensor,
+    delta: Tensor,
+    grad_qkv: Tensor,
+    heads: int,
+    kernel_size: int,
+    mask_padding: bool,
+    compile_only: bool = False,
+) -> Tensor | None:
     """Both backward kernels of ``config``: fills ``grad_qkv`` and ``delta``; returns the summed
     ``(2·window_pad, padded d)`` table gradients (rows ``< window_pad``: row table; then the column table),
     or only compiles the kernels (``compile_only``, returns ``None``)."""
@@ -108,27 +130,28 @@ def _launch_backward(config: LaunchConfig, qkv: Tensor, rel_row: Tensor, rel_col
     channels = c3 // 3
     _, backward_query, backward_key = kernels_of(config)
     programs = config.programs(n * heads, height, width)
-    grad_rel = torch.empty(1 if compile_only else programs, 2 * config.window_pad, config.padded_width,
-                           device=qkv.device, dtype=lse.dtype)
+    grad_rel = torch.empty(
+        1 if compile_only else programs, 2 * config.window_pad, config.padded_width, device=qkv.device, dtype=lse.dtype
+    )
     constexprs = config.constexprs(kernel_size, mask_padding, qkv.dtype, chunk_axis(), _upcast(qkv))
-    k, v = qkv[..., channels:], qkv[..., 2 * channels:]
-    grad_k, grad_v = grad_qkv[..., channels:], grad_qkv[..., 2 * channels:]
+    k, v = qkv[..., channels:], qkv[..., 2 * channels :]
+    grad_k, grad_v = grad_qkv[..., channels:], grad_qkv[..., 2 * channels :]
     launch = dict(num_warps=config.num_warps, **constexprs)
-    if config.path == TENSOR_CORE:
-        rel_logits = torch.empty(1 if compile_only else n * heads * height * width, 2 * config.window_pad,
-                                 device=qkv.device, dtype=lse.dtype)
-        _call(backward_query, programs, compile_only,
-              qkv, k, v, c3, rel_row, rel_col, out, grad_out, channels, lse, delta, rel_logits, grad_qkv, grad_rel,
-              height, width, heads, **launch)
-        _call(backward_key, programs, compile_only,
-              qkv, k, v, c3, grad_out, channels, lse, delta, rel_logits, grad_k, grad_v, height, width, heads, **launch)
+    inputs = (qkv, k, v, c3)
+    tables = (rel_row, rel_col)
+    stats = (channels, lse, delta)  # grad_out's token stride, then the per-query softmax statistics
+    shape = (height, width, heads)
+    if config.path == TENSOR_CORE:  # the query kernel hands each query's relative logits to the key kernel
+        rel_logits = torch.empty(
+            1 if compile_only else n * heads * height * width, 2 * config.window_pad, device=qkv.device, dtype=lse.dtype
+        )
+        query_args = (*inputs, *tables, out, grad_out, *stats, rel_logits, grad_qkv, grad_rel, *shape)
+        key_args = (*inputs, grad_out, *stats, rel_logits, grad_k, grad_v, *shape)
     else:
-        _call(backward_query, programs, compile_only,
-              qkv, k, v, c3, rel_row, rel_col, out, grad_out, channels, lse, delta, grad_qkv, grad_rel,
-              height, width, heads, **launch)
-        _call(backward_key, programs, compile_only,
-              qkv, k, v, c3, rel_row, rel_col, grad_out, channels, lse, delta, grad_k, grad_v, height, width, heads,
-              **launch)
+        query_args = (*inputs, *tables, out, grad_out, *stats, grad_qkv, grad_rel, *shape)
+        key_args = (*inputs, *tables, grad_out, *stats, grad_k, grad_v, *shape)
+    _call(backward_query, programs, compile_only, *query_args, **launch)
+    _call(backward_key, programs, compile_only, *key_args, **launch)
     return None if compile_only else grad_rel.sum(0)
 
 
@@ -171,8 +194,21 @@ class _TritonLocalAttention(torch.autograd.Function):
         result = []
 
         def run(config: LaunchConfig, compile_only: bool = False) -> None:
-            tables = _launch_backward(config, qkv, rel_row_, rel_col_, out, grad_out, lse, delta, grad_qkv, heads,
-                                      kernel_size, mask_padding, compile_only)
+            tables = _launch_backward(
+                config,
+                qkv,
+                rel_row_,
+                rel_col_,
+                out,
+                grad_out,
+                lse,
+                delta,
+                grad_qkv,
+                heads,
+                kernel_size,
+                mask_padding,
+                compile_only,
+            )
             if not compile_only:
                 result[:] = [tables, config.window_pad]
 
@@ -182,7 +218,7 @@ class _TritonLocalAttention(torch.autograd.Function):
         tables, window_pad = result
         half = d // 2
         grad_rel_row = tables[:kernel_size, :half]
-        grad_rel_col = tables[window_pad:window_pad + kernel_size, half:d]
+        grad_rel_col = tables[window_pad : window_pad + kernel_size, half:d]
         row_dtype, col_dtype = ctx.table_dtypes
         return grad_qkv, grad_rel_row.to(row_dtype), grad_rel_col.to(col_dtype), None, None, None
 
@@ -198,8 +234,14 @@ def _project_token_major(x: Tensor, weight: Tensor) -> Tensor:
 
 
 def local_attention_triton_fused(
-    x: Tensor, weight: Tensor, rel_row: Tensor, rel_col: Tensor, heads: int, kernel_size: int,
-    mask_padding: bool, scale: float,
+    x: Tensor,
+    weight: Tensor,
+    rel_row: Tensor,
+    rel_col: Tensor,
+    heads: int,
+    kernel_size: int,
+    mask_padding: bool,
+    scale: float,
 ) -> Tensor:
     """Projection and windowed attention: ``x (N, C_in, H, W)``, ``weight (3C, C_in)`` -> ``(N, C, H, W)``.
 

@@ -43,9 +43,11 @@ def _mma(a, b, ACC: tl.constexpr, UPCAST: tl.constexpr):
     return tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
 
 
+# fmt: off
 @triton.jit
 def _tables(rel_row, rel_col, HD: tl.constexpr, D: tl.constexpr, KS: tl.constexpr, KP: tl.constexpr,
             ACC: tl.constexpr):
+    # fmt: on
     """``(D, 2·KP)``: column ``a < KP`` holds ``r_row[a]`` in channels ``< d/2``; column ``KP + c`` holds
     ``r_col[c]`` in channels ``d/2 .. d-1``; zeros elsewhere (offsets past ``KS``, padded channels)."""
     HALF: tl.constexpr = HD // 2
@@ -97,10 +99,12 @@ def _row_logit(rel, a, KP: tl.constexpr):
     return tl.sum(tl.where((cols == a[:, None]) & (a[:, None] < KP), rel, 0.0), 1)
 
 
+# fmt: off
 @triton.jit(do_not_specialize=["height", "width"])
 def forward_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, lse_ptr, height, width, heads,
                       KS: tl.constexpr, KP: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, NK: tl.constexpr,
                       MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, AUX: tl.constexpr):
+    # fmt: on
     """``out = softmax(logits) v`` over each query's window and ``lse = log2 sum exp2(logits)``."""
     LOG2E: tl.constexpr = 1.4426950408889634
     R: tl.constexpr = KS // 2
@@ -116,7 +120,7 @@ def forward_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, 
     hx = tl.arange(0, NK)
     kx = x0 - R + hx
     m = tl.full([BLOCK_H * BLOCK_W], -1.0e30, ACC)
-    l = tl.zeros([BLOCK_H * BLOCK_W], ACC)
+    denom = tl.zeros([BLOCK_H * BLOCK_W], ACC)
     acc = tl.zeros([BLOCK_H * BLOCK_W, D], ACC)
     for hy in tl.range(0, BLOCK_H + KS - 1):
         ky = y0 - R + hy + 0 * hx  # per key (a vector: the interpreter takes no scalar terms in masks)
@@ -133,23 +137,25 @@ def forward_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, o_t, 
         m_new = tl.maximum(m, tl.max(s, 1))
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, 1)
+        denom = denom * alpha + tl.sum(p, 1)
         values = tl.load(v_ptr + where, mask=inside[:, None] & ch_ok[None, :], other=0.0)
         acc = acc * alpha[:, None] + _mma(p.to(values.dtype), values, ACC, UPCAST)
         m = m_new
-    l = tl.where(l > 0, l, 1.0)  # tile padding only: never stored
+    denom = tl.where(denom > 0, denom, 1.0)  # tile padding only: never stored
     out_base = (b // heads).to(tl.int64) * plane * o_t + (b % heads) * HD
-    tl.store(out_ptr + out_base + tok[:, None] * o_t + ch[None, :], (acc / l[:, None]).to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + out_base + tok[:, None] * o_t + ch[None, :], (acc / denom[:, None]).to(out_ptr.dtype.element_ty),
              mask=valid[:, None] & ch_ok[None, :])
-    tl.store(lse_ptr + b.to(tl.int64) * plane + tok, m + tl.log2(l), mask=valid)
+    tl.store(lse_ptr + b.to(tl.int64) * plane + tok, m + tl.log2(denom), mask=valid)
 
 
+# fmt: off
 @triton.jit(do_not_specialize=["height", "width"])
 def backward_query_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr, grad_out_ptr, o_t, lse_ptr,
                              delta_ptr, rel_logits_ptr, grad_q_ptr, grad_rel_ptr, height, width, heads,
                              KS: tl.constexpr, KP: tl.constexpr, HD: tl.constexpr, D: tl.constexpr,
                              NK: tl.constexpr, MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr,
                              BLOCK_W: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, AUX: tl.constexpr):
+    # fmt: on
     """``delta``, the per-query relative logits (for the key kernel), ``grad_q`` and this tile's ``(2·KP, D)``
     share of the table gradients (rows ``< KP``: row table, channels ``< d/2``; rows ``KP..``: column table)."""
     LOG2E: tl.constexpr = 1.4426950408889634
@@ -209,12 +215,14 @@ def backward_query_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, rel_row, rel_col, out_ptr
     tl.store(grad_rel_ptr + tl.program_id(0).to(tl.int64) * (2 * KP * D) + rows * D + ch[None, :], grad_tables)
 
 
+# fmt: off
 @triton.jit(do_not_specialize=["height", "width"])
 def backward_key_tc_kernel(q_ptr, k_ptr, v_ptr, s_t, grad_out_ptr, o_t, lse_ptr, delta_ptr, rel_logits_ptr,
                            grad_k_ptr, grad_v_ptr, height, width, heads,
                            KS: tl.constexpr, KP: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, NK: tl.constexpr,
                            MASK_PADDING: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
                            ACC: tl.constexpr, UPCAST: tl.constexpr, AUX: tl.constexpr):
+    # fmt: on
     """``grad_k``, ``grad_v`` of a tile of keys, from the ``(BLOCK_H + k - 1) × NK`` queries around it."""
     LOG2E: tl.constexpr = 1.4426950408889634
     R: tl.constexpr = KS // 2
