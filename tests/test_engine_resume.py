@@ -68,12 +68,21 @@ def _step_of(path: Path) -> tuple[int, int]:
     return int(checkpoint["global_step"]), int(checkpoint["epoch"])
 
 
-def _start_and_signal_after_checkpoint(args: list[str], sig: int, env=None) -> tuple[subprocess.Popen, int]:
-    """Start a training subprocess; once checkpoints/last.ckpt exists send ``sig``; return (process, step on disk)."""
+def _start_and_signal_after_checkpoint(
+    args: list[str], sig: int, env=None, process_group: bool = False
+) -> tuple[subprocess.Popen, int]:
+    """Start a training subprocess; once checkpoints/last.ckpt exists send ``sig`` (to its whole process group,
+    loader workers included, with ``process_group``); return (process, step on disk)."""
     out = Path(next(a for a in args if a.startswith("output_dir=")).split("=", 1)[1])
     last = out / "checkpoints" / "last.ckpt"
     process = subprocess.Popen(
-        _train_command(*args), cwd=REPO, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _train_command(*args),
+        cwd=REPO,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=process_group,
     )
     deadline = time.monotonic() + 600
     while not last.exists():
@@ -81,7 +90,10 @@ def _start_and_signal_after_checkpoint(args: list[str], sig: int, env=None) -> t
             process.kill()
             raise AssertionError("training ended before writing a checkpoint:\n" + process.communicate()[1][-4000:])
         time.sleep(0.02)
-    process.send_signal(sig)
+    if process_group:
+        os.killpg(process.pid, sig)  # what `timeout`, schedulers and container runtimes do
+    else:
+        process.send_signal(sig)
     return process, _step_of(last)[0]
 
 
@@ -140,6 +152,18 @@ def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "stopped by SIGTERM" in stderr and "--resume" in stderr
+    step, _ = _step_of(out / "checkpoints" / "last.ckpt")
+    assert step_seen <= step < 200
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_saves_and_exits_cleanly(tmp_path):
+    out = tmp_path / "group"
+    args = _overrides(tmp_path / "shapes", out, "trainer.max_steps=200", "data.num_workers=2")
+    process, step_seen = _start_and_signal_after_checkpoint(args, signal.SIGTERM, process_group=True)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr and "DataLoader worker" not in stderr, stderr[-3000:]
     step, _ = _step_of(out / "checkpoints" / "last.ckpt")
     assert step_seen <= step < 200
 

@@ -19,6 +19,7 @@ evaluated exactly once.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "ResumableSampler",
     "SeededSamples",
     "ShardedSampler",
+    "ignore_stop_signals",
     "resumable_train_loader",
     "sharded_val_loader",
     "sample_seed",
@@ -183,6 +185,31 @@ class ResumableDataLoader(DataLoader):
             sampler.start_at(int(state["epoch"]), batches_done * (self.batch_size or 1))
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of our loaders: the workers ignore SIGTERM and SIGINT.
+
+    ``timeout``, schedulers and container runtimes signal the whole process group. A worker that died on
+    the signal would crash the main process before it could finish its step and write the checkpoint;
+    the main process coordinates the stop and ends its workers itself (and a worker whose parent is gone
+    exits on its own).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _with_worker_init(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with :func:`ignore_stop_signals` run in each worker (before a caller's own ``worker_init_fn``)."""
+    own = kwargs.get("worker_init_fn")
+    if own is None:
+        return {**kwargs, "worker_init_fn": ignore_stop_signals}
+
+    def init(worker_id: int) -> None:
+        ignore_stop_signals(worker_id)
+        own(worker_id)
+
+    return {**kwargs, "worker_init_fn": init}
+
+
 def _rank_and_world(trainer: Any) -> tuple[int, int]:
     if trainer is None:
         return 0, 1
@@ -206,11 +233,12 @@ def resumable_train_loader(
     rank, world = _rank_and_world(trainer)
     sampler = ResumableSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world)  # type: ignore[arg-type]
     return ResumableDataLoader(
-        SeededSamples(dataset), sampler, _training_progress(trainer), batch_size=batch_size, **kwargs
+        SeededSamples(dataset), sampler, _training_progress(trainer), batch_size=batch_size, **_with_worker_init(kwargs)
     )
 
 
 def sharded_val_loader(dataset: Dataset, trainer: Any, batch_size: int, **kwargs: Any) -> DataLoader:
     """A validation loader over this rank's unpadded shard of ``dataset`` (every sample on exactly one rank)."""
     rank, world = _rank_and_world(trainer)
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardedSampler(len(dataset), rank, world), **kwargs)  # type: ignore[arg-type]
+    sampler = ShardedSampler(len(dataset), rank, world)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **_with_worker_init(kwargs))  # type: ignore[arg-type]
