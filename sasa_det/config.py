@@ -57,6 +57,7 @@ __all__ = [
     "ModelConfig",
     "ShapesConfig",
     "TrainerConfig",
+    "check_data_paths",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -436,6 +437,44 @@ def _check_deterministic(cfg: DictConfig) -> None:
         "has no deterministic implementation (torch would stop at the first step). Set trainer.deterministic=false, "
         "train on trainer.accelerator=cpu, or use model.arch=retinanet."
     )
+
+
+#: Data paths a config may set: (key, what it must be, the split it belongs to, what it should hold).
+_DATA_PATHS = (
+    ("train_ann", "file", "train", "the training split's COCO annotation JSON"),
+    ("train_images", "folder", "train", "the folder the training JSON's file_name entries are relative to"),
+    ("val_ann", "file", "val", "the validation split's COCO annotation JSON"),
+    ("val_images", "folder", "val", "the folder the validation JSON's file_name entries are relative to"),
+    ("train_dir", "folder", "train", "the training ImageFolder root (one sub-folder per class)"),
+    ("val_dir", "folder", "val", "the validation ImageFolder root (one sub-folder per class)"),
+)
+
+
+def check_data_paths(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val")) -> None:
+    """Every data path the config sets for ``splits`` exists and is a file or folder as it must be.
+
+    Run before anything is written (the runner's ``train``/``evaluate`` start with it). Paths filled later
+    from ``data.shapes.root`` are not set yet and not checked.
+
+    Raises:
+        ConfigError: one line per bad key, naming the key, the value (and the folder a relative value was
+            taken from) and what it should point at.
+    """
+    problems = []
+    for key, kind, split, meaning in _DATA_PATHS:
+        value = cfg.data.get(key)
+        if value is None or split not in splits:
+            continue
+        path = Path(str(value)).expanduser()
+        where = "" if path.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        if not path.exists():
+            problems.append(f"data.{key}={str(value)!r}: no such {kind}{where}; set it to {meaning}")
+        elif kind == "file" and not path.is_file():
+            problems.append(f"data.{key}={str(value)!r} is a folder; set it to {meaning}")
+        elif kind == "folder" and not path.is_dir():
+            problems.append(f"data.{key}={str(value)!r} is a file; set it to {meaning}")
+    if problems:
+        raise ConfigError("data paths of the config are wrong (nothing was written):\n  " + "\n  ".join(problems))
 
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> DictConfig:

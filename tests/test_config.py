@@ -167,3 +167,38 @@ def test_deterministic_rcnn_on_gpu_fails_at_config_time_naming_the_key(monkeypat
     # RetinaNet, or the CPU, is fine
     load_config(None, ["model.arch=retinanet", "trainer.deterministic=true"])
     load_config(None, ["model.arch=mask_rcnn", "trainer.deterministic=true", "trainer.accelerator=cpu"])
+
+
+def test_wrong_data_paths_are_refused_by_key_before_the_run_writes_anything(tmp_path, monkeypatch):
+    from tests.helpers import DEMO_CONFIG, load_tool
+
+    images = tmp_path / "images"
+    images.mkdir()
+    annotations = _write(tmp_path / "train.json", "{}")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    overrides = [
+        f"output_dir={out}",
+        "data.shapes.root=null",
+        f"data.train_images={images}",
+        "data.train_ann=typo.json",  # relative: named with the folder it was looked for in
+        f"data.val_images={annotations}",  # a file where a folder belongs
+        f"data.val_ann={images}",  # a folder where the JSON belongs
+    ]
+    with pytest.raises(SystemExit) as stop:
+        load_tool("train").main([str(DEMO_CONFIG), *overrides])
+    message = str(stop.value)
+    assert f"data.train_ann='typo.json': no such file (relative to the current folder {tmp_path})" in message
+    assert "data.val_images=" in message and "is a file" in message
+    assert "data.val_ann=" in message and "is a folder" in message
+    assert "data.train_images" not in message  # the one right path is not blamed
+    assert not out.exists()
+
+
+def test_data_paths_of_an_evaluation_are_checked_for_the_validation_split_only(tmp_path):
+    from sasa_det.config import check_data_paths
+
+    cfg = load_config(overrides=[f"data.train_ann={tmp_path / 'gone.json'}", f"data.val_images={tmp_path}"])
+    check_data_paths(cfg, splits=("val",))
+    with pytest.raises(ConfigError, match="data.train_ann=.*gone.json': no such file"):
+        check_data_paths(cfg)

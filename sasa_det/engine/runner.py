@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from sasa_det.config import config_to_dict, save_config
+from sasa_det.config import check_data_paths, config_to_dict, save_config
 from sasa_det.engine.callbacks import ValidationRecorder
 from sasa_det.engine.checkpointing import (
     AtomicCheckpointIO,
@@ -168,6 +168,7 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     Raises:
         TrainingInterrupted: SIGINT / SIGTERM / SIGUSR1 stopped training after writing ``last.ckpt``.
     """
+    check_data_paths(cfg)
     task = get_task(cfg.task)
     output_dir = Path(cfg.output_dir)
     pl.seed_everything(cfg.trainer.seed, workers=True)
@@ -267,6 +268,7 @@ def evaluate(
     """
     ckpt_path = Path(ckpt_path)
     module, cfg = load_module(ckpt_path, overrides)
+    check_data_paths(cfg, splits=("val",))
     task = get_task(cfg.task)
     cfg = task.prepare(cfg)
     datamodule = task.build_datamodule(cfg, train=False)
