@@ -335,3 +335,50 @@ def test_a_backbone_without_the_architectures_features_is_rejected():
     backbone = build_backbone("resnet26", base_width=8, out_features=("C5",))
     with pytest.raises(ValueError, match=r"backbone has no feature\(s\) \['C3', 'C4'\]"):
         build_detector(DetectorOptions(fpn_channels=32), 3, backbone)
+
+
+def _cross_class_iou(detections) -> float:
+    """The largest IoU between two detections of different classes (0 when there is no such pair)."""
+    from torchvision.ops import box_iou
+
+    iou = box_iou(detections["boxes"], detections["boxes"])
+    different = detections["labels"][:, None] != detections["labels"][None, :]
+    return float(iou[different].max()) if different.any() else 0.0
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "faster_rcnn"])
+def test_class_agnostic_nms_keeps_one_box_per_object_whatever_its_class(arch):
+    from sasa_det.detectors.class_agnostic_nms import nms_threshold
+
+    images = _batch(False)[0]
+    outputs = {}
+    for agnostic in (False, True):
+        torch.manual_seed(0)
+        model = _build(arch, "resnet26", class_agnostic_nms=agnostic).eval()
+        with torch.no_grad():
+            if arch == "retinanet":  # both foreground classes score high on every anchor
+                model.head.classification_head.cls_logits.bias.view(9, 3)[:, 1:] = 5.0
+            else:
+                model.roi_heads.box_predictor.cls_score.bias[1:] = 5.0
+            outputs[agnostic] = model(images)
+    threshold = nms_threshold(model)
+    assert max(_cross_class_iou(d) for d in outputs[False]) > threshold  # per-class NMS: one object, two labels
+    assert sum(len(d["boxes"]) for d in outputs[True]) < sum(len(d["boxes"]) for d in outputs[False])
+    for plain, agnostic in zip(outputs[False], outputs[True]):
+        assert 0 < len(agnostic["boxes"]) <= len(plain["boxes"])
+        assert _cross_class_iou(agnostic) <= threshold
+        assert (agnostic["scores"][:-1] >= agnostic["scores"][1:]).all()
+
+
+def test_class_agnostic_nms_of_one_image_keeps_the_best_box_and_its_mask():
+    from sasa_det.detectors.class_agnostic_nms import class_agnostic_nms
+
+    detections = {
+        "boxes": torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], dtype=torch.float32),
+        "scores": torch.tensor([0.53, 0.73, 0.4]),
+        "labels": torch.tensor([2, 1, 2]),
+        "masks": torch.arange(3).view(3, 1, 1, 1).float(),
+    }
+    kept = class_agnostic_nms(detections, 0.5)
+    assert kept["labels"].tolist() == [1, 2] and kept["scores"].tolist() == pytest.approx([0.73, 0.4])
+    assert kept["masks"].flatten().tolist() == [1.0, 2.0]

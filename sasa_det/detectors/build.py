@@ -14,6 +14,7 @@ from torchvision.models.detection.retinanet import RetinaNet
 from sasa_det.choices import choice
 from sasa_det.detectors.attention_retinanet_head import HEAD_NORMS
 from sasa_det.detectors.backbone_with_fpn import FPN_KINDS
+from sasa_det.detectors.class_agnostic_nms import apply_class_agnostic_nms
 from sasa_det.detectors.rcnn import RCNN_FEATURES, rcnn_from_backbone
 from sasa_det.detectors.retinanet import HEAD_KINDS, RETINANET_FEATURES, retinanet_from_backbone
 from sasa_det.layers import SasaOptions
@@ -100,6 +101,8 @@ class DetectorOptions:
     max_size: int = 1333
     #: passed to the torchvision detector (e.g. detections_per_img)
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: NMS across classes after the per-class NMS: one box per object when classes exclude each other
+    class_agnostic_nms: bool = False
 
     def predicts_masks(self) -> bool:
         """Whether the detector predicts instance masks (and trains on them): Mask R-CNN."""
@@ -129,7 +132,8 @@ def build_detector(
             them) and ``detector_kwargs``, extra keyword arguments of the torchvision class (``score_thresh``,
             ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``rpn_*``, ``box_*``,
             ...; for the R-CNNs ``score_thresh`` / ``nms_thresh`` / ``detections_per_img`` mean ``box_score_thresh``
-            / ``box_nms_thresh`` / ``box_detections_per_img``).
+            / ``box_nms_thresh`` / ``box_detections_per_img``); ``class_agnostic_nms`` adds an NMS across
+            classes after the per-class one (:mod:`sasa_det.detectors.class_agnostic_nms`).
         num_classes: number of FOREGROUND classes ``K``; labels are 1..K and the model has ``K + 1`` classes
             (index 0 is background / never a target, torchvision's convention).
         backbone: the feature extractor, returning exactly ``options.backbone_features()`` with an
@@ -156,8 +160,10 @@ def build_detector(
     kwargs.update(min_size=_check_sizes(options.min_size, options.max_size), max_size=options.max_size)
     attention_layer = (sasa or SasaOptions()).factory()
     if arch == "retinanet":
-        return retinanet_from_backbone(
+        model = retinanet_from_backbone(
             backbone, num_classes + 1, options.fpn, options.head, channels, options.head_norm, attention_layer, **kwargs
         )
-    masks = options.predicts_masks()
-    return rcnn_from_backbone(backbone, num_classes + 1, masks, options.fpn, channels, attention_layer, **kwargs)
+    else:
+        masks = options.predicts_masks()
+        model = rcnn_from_backbone(backbone, num_classes + 1, masks, options.fpn, channels, attention_layer, **kwargs)
+    return apply_class_agnostic_nms(model) if options.class_agnostic_nms else model
