@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from sasa_det.evaluation import draw_detections, save_detection_grid, to_uint8_image
+from sasa_det.evaluation.visualize import MIN_DRAWN_SIDE
 
 
 def _prediction(score=0.9):
@@ -21,21 +22,55 @@ def _prediction(score=0.9):
     }
 
 
-def test_draw_detections_marks_box_and_mask_only():
+def test_draw_detections_marks_box_mask_and_a_label_tag_only():
     image = torch.zeros(3, 30, 40)
-    drawn = draw_detections(image, _prediction(), class_names=["a", "b"])
+    drawn = draw_detections(image, _prediction(), class_names=["a", "b"], min_side=0)
     assert drawn.dtype == torch.uint8 and drawn.shape == (3, 30, 40)
     changed = (drawn != 0).any(0)
     assert changed[12, 10:22].all() and changed[12:20, 10].all()  # box outline
     assert changed[15, 15]  # mask fill
-    assert not changed[:, :9].any() and not changed[:11, :].any()  # left of and above the detection untouched
+    assert not changed[:, :9].any()  # left of the detection untouched (the tag starts at the box's left edge)
+
+
+def test_small_images_are_drawn_enlarged_with_boxes_and_masks_scaled():
+    image = torch.zeros(3, 30, 40)
+    drawn = draw_detections(image, _prediction(), class_names=["a", "b"])
+    factor = -(-MIN_DRAWN_SIDE // 40)  # the smallest whole factor that brings the longer side to 512
+    assert drawn.shape == (3, 30 * factor, 40 * factor)
+    changed = (drawn != 0).any(0)
+    assert changed[12 * factor, 10 * factor : 22 * factor].all()  # the box, scaled
+    assert changed[16 * factor, 16 * factor]  # the mask, scaled
+    assert not changed[:, : 9 * factor].any()
+
+
+def test_labels_sit_on_a_tag_above_the_box_or_below_it_never_over_the_object():
+    image = torch.zeros(3, 200, 200)
+    drawn = draw_detections(
+        image,
+        {"boxes": torch.tensor([[50.0, 80.0, 150.0, 150.0]]), "labels": torch.tensor([1])},
+        class_names=["long class name"],
+        min_side=0,
+        box_width=1,
+    )
+    changed = (drawn != 0).any(0)
+    assert not changed[82:149, 52:149].any()  # the object inside the box stays visible
+    assert changed[60:79, 50:60].any() and not changed[151:, :].any()  # the tag is above the box
+    at_top = draw_detections(
+        image,
+        {"boxes": torch.tensor([[50.0, 0.0, 150.0, 60.0]]), "labels": torch.tensor([1])},
+        class_names=["long class name"],
+        min_side=0,
+        box_width=1,
+    )
+    changed = (at_top != 0).any(0)
+    assert not changed[2:59, 52:149].any() and changed[61:80, 50:60].any()  # no room above: below the box
 
 
 def test_low_scores_are_not_drawn_and_targets_without_scores_are():
     image = torch.rand(3, 30, 40)
-    assert torch.equal(draw_detections(image, _prediction(score=0.1)), to_uint8_image(image))
+    assert torch.equal(draw_detections(image, _prediction(score=0.1), min_side=0), to_uint8_image(image))
     target = {k: v for k, v in _prediction().items() if k != "scores"}
-    assert not torch.equal(draw_detections(image, target), to_uint8_image(image))
+    assert not torch.equal(draw_detections(image, target, min_side=0), to_uint8_image(image))
 
 
 def test_grid_of_images_with_different_sizes(tmp_path):
@@ -47,6 +82,8 @@ def test_grid_of_images_with_different_sizes(tmp_path):
     ]
     path = save_detection_grid(images, predictions, tmp_path / "sub" / "grid.png", nrow=2)
     grid = np.asarray(Image.open(path))
-    assert grid.shape == (2 * 30 + 3 * 2, 2 * 40 + 3 * 2, 3)
+    big, small = -(-MIN_DRAWN_SIDE // 40), -(-MIN_DRAWN_SIDE // 25)  # each image enlarged for legible labels
+    height, width = max(30 * big, 20 * small), max(40 * big, 25 * small)
+    assert grid.shape == (2 * height + 3 * 2, 2 * width + 3 * 2, 3)
     with pytest.raises(ValueError, match="as many predictions"):
         save_detection_grid(images, predictions[:1], tmp_path / "x.png")

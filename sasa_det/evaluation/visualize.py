@@ -6,12 +6,20 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageColor
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
-__all__ = ["draw_detections", "save_detection_grid", "save_prediction_grid", "save_png", "to_uint8_image"]
+__all__ = [
+    "MIN_DRAWN_SIDE",
+    "draw_detections",
+    "save_detection_grid",
+    "save_prediction_grid",
+    "save_png",
+    "to_uint8_image",
+]
 
 # Distinct colours, indexed by label (cycled).
 _PALETTE = tuple(
@@ -36,13 +44,42 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
+#: Images whose longer side is below this are drawn enlarged (by a whole factor, nearest neighbour), so
+#: that labels stay legible and do not cover small objects.
+MIN_DRAWN_SIDE = 512
+
+
+def _font(size: int):
+    """PIL's built-in font at ``size`` pixels (its fixed small bitmap font on Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _label_position(box: Sequence[float], text_size: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
+    """Top-left of a label: above the box, else below it, else inside its top edge; kept inside the image."""
+    x1, y1, _, y2 = box
+    text_w, text_h = text_size
+    width, height = image_size
+    if y1 - text_h - 1 >= 0:
+        y = y1 - text_h - 1
+    elif y2 + text_h + 1 <= height:
+        y = y2 + 1
+    else:
+        y = y1 + 1
+    x = min(max(0, x1), max(0, width - text_w))
+    return int(x), int(y)
+
+
 def draw_detections(
     image: torch.Tensor,
     prediction: Mapping[str, torch.Tensor],
     class_names: Sequence[str] | None = None,
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
-    box_width: int = 1,
+    box_width: int = 2,
+    min_side: int = MIN_DRAWN_SIDE,
 ) -> torch.Tensor:
     """Draw one image's detections.
 
@@ -52,12 +89,20 @@ def draw_detections(
             ``scores`` [N] (detections below ``score_threshold`` are skipped; ground-truth targets
             without scores are drawn in full) and optional ``masks`` [N, 1, H, W] / [N, H, W].
         class_names: names indexed by ``label - 1`` (default: the label number).
+        min_side: an image whose longer side is shorter is enlarged by the smallest whole factor that
+            reaches it (nearest neighbour) before drawing; 0 draws at the image's own size.
+
+    Labels ("name score") sit on a filled tag above their box, or below it, or inside its top edge when the
+    image has no room above or below, so they do not cover the object.
 
     Returns:
-        uint8 [3, H, W].
+        uint8 [3, s·H, s·W] with ``s`` the enlargement factor (1 for images of at least ``min_side``).
     """
     canvas = to_uint8_image(image)
-    boxes = prediction["boxes"].detach().float().cpu()
+    scale = max(1, -(-int(min_side) // max(canvas.shape[1:]))) if min_side else 1
+    if scale > 1:
+        canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    boxes = prediction["boxes"].detach().float().cpu() * scale
     labels = prediction["labels"].detach().cpu().tolist()
     scores = prediction.get("scores")
     keep = torch.ones(len(labels), dtype=torch.bool)
@@ -72,12 +117,24 @@ def draw_detections(
         masks = prediction["masks"].detach().cpu()
         if masks.dim() == 4:
             masks = masks[:, 0]
-        canvas = draw_segmentation_masks(canvas, masks[index] > mask_threshold, alpha=0.4, colors=colours)
-    texts = []
-    for i in index:
+        masks = masks[index] > mask_threshold
+        if scale > 1:
+            masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        canvas = draw_segmentation_masks(canvas, masks, alpha=0.4, colors=colours)
+    canvas = draw_bounding_boxes(canvas, boxes[index], colors=colours, width=box_width)
+    picture = Image.fromarray(canvas.permute(1, 2, 0).numpy())
+    pen = ImageDraw.Draw(picture)
+    font = _font(max(10, min(18, max(picture.size) // 40)))
+    for i, colour in zip(index, colours):
         name = class_names[labels[i] - 1] if class_names and 0 < labels[i] <= len(class_names) else str(labels[i])
-        texts.append(f"{name} {scores[i]:.2f}" if scores is not None else name)
-    return draw_bounding_boxes(canvas, boxes[index], labels=texts, colors=colours, width=box_width)
+        text = f"{name} {scores[i]:.2f}" if scores is not None else name
+        left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+        size = (right - left + 2, bottom - top + 2)
+        x, y = _label_position(boxes[i].tolist(), size, picture.size)
+        pen.rectangle((x, y, x + size[0] - 1, y + size[1] - 1), fill=colour)
+        dark = sum(colour) > 382  # dark text on light tags
+        pen.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0) if dark else (255, 255, 255), font=font)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
 
 
 def save_detection_grid(
