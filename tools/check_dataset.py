@@ -51,16 +51,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from dataclasses import replace
 
-    from sasa_det.config import ConfigError, load_config
     from sasa_det.data.check import check_dataset, check_splits
     from sasa_det.data.coco_records import DatasetChecks
     from sasa_det.data.validation import DatasetError
 
     try:
-        if args.source.endswith((".yaml", ".yml")):
+        if args.source.endswith((".yaml", ".yml")):  # the config imports the models (torch): only on this path
+            from sasa_det.config import ConfigError, load_config
             from sasa_det.engine.detection_task import coco_data_options
 
-            cfg = load_config(args.source, args.rest)
+            try:
+                cfg = load_config(args.source, args.rest)
+            except ConfigError as err:
+                raise DatasetError(str(err)) from None
             options = coco_data_options(cfg)
             given = {
                 "check_images": args.level,
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     report_dir=args.report_dir,
                 )
             ]
-    except (DatasetError, ConfigError, FileNotFoundError) as err:
+    except (DatasetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     for report in reports:

@@ -1,14 +1,45 @@
 """Datasets, transforms and data modules: COCO-format detection data, the synthetic shapes set, and
-image-folder classification data."""
+image-folder classification data.
 
-from sasa_det.data.coco import CocoDetectionDataset
-from sasa_det.data.coco_records import CocoRecords, DatasetChecks, ImageRecord, load_checked_coco, load_coco_quietly
-from sasa_det.data.collate import collate_detection
-from sasa_det.data.datamodule import CocoDataModule, CocoDataOptions
-from sasa_det.data.image_folder import ImageFolderDataModule, make_image_folder_dataset
-from sasa_det.data.shapes import SHAPE_NAMES, make_shapes_dataset
-from sasa_det.data.transforms import build_train_transforms, build_val_transforms
-from sasa_det.data.validation import DatasetError, DatasetReport, check_num_classes
+The names below are imported from their modules on first use (PEP 562), so the converters and the dataset
+checks, which need neither torch nor Lightning, start in a fraction of a second.
+"""
+
+import importlib
+
+_HOME = {
+    "CocoDetectionDataset": "coco",
+    "CocoRecords": "coco_records",
+    "DatasetChecks": "coco_records",
+    "ImageRecord": "coco_records",
+    "load_checked_coco": "coco_records",
+    "load_coco_quietly": "coco_records",
+    "collate_detection": "collate",
+    "CocoDataModule": "datamodule",
+    "CocoDataOptions": "datamodule",
+    "ImageFolderDataModule": "image_folder",
+    "make_image_folder_dataset": "image_folder",
+    "SHAPE_NAMES": "shapes",
+    "make_shapes_dataset": "shapes",
+    "build_train_transforms": "transforms",
+    "build_val_transforms": "transforms",
+    "DatasetError": "validation",
+    "DatasetReport": "validation",
+    "check_num_classes": "validation",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "SHAPE_NAMES",

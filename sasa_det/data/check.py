@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
-from sasa_det.data.datamodule import CocoDataOptions
 from sasa_det.data.validation import DatasetError, DatasetReport, Problem, check_num_classes
+
+if TYPE_CHECKING:  # the data module imports torch; checking a dataset does not need it
+    from sasa_det.data.datamodule import CocoDataOptions
 
 __all__ = ["check_dataset", "check_splits"]
 
