@@ -90,7 +90,7 @@ class LastCheckpoint(pl.Callback):
         buffered rows are flushed first, so the logs on disk reach at least the checkpoint's step."""
         for run_logger in trainer.loggers:
             run_logger.save()
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = int(trainer.global_step)
         return self.path
 
