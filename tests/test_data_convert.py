@@ -243,3 +243,36 @@ def test_voc_folder_to_a_trained_model_in_three_commands(tmp_path, capsys):
     assert result["last_checkpoint"] and math.isfinite(result["metrics"]["val/mAP"])
     assert result["metrics"]["val/num_images"] == 3
     assert "Dataset train" in capsys.readouterr().out
+
+
+def test_shapes_written_as_voc_convert_back_to_the_same_boxes_and_classes(tmp_path):
+    from sasa_det.data.convert_voc import convert_voc
+    from sasa_det.data.export_voc import export_voc
+    from sasa_det.data.shapes import make_shapes_dataset
+
+    paths = make_shapes_dataset(tmp_path / "shapes", num_train=6, num_val=3, image_size=64, seed=3)
+    voc = export_voc(
+        [paths["train_ann"], paths["val_ann"]],
+        [paths["train_images"], paths["val_images"]],
+        tmp_path / "voc",
+        prefixes=["train", "val"],
+    )
+    assert voc["images"] == 9
+    convert_voc(tmp_path / "voc" / "Annotations", tmp_path / "voc" / "JPEGImages", tmp_path / "back.json")
+    back = json.loads((tmp_path / "back.json").read_text())
+    names = {c["id"]: c["name"] for c in back["categories"]}
+    converted = {}
+    for image in back["images"]:
+        anns = [a for a in back["annotations"] if a["image_id"] == image["id"]]
+        converted[image["file_name"]] = sorted((names[a["category_id"]], *a["bbox"]) for a in anns)
+    for split in ("train", "val"):
+        original = json.loads(Path(paths[f"{split}_ann"]).read_text())
+        original_names = {c["id"]: c["name"] for c in original["categories"]}
+        for image in original["images"]:
+            anns = [a for a in original["annotations"] if a["image_id"] == image["id"]]
+            expected = sorted((original_names[a["category_id"]], *a["bbox"]) for a in anns)
+            got = converted[f"{split}_{image['file_name']}"]
+            assert [e[0] for e in expected] == [g[0] for g in got]
+            assert all(abs(a - b) <= 1.0 for e, g in zip(expected, got) for a, b in zip(e[1:], g[1:]))
+    with pytest.raises(ValueError, match="occurs twice"):
+        export_voc([paths["train_ann"]] * 2, [paths["train_images"]] * 2, tmp_path / "twice")

@@ -3,6 +3,10 @@
 Example::
 
     python tools/make_shapes.py data/shapes --num-train 1000 --num-val 200 --image-size 128
+    python tools/make_shapes.py data/voc_demo --num-train 120 --num-val 30 --image-size 160 --voc
+
+``--voc`` also writes every image as a Pascal VOC folder (``ROOT/voc``), to try the custom-data path
+(``tools/convert_dataset.py voc`` and ``split``) on data that is known to be learnable.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="COCO category ids of the classes, in order (default: 1..K)",
     )
     parser.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
+    parser.add_argument("--voc", action="store_true", help="also write all images as a Pascal VOC folder, ROOT/voc")
     return parser.parse_args(argv)
 
 
@@ -64,6 +69,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         )
     except ValueError as err:
         sys.exit(f"make_shapes: {err}")
+    if args.voc:
+        from pathlib import Path
+
+        from sasa_det.data.export_voc import export_voc
+
+        voc = export_voc(
+            [paths["train_ann"], paths["val_ann"]],
+            [paths["train_images"], paths["val_images"]],
+            Path(args.root) / "voc",
+            prefixes=["train", "val"],
+        )
+        paths = {**paths, "voc": voc["root"]}
     for key, value in paths.items():
         print(f"{key}: {value}")
     return paths
