@@ -44,3 +44,33 @@ def test_model_benchmark_against_torchvision():
 def test_machine_description_names_versions():
     text = machine_description("cpu")
     assert "torch " in text and "faster-coco-eval" in text and "CPU:" in text
+
+
+def test_aa_rows_are_sized_by_the_path_that_will_run(monkeypatch):
+    from sasa_det.analysis import layer_benchmark
+
+    settings = {"device": "cuda", "dtype": "bfloat16", "height": 128, "width": 128, "batch": 1, "heads": 8}
+    dense = 4 * 8 * (128 * 128) ** 2 * 2  # logits, weights and their gradients, bfloat16
+    monkeypatch.setattr(layer_benchmark, "flex_attention_available", lambda: True)
+    monkeypatch.setattr(layer_benchmark, "flex_attention_report", lambda: [])
+    assert layer_benchmark._attention_bytes("aa", settings) == 0  # FlexAttention forms no (HW)² tensor
+    assert layer_benchmark._attention_bytes("aa_sdpa", settings) == dense
+    assert layer_benchmark._attention_bytes("aa_no_rel_padded", settings) == 0  # SDPA's fused kernels
+    failed = [{"device": "cuda:0", "usable": False}]
+    monkeypatch.setattr(layer_benchmark, "flex_attention_report", lambda: failed)
+    assert layer_benchmark._attention_bytes("aa", settings) == dense  # the probe failed: the dense mask runs
+    assert layer_benchmark._attention_bytes("aa_pooled", settings) == 4 * 8 * (64 * 64) ** 2 * 2
+    assert layer_benchmark._attention_bytes("aa", {**settings, "device": "cpu"}) == dense  # no FlexAttention off CUDA
+    rows = layer_benchmark.benchmark_layers(
+        channels=16,
+        heads=2,
+        kernel_size=3,
+        height=64,
+        width=64,
+        repeats=1,
+        warmup=0,
+        cases=["aa"],
+        isolate=False,
+        max_attention_bytes=2**20,
+    )
+    assert "GiB of attention tensors" in {row["name"]: row for row in rows}["aa"]["skipped"]
