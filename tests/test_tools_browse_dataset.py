@@ -8,7 +8,7 @@ from PIL import Image
 
 from sasa_det.config import load_config
 from sasa_det.engine.tasks import get_task
-from sasa_det.evaluation.visualize import _PALETTE
+from sasa_det.evaluation.visualize import _PALETTE, MIN_DRAWN_SIDE
 from tests.helpers import load_tool, tiny_shapes_overrides
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml")
@@ -35,12 +35,14 @@ def test_browse_draws_each_image_with_its_boxes_where_the_targets_are(overrides,
         drawn = np.asarray(Image.open(path).convert("RGB"))
         assert drawn.std() > 10, f"{path} is blank"
         image, target = dataset[index]
-        assert drawn.shape[:2] == tuple(image.shape[1:])
-        # The last box is drawn last: the middle of its bottom edge has its class colour.
-        x1, _, x2, y2 = target["boxes"][-1].to(int).tolist()
-        y2 = min(y2, drawn.shape[0] - 1)
+        factor = -(-MIN_DRAWN_SIDE // max(image.shape[1:]))  # small images are drawn enlarged
+        assert drawn.shape[:2] == (image.shape[1] * factor, image.shape[2] * factor)
+        # The last box is drawn last (only label tags come after): the middles of its edges have its class colour.
+        x1, y1, x2, y2 = (target["boxes"][-1] * factor).round().to(int).tolist()
+        x2, y2 = min(x2, drawn.shape[1] - 1), min(y2, drawn.shape[0] - 1)
         colour = _PALETTE[(int(target["labels"][-1]) - 1) % len(_PALETTE)]
-        assert tuple(drawn[y2, (x1 + x2) // 2]) == colour, (path, target["boxes"][-1])
+        middles = [(y2, (x1 + x2) // 2), (y1, (x1 + x2) // 2), ((y1 + y2) // 2, x1), ((y1 + y2) // 2, x2)]
+        assert any(tuple(drawn[y, x]) == colour for y, x in middles), (path, target["boxes"][-1])
 
 
 def test_browse_refuses_a_config_without_a_validation_split(tmp_path):
