@@ -43,26 +43,18 @@ def test_small_images_are_drawn_enlarged_with_boxes_and_masks_scaled():
     assert not changed[:, : 9 * factor].any()
 
 
+def _drawn_pixels(box: list[float]) -> torch.Tensor:
+    """Where drawing one box labelled "long class name" on a black 200×200 image changes pixels."""
+    prediction = {"boxes": torch.tensor([box]), "labels": torch.tensor([1])}
+    drawn = draw_detections(torch.zeros(3, 200, 200), prediction, ["long class name"], min_side=0, box_width=1)
+    return (drawn != 0).any(0)
+
+
 def test_labels_sit_on_a_tag_above_the_box_or_below_it_never_over_the_object():
-    image = torch.zeros(3, 200, 200)
-    drawn = draw_detections(
-        image,
-        {"boxes": torch.tensor([[50.0, 80.0, 150.0, 150.0]]), "labels": torch.tensor([1])},
-        class_names=["long class name"],
-        min_side=0,
-        box_width=1,
-    )
-    changed = (drawn != 0).any(0)
+    changed = _drawn_pixels([50.0, 80.0, 150.0, 150.0])
     assert not changed[82:149, 52:149].any()  # the object inside the box stays visible
     assert changed[60:79, 50:60].any() and not changed[151:, :].any()  # the tag is above the box
-    at_top = draw_detections(
-        image,
-        {"boxes": torch.tensor([[50.0, 0.0, 150.0, 60.0]]), "labels": torch.tensor([1])},
-        class_names=["long class name"],
-        min_side=0,
-        box_width=1,
-    )
-    changed = (at_top != 0).any(0)
+    changed = _drawn_pixels([50.0, 0.0, 150.0, 60.0])
     assert not changed[2:59, 52:149].any() and changed[61:80, 50:60].any()  # no room above: below the box
 
 

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import json
 
     from sasa_det.checkpoint_file import CheckpointFileError
-    from sasa_det.config import ConfigError, check_data_paths, load_config
+    from sasa_det.config import ConfigError, load_config
     from sasa_det.engine.checkpointing import TrainingInterrupted
     from sasa_det.engine.resume import resolve_resume
     from sasa_det.engine.runner import train
@@ -56,11 +56,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     try:
         cfg = load_config(args.config, args.overrides)
         cfg, resume_from = resolve_resume(cfg, list(args.overrides), args.resume)
-        check_data_paths(cfg)
     except (ConfigError, CheckpointFileError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     try:
-        result = train(cfg, resume_from=resume_from)
+        result = train(cfg, resume_from=resume_from)  # checks the data paths before it writes anything
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     except TrainingInterrupted as stop:
         hint = "" if stop.requeued else f"; continue with: python tools/train.py {args.config} --resume"
         print(f"{stop}{hint}", file=sys.stderr, flush=True)

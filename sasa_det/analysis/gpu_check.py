@@ -136,7 +136,12 @@ def correctness_sasa(settings: dict) -> Iterator[dict]:
 
     from sasa_det.layers import available_local_attention_impls, resolve_local_attention_impl
     from sasa_det.layers.local_attention.triton_autotune import autotune_report
-    from sasa_det.layers.local_attention.triton_configs import CUDA_CORE, PATH_ENV, TENSOR_CORE, candidate_configs
+    from sasa_det.layers.local_attention.triton_configs import (
+        CUDA_CORE,
+        TENSOR_CORE,
+        candidate_configs,
+        kernel_family,
+    )
     from sasa_det.layers.reference import local_attention_reference
 
     device = settings["device"]
@@ -176,17 +181,10 @@ def correctness_sasa(settings: dict) -> Iterator[dict]:
                     except ValueError as error:
                         yield {**record, "skipped": str(error)}
                         continue
-                    previous = os.environ.pop(PATH_ENV, None)
-                    if family is not None:
-                        os.environ[PATH_ENV] = family
-                    try:
+                    with kernel_family(family):
                         started = time.perf_counter()
                         out = impl.fn(*leaves, kernel_size, mask_padding)
                         result = [out, *torch.autograd.grad((out.double() * grad.to(device)).sum(), leaves)]
-                    finally:
-                        os.environ.pop(PATH_ENV, None)
-                        if previous is not None:
-                            os.environ[PATH_ENV] = previous
                     yield {
                         **record,
                         **_compare(result, expected, dtype_name),

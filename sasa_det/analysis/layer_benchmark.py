@@ -25,7 +25,6 @@ peak). The CPU figure includes allocator and library overheads and is coarser th
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -36,7 +35,7 @@ from torch import nn
 from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem, resolve_local_attention_impl
 from sasa_det.layers.local_attention.triton_autotune import autotune_report, map_class
-from sasa_det.layers.local_attention.triton_configs import PATH_ENV
+from sasa_det.layers.local_attention.triton_configs import kernel_family
 from sasa_det.layers.relative_flex_attention import flex_attention_available, flex_attention_report, padded_width
 
 __all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_table"]
@@ -160,26 +159,11 @@ def _attention_bytes(name: str, settings: dict) -> int:
     return 4 * settings["batch"] * settings["heads"] * (height * width) ** 2 * element
 
 
-@contextlib.contextmanager
-def _triton_path(path: str | None):
-    """``SASA_TRITON_PATH=path`` for the duration (nothing when ``None``)."""
-    previous = os.environ.get(PATH_ENV)
-    if path is not None:
-        os.environ[PATH_ENV] = path
-    try:
-        yield
-    finally:
-        if path is not None:
-            if previous is None:
-                os.environ.pop(PATH_ENV, None)
-            else:
-                os.environ[PATH_ENV] = previous
-
-
 def _run_case(name: str, settings: dict) -> dict:
     """Peak memory of one forward+backward, then the median time of ``repeats`` of them."""
     case = {case.name: case for case in LAYER_CASES}[name]
-    with _triton_path(case.triton_path):
+    forced = kernel_family(case.triton_path) if case.triton_path else contextlib.nullcontext()
+    with forced:
         return _measure_case(name, settings)
 
 

@@ -38,7 +38,7 @@ def export_voc(
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
     (root / "JPEGImages").mkdir(exist_ok=True)
     (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    ids, objects = [], 0
+    ids, seen, objects = [], set(), 0
     for index, (ann_file, image_dir) in enumerate(zip(ann_files, image_dirs)):
         prefix = f"{prefixes[index]}_" if prefixes else ""
         data = json.loads(Path(ann_file).read_text())
@@ -48,7 +48,7 @@ def export_voc(
             by_image.setdefault(ann["image_id"], []).append(ann)
         for image in data["images"]:
             file_name = prefix + Path(image["file_name"]).name
-            if Path(file_name).stem in ids:
+            if Path(file_name).stem in seen:
                 raise ValueError(f"{ann_file}: image name {file_name!r} occurs twice; give export_voc prefixes")
             shutil.copyfile(Path(image_dir) / image["file_name"], root / "JPEGImages" / file_name)
             xml = ET.Element("annotation")
@@ -71,5 +71,6 @@ def export_voc(
             stem = Path(file_name).stem
             ET.ElementTree(xml).write(root / "Annotations" / f"{stem}.xml")
             ids.append(stem)
+            seen.add(stem)
     (root / "ImageSets" / "Main" / "all.txt").write_text("".join(f"{i}\n" for i in ids))
     return {"root": str(root), "images": len(ids), "objects": objects}

@@ -10,8 +10,10 @@ every candidate's kernels as a launch would, for an ahead-of-time compile (the k
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +29,7 @@ __all__ = [
     "candidate_configs",
     "chunk_axis",
     "kernel_build_specs",
+    "kernel_family",
     "launch_config",
 ]
 
@@ -94,6 +97,21 @@ class LaunchConfig:
     def programs(self, planes: int, height: int, width: int) -> int:
         """Programs of one launch over ``planes`` (N·heads) maps of ``height × width``."""
         return planes * -(-height // self.block_h) * -(-width // self.block_w)
+
+
+@contextlib.contextmanager
+def kernel_family(path: str | None) -> Iterator[None]:
+    """For the duration, :data:`PATH_ENV` set to ``path`` (one kernel family), or unset (``None``: the
+    autotuner chooses among both); the previous value is restored afterwards."""
+    previous = os.environ.pop(PATH_ENV, None)
+    if path is not None:
+        os.environ[PATH_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(PATH_ENV, None)
+        if previous is not None:
+            os.environ[PATH_ENV] = previous
 
 
 def _pow2(n: int) -> int:
