@@ -24,12 +24,14 @@ class CheckpointFileError(ValueError):
     """A checkpoint or weight file cannot be used; the message names the file and what to do."""
 
 
-def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint", mmap: bool = False) -> Any:
     """Load ``path`` with ``weights_only=True`` on the CPU and return the object it holds.
 
     Args:
         path: the file.
         what: what the file is meant to be, for the messages (e.g. ``"model.init_from weights"``).
+        mmap: map the tensors' storage instead of reading it (for reading a checkpoint's small entries
+            cheaply, whatever its size).
 
     Raises:
         CheckpointFileError: the file does not exist, is a folder, is empty or truncated, is not a PyTorch
@@ -43,7 +45,7 @@ def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> A
     if file.stat().st_size == 0:
         raise CheckpointFileError(f"{what} {file}: the file is empty (an interrupted copy or save?); use another copy")
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         detail = [line for line in str(error).splitlines() if "Unsupported" in line or "load key" in line]
         first = detail[0].strip() if detail else type(error).__name__

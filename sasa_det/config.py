@@ -179,6 +179,9 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     #: write checkpoints/last.ckpt every N optimizer steps (and at every epoch end); 0 = epoch ends only
     checkpoint_every_n_steps: int = 500
+    #: resume although the training set changed since the checkpoint (refused otherwise): the interrupted
+    #: epoch ends at the checkpoint and the next one starts with the new set's order
+    resume_with_changed_data: bool = False
     #: exponential moving average of the weights (e.g. 0.999): validated and saved in checkpoints; null = off
     ema_decay: Optional[float] = None
     #: optimizer steps before the moving average starts

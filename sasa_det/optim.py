@@ -291,12 +291,39 @@ def schedule_lengths(settings: OptimSettings, total_steps: int, steps_per_epoch:
     }
 
 
+def _batches_per_epoch(trainer: Any) -> float:
+    """Training batches per epoch and device, as Lightning will count them (``limit_train_batches`` applied),
+    read from a loader of the attached data module; Lightning's own count when there is none."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None:
+        trainer.estimated_stepping_batches  # noqa: B018 (sets up Lightning's loader, which counts them)
+        return trainer.num_training_batches
+    batches = len(datamodule.train_dataloader())
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        return min(batches, limit)
+    return batches if limit is None or float(limit) == 1.0 else int(batches * float(limit))
+
+
 def training_steps(trainer: Any) -> tuple[int, int]:
-    """``(total optimizer steps of the run, optimizer steps per epoch)`` of a fitted Lightning trainer."""
-    total_steps = int(trainer.estimated_stepping_batches)
+    """``(total optimizer steps of the run, optimizer steps per epoch)`` of a fitting Lightning trainer.
+
+    Counted like ``trainer.estimated_stepping_batches`` but from a separate loader of the data module:
+    asking Lightning makes it build the training loader before a resumed checkpoint's loop state is
+    restored, and that loader then ignores the checkpoint's data position (a mid-epoch resume of a run
+    bounded by ``max_epochs`` would restart the epoch's order).
+    """
     accumulate = max(1, int(trainer.accumulate_grad_batches))
-    batches = trainer.num_training_batches
-    steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
+    batches = _batches_per_epoch(trainer)
+    max_steps, max_epochs = int(trainer.max_steps), trainer.max_epochs
+    if not math.isfinite(batches) or max_epochs is None or max_epochs == -1:
+        if max_steps == -1:
+            raise ValueError("an endless run (max_epochs=-1, max_steps=-1) has no schedule length; set one of them")
+        return max_steps, (math.ceil(batches / accumulate) if math.isfinite(batches) else max_steps)
+    steps_per_epoch = math.ceil(batches / accumulate)
+    total_steps = steps_per_epoch * max(int(max_epochs), 1)
+    if max_steps != -1:
+        total_steps = min(total_steps, max_steps)
     return total_steps, steps_per_epoch
 
 

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from sasa_det.checkpoint_file import CheckpointFileError
     from sasa_det.config import ConfigError, load_config
-    from sasa_det.engine.checkpointing import TrainingInterrupted
+    from sasa_det.engine.checkpointing import CheckpointWriteError, TrainingInterrupted
     from sasa_det.engine.resume import resolve_resume
     from sasa_det.engine.runner import train
 
@@ -58,15 +58,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cfg, resume_from = resolve_resume(cfg, list(args.overrides), args.resume)
     except (ConfigError, CheckpointFileError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
+    last = f"{cfg.output_dir}/checkpoints/last.ckpt"
+    go_on = f"python tools/train.py {args.config} --resume"
     try:
         result = train(cfg, resume_from=resume_from)  # checks the data paths before it writes anything
-    except ConfigError as err:
+    except (ConfigError, CheckpointWriteError) as err:
         sys.exit(f"error: {err}")
+    except FloatingPointError as err:  # a non-finite loss: no update was made and last.ckpt is finite
+        sys.exit(f"error: {err}. {last} (if written) holds the last finite weights: continue with {go_on} optim.lr=...")
+    except RuntimeError as err:
+        if "DataLoader worker" not in str(err):
+            raise
+        sys.exit(
+            f"error: a data loader worker died ({str(err).splitlines()[0]}), usually killed for lack of memory. "
+            f"{last} (if written) is intact: lower data.num_workers or give the job more memory, then {go_on}"
+        )
     except TrainingInterrupted as stop:
         hint = "" if stop.requeued else f"; continue with: python tools/train.py {args.config} --resume"
         print(f"{stop}{hint}", file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
     print(json.dumps(result, indent=2), flush=True)
+    if result.get("already_finished"):
+        print(result["already_finished"], file=sys.stderr, flush=True)
     return result
 
 

@@ -1,7 +1,9 @@
 """Checkpoints that survive crashes: atomic writes, ``last.ckpt`` every N steps, RNG state, clean stops.
 
 * :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file beside the target, flushes it to
-  disk and renames it over the target: a process killed while writing leaves the previous file intact.
+  disk and renames it over the target: a process killed while writing leaves the previous file intact
+  (:func:`remove_partial_checkpoints` clears such a killed write's temporary file when the run resumes),
+  and a full disk is reported as such (:class:`CheckpointWriteError`).
 * :class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` current: every ``every_n_steps`` optimizer steps, at
   every epoch end and when training ends (so the final weights are always on disk).
 * :class:`RngStateCheckpoint` stores the random generators of Python, NumPy and torch (CPU and CUDA) and
@@ -10,18 +12,21 @@
 * :class:`StopOnSignal` turns SIGINT, SIGTERM and SIGUSR1 into a clean stop: at the end of the current step
   ``last.ckpt`` is written and :class:`TrainingInterrupted` is raised; under SLURM, SIGUSR1 (sent before the
   time limit with ``#SBATCH --signal=USR1@120``) also requeues the job, which resumes by itself.
-* :class:`ExperimentConfigInCheckpoint` stores the resolved experiment config once in every checkpoint.
+* :class:`ExperimentConfigInCheckpoint` stores the resolved experiment config and the training set's
+  fingerprint in every checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,12 +37,15 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 __all__ = [
     "CONFIG_KEY",
+    "DATA_KEY",
     "AtomicCheckpointIO",
+    "CheckpointWriteError",
     "ExperimentConfigInCheckpoint",
     "LastCheckpoint",
     "RngStateCheckpoint",
     "StopOnSignal",
     "TrainingInterrupted",
+    "remove_partial_checkpoints",
     "sigterm_exception",
     "slurm_job_id",
 ]
@@ -46,10 +54,54 @@ logger = logging.getLogger(__name__)
 
 #: Checkpoint entry holding the resolved experiment config (a plain dict).
 CONFIG_KEY = "experiment_config"
+#: Checkpoint entry holding the fingerprint of the training set the run was trained on (a plain dict).
+DATA_KEY = "training_data"
+
+
+#: Name prefix of the temporary files checkpoints are written to (``.<name>.tmp-<pid>`` beside the target).
+_PARTIAL_GLOB = ".*.ckpt.tmp-*"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); the message names the file, what was
+    needed and which checkpoint on disk is intact."""
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _no_space(error: BaseException) -> bool:
+    """Whether ``error`` or an error it came from is ENOSPC (torch's zip writer wraps it in a RuntimeError)."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that never leaves a partly written file under the target name."""
+    """Lightning checkpoint IO that never leaves a partly written file under the target name.
+
+    A write that fails because the disk is full raises :class:`CheckpointWriteError` saying so, with the
+    size needed, the free space and the state of the previous file (untouched: only the temporary file
+    was being written, and it is removed).
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         target = Path(path)
@@ -61,24 +113,59 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, target)
+        except Exception as error:
+            if not _no_space(error):
+                raise
+            if temporary.exists():
+                temporary.unlink()
+            free = shutil.disk_usage(target.parent).free
+            previous = (
+                f"the previous {target.name} ({_megabytes(target.stat().st_size)}) is intact"
+                if target.exists()
+                else f"no earlier {target.name} exists"
+            )
+            raise CheckpointWriteError(
+                errno.ENOSPC,
+                f"no space left on device while writing {target}: the checkpoint needs about "
+                f"{_megabytes(_tensor_bytes(checkpoint))} and {_megabytes(free)} are free; {previous}. Free disk "
+                "space (or move output_dir to a larger disk) and continue the run with --resume",
+            ) from error
         finally:
             if temporary.exists():
                 temporary.unlink()
 
 
-class ExperimentConfigInCheckpoint(pl.Callback):
-    """Stores the resolved experiment config (a plain dict) in every checkpoint under :data:`CONFIG_KEY`."""
+def remove_partial_checkpoints(directory: str | os.PathLike) -> tuple[int, int]:
+    """Delete the temporary files of checkpoint writes that were killed half way (the run holding
+    ``directory`` must be the only writer). Returns ``(files removed, bytes freed)``."""
+    removed, freed = 0, 0
+    for partial in Path(directory).glob(_PARTIAL_GLOB):
+        with suppress(FileNotFoundError):
+            size = partial.stat().st_size
+            partial.unlink()
+            removed, freed = removed + 1, freed + size
+    return removed, freed
 
-    def __init__(self, config: Mapping):
+
+class ExperimentConfigInCheckpoint(pl.Callback):
+    """Stores the resolved experiment config (a plain dict) in every checkpoint under :data:`CONFIG_KEY`, and
+    the training set's fingerprint (:func:`~sasa_det.engine.data_fingerprint.training_set_fingerprint`)
+    under :data:`DATA_KEY` when given."""
+
+    def __init__(self, config: Mapping, training_data: Optional[Mapping] = None):
         self.config = dict(config)
+        self.training_data = dict(training_data) if training_data is not None else None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
+        if self.training_data is not None:
+            checkpoint[DATA_KEY] = self.training_data
 
 
 class LastCheckpoint(pl.Callback):
     """Writes ``<dirpath>/last.ckpt`` every ``every_n_steps`` optimizer steps (0: never mid-epoch), at every
-    epoch end and at the end of training; :attr:`saved_step` is the global step of the file on disk."""
+    epoch end and at the end of training; :attr:`saved_step` is the global step of the file this process
+    wrote (None until it writes one: a resumed run may write into another output_dir than its checkpoint's)."""
 
     def __init__(self, dirpath: str | os.PathLike, every_n_steps: int = 500):
         self.path = Path(dirpath) / "last.ckpt"
@@ -108,12 +195,6 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save_if_new(trainer)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"saved_step": self.saved_step}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.saved_step = state_dict.get("saved_step")
 
 
 def _rng_state() -> dict[str, Any]:

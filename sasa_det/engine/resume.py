@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 MODEL_SECTIONS = ("task", "model", "classifier")
 #: Keys of those sections that only say where initial weights came from (not part of the network).
 _INIT_KEYS = ("model.init_from", "model.backbone.weights", "classifier.init_from", "classifier.backbone.weights")
+#: Keys that null means "take from the data": the checkpoint holds the resolved value, and a changed dataset
+#: is refused later by the class checks, so null here is no change.
+_FROM_DATA_KEYS = ("model.num_classes", "classifier.num_classes")
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -42,11 +45,18 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(
     a: DictConfig, b: DictConfig, sections: tuple[str, ...] = MODEL_SECTIONS
 ) -> list[tuple[str, Any, Any]]:
-    """``(key, value in a, value in b)`` for every leaf of ``sections`` that differs (init-weight keys excluded)."""
+    """``(key, value in a, value in b)`` for every leaf of ``sections`` that differs (init-weight keys excluded,
+    and a null class count, which the data resolves, equals any)."""
     flat_a = {k: v for k, v in _flatten(config_to_dict(a)).items() if k.split(".")[0] in sections}
     flat_b = {k: v for k, v in _flatten(config_to_dict(b)).items() if k.split(".")[0] in sections}
     keys = sorted(set(flat_a) | set(flat_b))
-    return [(k, flat_a.get(k), flat_b.get(k)) for k in keys if k not in _INIT_KEYS and flat_a.get(k) != flat_b.get(k)]
+    return [
+        (k, flat_a.get(k), flat_b.get(k))
+        for k in keys
+        if k not in _INIT_KEYS
+        and flat_a.get(k) != flat_b.get(k)
+        and not (k in _FROM_DATA_KEYS and None in (flat_a.get(k), flat_b.get(k)))
+    ]
 
 
 def checkpoint_config(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> tuple[DictConfig, dict]:

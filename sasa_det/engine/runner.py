@@ -22,6 +22,7 @@ Output directory of a training run (``cfg.output_dir``)::
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -37,6 +38,7 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from sasa_det.config import check_data_paths, config_to_dict, save_config
 from sasa_det.engine.callbacks import ValidationRecorder
@@ -47,11 +49,16 @@ from sasa_det.engine.checkpointing import (
     RngStateCheckpoint,
     StopOnSignal,
     TrainingInterrupted,
+    remove_partial_checkpoints,
     sigterm_exception,
 )
+from sasa_det.engine.data_fingerprint import check_training_data, training_set_fingerprint
 from sasa_det.engine.ema import ExponentialMovingAverage
 from sasa_det.engine.init_from import initialize_from
 from sasa_det.engine.loading import clear_initial_weights, load_module
+from sasa_det.engine.log_history import CsvHistory
+from sasa_det.engine.resume_position import ResumePoint, ResumePosition, read_resume_point
+from sasa_det.engine.run_lock import RunLock
 from sasa_det.engine.tasks import get_task
 from sasa_det.logging_setup import log_to_file
 
@@ -60,12 +67,16 @@ __all__ = ["build_trainer", "evaluate", "predict", "train"]
 logger = logging.getLogger(__name__)
 
 
-def _loggers(output_dir: Path) -> list:
-    # version 0: a run directory holds one run, and a resumed run appends to its own logs.
+def _loggers(output_dir: Path, resume_step: Optional[int] = None) -> list:
+    """CSV (and TensorBoard when installed) loggers writing into ``output_dir``; a resumed run
+    (``resume_step``: the checkpoint's global step) continues their history (:class:`LogHistory`)."""
+    # version 0: a run directory holds one run, and a resumed run continues its own logs.
     loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version=0)]
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
+        # purge_step: events the lost part of the run wrote after the checkpoint are hidden (they are replayed)
+        extra = {"purge_step": resume_step} if resume_step is not None else {}
         loggers.append(
-            TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=0, default_hp_metric=False)
+            TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=0, default_hp_metric=False, **extra)
         )
     return loggers
 
@@ -133,6 +144,8 @@ def _finish(
     the epochs): then the final weights are validated here, and promoted to the best checkpoint when they
     beat it.
     """
+    if last.saved_step != trainer.global_step:  # e.g. resumed from a final checkpoint of another output_dir
+        last.save(trainer)
     if recorder.step == trainer.global_step and recorder.metrics is not None:
         return dict(recorder.metrics)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -165,18 +178,88 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
         ``{"metrics": {name: value} of the final weights, "best_checkpoint", "last_checkpoint", "output_dir",
         "config_path", "predictions_png"}`` (paths as strings or None).
 
+    A resumed run whose checkpoint already reached the run's bound returns the stored final metrics with
+    ``"already_finished"`` (a sentence saying so) and trains nothing.
+
     Raises:
         TrainingInterrupted: SIGINT / SIGTERM / SIGUSR1 stopped training after writing ``last.ckpt``.
+        ConfigError: wrong data paths; another training holds ``output_dir`` (:class:`RunLocked`); the
+            training set changed since the checkpoint being resumed.
+        CheckpointWriteError: a checkpoint could not be written (disk full); the previous one is intact.
     """
     check_data_paths(cfg)
-    task = get_task(cfg.task)
     output_dir = Path(cfg.output_dir)
+    # One training per output_dir: global rank 0 holds its lock (the other ranks are that training's).
+    with RunLock(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        return _train(cfg, output_dir, resume_from)
+
+
+def _finished_run(cfg: DictConfig, output_dir: Path, point: ResumePoint) -> Optional[dict[str, Any]]:
+    """The result of a run whose checkpoint already reached the run's bound and whose final metrics are
+    written (newer than the checkpoint), or None when there is training or evaluation left to do."""
+    t = cfg.trainer
+    if t.max_steps is not None and t.max_steps > 0 and point.global_step >= t.max_steps:
+        where = f"step {point.global_step} of trainer.max_steps={t.max_steps}"
+    elif t.max_epochs is not None and t.max_epochs > 0 and point.epochs_done >= t.max_epochs:
+        where = f"epoch {point.epochs_done} of trainer.max_epochs={t.max_epochs} (step {point.global_step})"
+    else:
+        return None
+    metrics_file = output_dir / "metrics.json"
+    if not metrics_file.is_file() or metrics_file.stat().st_mtime < point.path.stat().st_mtime:
+        return None
+    best = sorted((output_dir / "checkpoints").glob("best-*.ckpt"))
+    last = output_dir / "checkpoints" / "last.ckpt"
+    message = (
+        f"the run in {output_dir} is finished: {where}; its final metrics are in {metrics_file}. "
+        "To train it longer, resume with a larger trainer.max_steps or trainer.max_epochs"
+    )
+    logger.warning("%s", message)
+    predictions = output_dir / "predictions.png"
+    return {
+        "metrics": json.loads(metrics_file.read_text()),
+        "best_checkpoint": str(best[-1]) if best else None,
+        "last_checkpoint": str(last) if last.is_file() else None,
+        "output_dir": str(output_dir),
+        "config_path": str(output_dir / "config.yaml"),
+        "predictions_png": str(predictions) if predictions.is_file() else None,
+        "already_finished": message,
+    }
+
+
+def _train(cfg: DictConfig, output_dir: Path, resume_from: Optional[str | os.PathLike]) -> dict[str, Any]:
+    """:func:`train` inside the run directory's lock."""
+    point = read_resume_point(resume_from) if resume_from is not None else None
+    if point is not None:
+        finished = _finished_run(cfg, output_dir, point)
+        if finished is not None:
+            return finished
+    if rank_zero_only.rank == 0:
+        removed, freed = remove_partial_checkpoints(output_dir / "checkpoints")
+        if removed:
+            logger.warning(
+                "removed %d partial checkpoint file(s) (%.1f MB) left in %s by writes that were killed half way",
+                removed,
+                freed / 2**20,
+                output_dir / "checkpoints",
+            )
+    task = get_task(cfg.task)
     pl.seed_everything(cfg.trainer.seed, workers=True)
     cfg = task.prepare(cfg)
     datamodule = task.build_datamodule(cfg, train=True)
     cfg = task.complete_config(cfg, datamodule)
-    if resume_from is not None:
+    training_data = training_set_fingerprint(datamodule.train_dataset, cfg.data.get("train_ann"))
+    data_change = None
+    if point is not None:
         clear_initial_weights(cfg)
+        data_change = check_training_data(
+            point.training_data, training_data, point.path, allow=bool(cfg.trainer.resume_with_changed_data)
+        )
+        if data_change is not None:
+            logger.warning(
+                "THE TRAINING SET CHANGED since the checkpoint (%s). Continuing as "
+                "trainer.resume_with_changed_data=true asks: the sample order restarts with the next epoch.",
+                data_change,
+            )
     class_names = getattr(datamodule, "class_names", None)
     module = task.build_module(cfg, list(class_names) if class_names else None)
 
@@ -204,12 +287,19 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
         last,
         stop,
         RngStateCheckpoint(),
+        ResumePosition(end_epoch=data_change is not None),
         LearningRateMonitor(logging_interval="step"),
-        ExperimentConfigInCheckpoint(config_to_dict(cfg)),
+        ExperimentConfigInCheckpoint(config_to_dict(cfg), training_data),
         recorder,
         *task.callbacks(cfg),
     ]
-    trainer = build_trainer(cfg, callbacks=callbacks, loggers=_loggers(output_dir))
+    if point is not None:
+        history = CsvHistory(output_dir / "logs" / "version_0" / "metrics.csv", point.global_step)
+        if rank_zero_only.rank == 0:
+            history.set_aside()
+        callbacks.append(history)
+    resume_step = point.global_step if point is not None else None
+    trainer = build_trainer(cfg, callbacks=callbacks, loggers=_loggers(output_dir, resume_step))
     config_path = output_dir / "config.yaml"
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
