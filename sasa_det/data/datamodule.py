@@ -157,6 +157,7 @@ class CocoDataModule(pl.LightningDataModule):
             name=split,
             report_dir=self.report_dir,
             progress=self.progress and rank_zero_only.rank == 0,
+            keep_ground_truth=not train,  # only evaluation reads it
         )
         self.reports[split] = report
         _print_report(report, self.report_dir)
