@@ -198,6 +198,24 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_NUMBER_TYPES = {int, float}
+
+
+def _all_finite_numbers(values: Any) -> bool:
+    """Whether every item of a list is a finite int or float (not a bool); the common case is checked in C
+    (the items' types, then one sum), only a list that fails it is checked item by item."""
+    if set(map(type, values)) <= _NUMBER_TYPES and math.isfinite(sum(values)):
+        return True
+    return all(_is_number(v) for v in values)
+
+
+def _all_natural_numbers(values: list) -> bool:
+    """Whether every item is an int >= 0 (not a bool), checked in C for the common case."""
+    if set(map(type, values)) <= {int}:
+        return not values or min(values) >= 0
+    return all(_is_int(v) and v >= 0 for v in values)
+
+
 def _rle_string_counts(text: str) -> list[int]:
     """Run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, with bounds checks)."""
     counts: list[int] = []
@@ -229,7 +247,7 @@ def _segmentation_problem(segm: Any, height: Any, width: Any) -> tuple[str | Non
             return "an empty polygon list", 0
         valid = 0
         for part in segm:
-            if not isinstance(part, (list, tuple)) or not all(_is_number(v) for v in part):
+            if not isinstance(part, (list, tuple)) or not _all_finite_numbers(part):
                 return "a polygon part that is not a list of finite numbers", 0
             valid += len(part) >= 6 and len(part) % 2 == 0
         if valid == 0:
@@ -244,7 +262,7 @@ def _segmentation_problem(segm: Any, height: Any, width: Any) -> tuple[str | Non
             runs = _rle_string_counts(counts) if isinstance(counts, str) else list(counts)
         except ValueError as err:
             return f"a compressed RLE string that cannot be decoded ({err})", 0
-        if not all(_is_int(r) and r >= 0 for r in runs) or sum(runs) != height * width:
+        if not _all_natural_numbers(runs) or sum(runs) != height * width:
             return f"RLE run lengths that do not cover the {height}x{width} image exactly", 0
         return None, 0
     return (
@@ -442,7 +460,7 @@ def _annotation_problems(
         )
     bbox = ann.get("bbox")
     img = images.get(ann.get("image_id"))
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not _all_finite_numbers(bbox):
         out.append(
             problem(f"has a malformed bbox {bbox!r}", "write [x, y, width, height] with four finite numbers in pixels")
         )
