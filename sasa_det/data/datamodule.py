@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 from sasa_det.data.coco import CocoDetectionDataset
 from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
 from sasa_det.data.collate import collate_detection
+from sasa_det.data.records_cache import load_shared_records
 from sasa_det.data.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
 from sasa_det.data.transforms import build_train_transforms, build_val_transforms
 from sasa_det.data.validation import DatasetReport
@@ -151,7 +153,10 @@ class CocoDataModule(pl.LightningDataModule):
         """Load and check one split, print its report (rank 0) and write it to ``report_dir``."""
         options = self.options
         train = split == "train"
-        records, report = load_checked_coco(
+        # Training records are checked and packed once per machine and shared by every rank and worker
+        # (load_shared_records); validation keeps its ground truth in this process, for the evaluator.
+        load = load_shared_records if train else partial(load_checked_coco, keep_ground_truth=True)
+        records, report = load(
             getattr(options, f"{split}_ann"),
             getattr(options, f"{split}_images"),
             options,
@@ -160,7 +165,6 @@ class CocoDataModule(pl.LightningDataModule):
             name=split,
             report_dir=self.report_dir,
             progress=self.progress and rank_zero_only.rank == 0,
-            keep_ground_truth=not train,  # only evaluation reads it
         )
         self.reports[split] = report
         _print_report(report, self.report_dir)

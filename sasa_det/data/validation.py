@@ -91,6 +91,7 @@ class DatasetError(ValueError):
     """
 
     def __init__(self, headline: str, problems: Sequence[Problem] = (), full_list: Path | None = None) -> None:
+        self.headline = headline
         self.problems = list(problems)
         self.full_list = full_list
         lines = [headline]
@@ -99,6 +100,10 @@ class DatasetError(ValueError):
             rest = len(self.problems) - _MAX_LISTED
             lines.append(f"  ... and {rest} more" + (f"; the full list is in {full_list}" if full_list else ""))
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its problems (an error raised in a child process reaches the parent whole)."""
+        return (type(self), (self.headline, self.problems, self.full_list))
 
 
 def raise_if_problems(
@@ -165,6 +170,15 @@ class DatasetReport:
                 lines.append(f"    ... and {len(self.dropped) - _MAX_IDS} more (see the report file)")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetReport:
+        """The report :meth:`to_dict` describes."""
+        report = cls(data["name"], data["ann_file"], data["image_dir"], dict(data["counts"]))
+        report.fixes.update({what: list(ids) for what, ids in data["fixes"].items()})
+        report.dropped = [Problem(**problem) for problem in data["dropped"]]
+        report.notes = list(data["notes"])
+        return report
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (every record id, every dropped problem)."""
@@ -530,7 +544,7 @@ def default_cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def cache_lock(path: Path) -> Iterator[None]:
     """Exclusive lock on ``path`` + ``.lock`` so that processes (DDP ranks) checking the same folder
     take turns: the first checks, the others then read its cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -600,7 +614,7 @@ def check_image_files(
     if cache_dir is not None:
         key = hashlib.sha1(str(image_dir.resolve()).encode()).hexdigest()[:16]
         cache_file = Path(cache_dir) / f"image_check_{key}.json"
-    with _locked(cache_file) if cache_file is not None else contextlib.nullcontext():
+    with cache_lock(cache_file) if cache_file is not None else contextlib.nullcontext():
         cache = _read_cache(cache_file) if cache_file is not None else {}
         results: dict[str, ImageHeader | str] = {}
         todo: list[tuple[str, list[int]]] = []
