@@ -54,7 +54,7 @@ def _offsets(lengths: Sequence[int]) -> np.ndarray:
 
 def _bytes_buffer(chunks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """``chunks`` concatenated into one uint8 array, and their offsets."""
-    return np.frombuffer(b"".join(chunks), dtype=np.uint8).copy(), _offsets([len(c) for c in chunks])
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8), _offsets([len(c) for c in chunks])
 
 
 class PackedRecords(Sequence[ImageRecord]):

@@ -451,9 +451,8 @@ def _annotation_problems(
     file: str,
     with_masks: bool,
 ) -> list[Problem]:
-    record = f"annotation id {ann['id']} (image id {ann.get('image_id')})"
-
     def problem(message: str, fix: str) -> Problem:
+        record = f"annotation id {ann['id']} (image id {ann.get('image_id')})"
         return Problem(file, record, message, fix, "annotations", index)
 
     out = []
@@ -509,6 +508,8 @@ def _annotation_problems(
 def removed_polygon_parts(segm: Any) -> int:
     """Number of polygon parts with fewer than 3 points in a (valid) segmentation; they are removed."""
     if not isinstance(segm, list):
+        return 0
+    if len(segm) == 1 and len(segm[0]) >= 6 and len(segm[0]) % 2 == 0:  # most COCO objects: one valid part
         return 0
     return sum(1 for part in segm if not (len(part) >= 6 and len(part) % 2 == 0))
 
