@@ -74,7 +74,8 @@ class DatasetChecks:
     #: "error": list every bad record and stop | "drop": remove them (listed in data_report_*), skip training
     #: images that fail later
     on_bad_records: str = choice(BAD_RECORD_POLICIES, default="error")
-    #: cache the image check by file size + modification time (a second run does not reopen the images)
+    #: cache the image check by file size + modification time (a second run does not reopen the images), and the
+    #: checked, packed training records (records/: every rank and later run reads them instead of checking again)
     check_cache: bool = True
     #: image-check cache folder; null = $SASA_DET_CACHE_DIR or ~/.cache/sasa_det
     check_cache_dir: Optional[str] = None
