@@ -252,10 +252,11 @@ class CocoEvaluator:
         keep = scores >= self.score_threshold
         owner = np.repeat(np.arange(len(predictions)), counts)
         category_ids = self._category_ids(labels[keep], owner[keep], list(batch))
-        boxes = boxes[keep]
+        boxes, scores = boxes[keep], scores[keep]
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-        ends = np.cumsum(np.bincount(owner[keep], minlength=len(predictions)))
-        starts = ends - np.bincount(owner[keep], minlength=len(predictions))
+        kept_counts = np.bincount(owner[keep], minlength=len(predictions))
+        ends = np.cumsum(kept_counts)
+        starts = ends - kept_counts
         kept_per_image = np.split(keep, np.cumsum(counts)[:-1])
         results: ImageResults = {}
         for i, image_id in enumerate(batch):
@@ -263,9 +264,7 @@ class CocoEvaluator:
             masks = None
             if "segm" in self.iou_types:
                 masks = self._encode_masks(predictions[i]["masks"], torch.from_numpy(kept_per_image[i]), image_id)
-            results[image_id] = ImageDetections(
-                category_ids[first:last], xywh[first:last], scores[keep][first:last], masks
-            )
+            results[image_id] = ImageDetections(category_ids[first:last], xywh[first:last], scores[first:last], masks)
         return results
 
     def _category_ids(self, labels: np.ndarray, owner: np.ndarray, image_ids: list[int]) -> np.ndarray:
