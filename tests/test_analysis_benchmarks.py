@@ -14,11 +14,11 @@ def test_eval_benchmark_backends_agree_on_synthetic_detections():
     coco, predictions = synthetic_coco(30, seed=1)
     assert len(coco.imgs) == len(predictions) == 30 and len(coco.anns) >= 30
     rows = benchmark_eval(30)
-    assert [row["backend"] for row in rows] == ["faster_coco_eval", "pycocotools"]
-    assert rows[1]["time_ratio"] == 1.0
+    assert [row["backend"] for row in rows] == ["faster_coco_eval", "pycocotools", "pycocotools alone"]
+    assert rows[2]["time_ratio"] == 1.0 and rows[0]["seconds"] == rows[0]["update_seconds"] + rows[0]["compute_seconds"]
     assert all(row["max_metric_difference"] <= 1e-12 for row in rows)
     assert 0.05 < rows[0]["metrics"]["bbox/AP"] < 0.95  # jitter and false positives: not trivial
-    assert "| faster_coco_eval |" in format_eval_table(rows, 30)
+    assert "| CocoEvaluator, faster_coco_eval |" in format_eval_table(rows, 30)
 
 
 def test_layer_benchmark_rows_and_ratios():

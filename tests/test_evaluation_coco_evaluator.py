@@ -219,6 +219,52 @@ def test_repeated_image_keeps_its_first_predictions(dataset):
     assert evaluator.compute() == reference
 
 
+def _per_detection_reference(predictions, image_ids, label_to_category, threshold=0.05):
+    """The conversion as it was written before it was vectorised: per image, tensors to lists, one dict per
+    detection; the order is image by image in ascending id, as ``detections_json`` returns them."""
+    bbox, segm = [], []
+    for image_id, p in sorted(zip(image_ids, predictions), key=lambda pair: pair[0]):
+        keep = p["scores"].float() >= threshold
+        scores = p["scores"].float()[keep].tolist()
+        boxes = p["boxes"].float()[keep]
+        categories = [label_to_category[int(label)] for label in p["labels"][keep].tolist()]
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist() if len(boxes) else []
+        binary = (p["masks"][keep][:, 0] > 0.5).to(torch.uint8).numpy()
+        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0))) if len(binary) else []
+        for c, b, s, rle in zip(categories, xywh, scores, rles):
+            bbox.append({"image_id": image_id, "category_id": c, "bbox": b, "score": s})
+            segm.append(
+                {
+                    "image_id": image_id,
+                    "category_id": c,
+                    "segmentation": dict(rle, counts=rle["counts"].decode()),
+                    "score": s,
+                }
+            )
+    return bbox, segm
+
+
+def test_batched_conversion_equals_the_per_detection_conversion(dataset):
+    predictions = _noisy_predictions(dataset, seed=11)
+    predictions[2] = {k: v[:0] for k, v in predictions[2].items()}  # an image without detections
+    predictions[3] = dict(predictions[3], boxes=predictions[3]["boxes"].double())  # other dtypes are cast
+    order = list(reversed(range(NUM_IMAGES)))  # batches need not come in id order
+    ids = [dataset.image_ids[i] for i in order]
+    evaluator, _ = _evaluate(dataset, [predictions[i] for i in order], ids)
+    bbox, segm = _per_detection_reference([predictions[i] for i in order], ids, dataset.label_to_category)
+    assert len(bbox) > 20
+    assert evaluator.detections_json("bbox") == bbox  # exactly: same floats, ids, order
+    assert evaluator.detections_json("segm") == segm
+    fresh = CocoEvaluator(dataset.coco, dataset.label_to_category)
+    bad = dict(
+        predictions[1],
+        labels=torch.full_like(predictions[1]["labels"], 7),
+        scores=torch.ones(len(predictions[1]["labels"])),
+    )
+    with pytest.raises(ValueError, match=f"image id {dataset.image_ids[1]} has label 7"):
+        fresh.update([predictions[0], bad], dataset.image_ids[:2])
+
+
 def test_merge_rank_results_drops_padded_duplicates():
     rank0 = {1: {"bbox": ["a"]}, 3: {"bbox": ["c"]}, 5: {"bbox": []}}
     rank1 = {2: {"bbox": ["b"]}, 4: {"bbox": ["d"]}, 1: {"bbox": ["a-again"]}}

@@ -5,6 +5,8 @@ python tools/benchmark.py layers [--device cpu] [--dtype float32] [--channels 64
                                  [--repeats 5] [--json out.json]
 python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
 python tools/benchmark.py eval   [--images 5000]
+python tools/benchmark.py data   [--work-dir data/coco_sized] [--images 118287] [--instances 860001] [--workers 4]
+                                 [--batches 300] [--batch-size 4] [--no-masks] [--compare-list] [--json out.json]
 python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--path tensor_core]
                                   [--json out.json]
 python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
@@ -124,6 +126,41 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_data_parser(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="COCO-sized data pipeline: build time, main and worker memory")
+    parser.add_argument("--work-dir", type=Path, default=Path("data/coco_sized"), help="generated split goes here")
+    parser.add_argument("--images", type=int, default=118_287, help="images of the generated split (COCO train)")
+    parser.add_argument("--instances", type=int, default=860_001, help="instances of the generated split")
+    parser.add_argument("--workers", type=int, default=4, help="loader workers")
+    parser.add_argument("--batches", type=int, default=300, help="batches loaded before memory is read")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--no-masks", action="store_true", help="records without segmentations (RetinaNet)")
+    parser.add_argument("--compare-list", action="store_true", help="also measure records as a Python list")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.set_defaults(run=run_data)
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from sasa_det.analysis.coco_sized_annotations import write_coco_sized_split
+    from sasa_det.analysis.data_benchmark import benchmark_data, format_data_report
+
+    split = write_coco_sized_split(args.work_dir, num_images=args.images, num_instances=args.instances)
+    results = benchmark_data(
+        split["ann_file"],
+        split["image_dir"],
+        with_masks=not args.no_masks,
+        workers=args.workers,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        compare_list=args.compare_list,
+    )
+    print(format_data_report(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
 def add_kernels_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "kernels", help="compile the SASA Triton kernels for sm_90 (no GPU needed): registers, spills, SASS, barriers"
@@ -206,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     add_layers_parser(subparsers)
     add_model_parser(subparsers)
     add_eval_parser(subparsers)
+    add_data_parser(subparsers)
     add_kernels_parser(subparsers)
     add_all_parser(subparsers)
     args = parser.parse_args(argv)

@@ -2,7 +2,10 @@
 
 The records come from :func:`sasa_det.data.coco_records.load_checked_coco`, which reads, checks and fixes a
 split; this dataset only indexes them and loads images (RGB, EXIF orientation applied,
-:mod:`sasa_det.data.image_io`) and masks.
+:mod:`sasa_det.data.image_io`) and masks. The records are packed into flat numpy arrays
+(:class:`~sasa_det.data.packed_records.PackedRecords`) and ``__getitem__`` decodes one, so data-loader
+workers keep sharing the main process's copy instead of each growing a private one; the dataset holds no
+Python object per image.
 
 An image that fails to load (changed on disk after the check) raises ``DatasetError`` naming the file and
 the record, or with ``on_load_error="skip"`` is replaced by the next image of the dataset with a warning
@@ -24,8 +27,9 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from sasa_det.data.coco_records import CocoRecords, ImageRecord, load_coco_quietly
+from sasa_det.data.coco_records import CocoRecords, load_coco_quietly
 from sasa_det.data.image_io import ImageReadError, load_rgb_image
+from sasa_det.data.image_record import ImageRecord
 from sasa_det.data.transforms import build_val_transforms
 from sasa_det.data.validation import DatasetError
 
@@ -72,10 +76,11 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
     ``orig_size`` ((height, width) of the image, after EXIF orientation). Tensors are plain ``torch.Tensor``.
 
     Attributes:
-        coco: pycocotools ``COCO`` of the records' ground truth (for evaluation; built on first use).
+        coco: pycocotools ``COCO`` of the records' ground truth (for evaluation; built on first use, only
+            when the records kept their ground truth).
         category_to_label / label_to_category: ``dict[int, int]`` between COCO ids and labels.
         class_names: category names, index ``label - 1``.
-        image_ids: the COCO image ids in dataset order.
+        image_ids: the COCO image ids in dataset order (a list, built when asked for).
         with_masks: whether targets carry masks.
     """
 
@@ -97,11 +102,21 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         self.class_names: list[str] = list(records.class_names)
         self.label_to_category: dict[int, int] = {i + 1: cid for i, cid in enumerate(records.category_ids)}
         self.category_to_label: dict[int, int] = {cid: label for label, cid in self.label_to_category.items()}
-        self.image_ids: list[int] = [record.image_id for record in records.images]
+
+    @property
+    def image_ids(self) -> list[int]:
+        """The COCO image ids in dataset order."""
+        return self.records.images.image_ids.tolist()
 
     @cached_property
     def coco(self) -> COCO:
         """The ground truth as a pycocotools ``COCO`` (what :class:`~sasa_det.evaluation.CocoEvaluator` reads)."""
+        if self.records.ground_truth is None:
+            raise ValueError(
+                f"The records of {str(self.ann_file)!r} were loaded without their ground truth "
+                "(load_checked_coco(keep_ground_truth=False), what a training split does); load them with "
+                "keep_ground_truth=True to evaluate on them."
+            )
         return load_coco_quietly(dataset=self.records.ground_truth)
 
     @property
@@ -175,7 +190,7 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
                 logger.warning(
                     "%s Skipped (on_bad_records=drop): image id %d is used in its place.",
                     err,
-                    self.image_ids[(index + 1) % len(self)],
+                    int(self.records.images.image_ids[(index + 1) % len(self)]),
                 )
                 index = (index + 1) % len(self)
         raise DatasetError(

@@ -35,7 +35,7 @@ import json
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +43,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from sasa_det.choices import choice
+from sasa_det.data.image_record import ImageRecord
+from sasa_det.data.packed_records import PackedRecords
 from sasa_det.data.validation import (
     BAD_RECORD_POLICIES,
     CHECK_LEVELS,
@@ -72,7 +74,8 @@ class DatasetChecks:
     #: "error": list every bad record and stop | "drop": remove them (listed in data_report_*), skip training
     #: images that fail later
     on_bad_records: str = choice(BAD_RECORD_POLICIES, default="error")
-    #: cache the image check by file size + modification time (a second run does not reopen the images)
+    #: cache the image check by file size + modification time (a second run does not reopen the images), and the
+    #: checked, packed training records (records/: every rank and later run reads them instead of checking again)
     check_cache: bool = True
     #: image-check cache folder; null = $SASA_DET_CACHE_DIR or ~/.cache/sasa_det
     check_cache_dir: Optional[str] = None
@@ -87,46 +90,24 @@ class DatasetChecks:
 
 
 @dataclass
-class ImageRecord:
-    """One image and its training instances (after the fixes), in plain values.
-
-    Attributes:
-        image_id: the COCO image id.
-        file_name: the image's path relative to the split's image folder.
-        height, width: its size in pixels after EXIF orientation (as the json says and the check confirmed).
-        boxes: float32 ``[N, 4]`` x1, y1, x2, y2 in pixels, clipped to the image.
-        labels: int64 ``[N]`` contiguous labels 1..K.
-        annotation_ids: int64 ``[N]`` the COCO annotation ids.
-        segmentations: the ``N`` COCO segmentations (polygon lists or RLE dicts); empty without masks.
-    """
-
-    image_id: int
-    file_name: str
-    height: int
-    width: int
-    boxes: np.ndarray
-    labels: np.ndarray
-    annotation_ids: np.ndarray
-    segmentations: list[Any] = field(default_factory=list)
-
-
-@dataclass
 class CocoRecords:
     """A split as records: what a dataset serves, and the ground truth that evaluation compares with.
 
     Attributes:
-        images: one :class:`ImageRecord` per image kept, in the json's order.
+        images: one :class:`ImageRecord` per image kept, in the json's order, packed into flat arrays
+            (:class:`~sasa_det.data.packed_records.PackedRecords`: data-loader workers share them).
         category_ids: COCO category id of each label (index ``label - 1``), ascending.
         class_names: category names, index ``label - 1``.
-        ground_truth: the COCO json after dropped records were removed and missing areas filled in.
+        ground_truth: the COCO json after dropped records were removed and missing areas filled in; ``None``
+            when it was not kept (a training split: only evaluation needs it).
         ann_file, image_dir: where the split comes from (named in messages).
         with_masks: whether the segmentations were checked and kept.
     """
 
-    images: list[ImageRecord]
+    images: PackedRecords
     category_ids: list[int]
     class_names: list[str]
-    ground_truth: dict[str, Any]
+    ground_truth: Optional[dict[str, Any]]
     ann_file: str
     image_dir: str
     with_masks: bool = False
@@ -179,6 +160,7 @@ def load_checked_coco(
     name: str = "dataset",
     report_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    keep_ground_truth: bool = True,
 ) -> tuple[CocoRecords, DatasetReport]:
     """Read a COCO instances json, check every record (and image), fix what is safe: ``(records, report)``.
 
@@ -195,6 +177,8 @@ def load_checked_coco(
         name: the split's name in the report (``train`` / ``val``).
         report_dir: where the full problem list goes when it is too long for the error message.
         progress: show a progress bar while checking images.
+        keep_ground_truth: keep the checked json in ``records.ground_truth`` (for evaluation); ``False`` lets
+            it go once the records are packed (a training split: less memory in the process and its workers).
 
     Returns:
         The :class:`CocoRecords` and the :class:`~sasa_det.data.validation.DatasetReport` of everything fixed,
@@ -242,11 +226,15 @@ def load_checked_coco(
     _fill_missing_areas(data, report)
     category_ids = sorted(cat["id"] for cat in data["categories"])
     names_by_id = {cat["id"]: str(cat.get("name", cat["id"])) for cat in data["categories"]}
+    images = PackedRecords.pack(
+        _image_records(data, category_ids, with_masks, keep_empty, float(min_box_size), report), with_masks
+    )
+    num_images = len(data["images"])
     records = CocoRecords(
-        images=_image_records(data, category_ids, with_masks, keep_empty, float(min_box_size), report),
+        images=images,
         category_ids=category_ids,
         class_names=[names_by_id[cid] for cid in category_ids],
-        ground_truth=data,
+        ground_truth=data if keep_ground_truth else None,
         ann_file=str(ann_path),
         image_dir=str(image_path),
         with_masks=with_masks,
@@ -258,7 +246,7 @@ def load_checked_coco(
                 Problem(
                     str(ann_path),
                     "",
-                    f"all {len(data['images'])} image(s) were dropped (none has a usable annotation)",
+                    f"all {num_images} image(s) were dropped (none has a usable annotation)",
                     "check the annotations, or keep empty images (keep_empty_train)",
                 )
             ],
@@ -337,7 +325,7 @@ def _image_records(
 
 
 def _note_unused_categories(records: CocoRecords, report: DatasetReport) -> None:
-    used = {int(label) for record in records.images for label in record.labels}
+    used = set(np.unique(records.images.labels).tolist())
     unused = [name for label, name in enumerate(records.class_names, start=1) if label not in used]
     if unused:
         report.notes.append(f"categories with no training instance: {', '.join(unused[:20])}")

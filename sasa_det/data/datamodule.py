@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -14,7 +15,8 @@ from torch.utils.data import DataLoader
 from sasa_det.data.coco import CocoDetectionDataset
 from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
 from sasa_det.data.collate import collate_detection
-from sasa_det.data.sampling import resumable_train_loader, sharded_val_loader
+from sasa_det.data.records_cache import load_shared_records
+from sasa_det.data.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
 from sasa_det.data.transforms import build_train_transforms, build_val_transforms
 from sasa_det.data.validation import DatasetReport
 
@@ -57,6 +59,8 @@ class CocoDataOptions(DatasetChecks):
     with_masks: Optional[bool] = None
     #: keep training images without annotations
     keep_empty_train: bool = False
+    #: training batches of one orientation (landscape / portrait), less padding; same order on resume and DDP
+    aspect_ratio_grouping: bool = False
 
 
 class CocoDataModule(pl.LightningDataModule):
@@ -65,7 +69,8 @@ class CocoDataModule(pl.LightningDataModule):
     Batches are ``(images, targets)`` lists (see :func:`collate_detection`). The training loader is a
     :func:`~sasa_det.data.sampling.resumable_train_loader`: the epoch's order and every image's augmentation
     follow from ``seed`` alone, each rank takes its shard, and a run resumed mid-epoch continues with the
-    very batches the uninterrupted run would have seen. The validation loader shards the set across ranks
+    very batches the uninterrupted run would have seen; with ``aspect_ratio_grouping`` every training batch
+    holds images of one orientation (:class:`~sasa_det.data.sampling.AspectRatioGroupedSampler`). The validation loader shards the set across ranks
     without padding (every image evaluated once). Validation images keep their original size. The trainer
     is built with ``use_distributed_sampler=False`` (these loaders shard themselves).
 
@@ -148,7 +153,10 @@ class CocoDataModule(pl.LightningDataModule):
         """Load and check one split, print its report (rank 0) and write it to ``report_dir``."""
         options = self.options
         train = split == "train"
-        records, report = load_checked_coco(
+        # Training records are checked and packed once per machine and shared by every rank and worker
+        # (load_shared_records); validation keeps its ground truth in this process, for the evaluator.
+        load = load_shared_records if train else partial(load_checked_coco, keep_ground_truth=True)
+        records, report = load(
             getattr(options, f"{split}_ann"),
             getattr(options, f"{split}_images"),
             options,
@@ -218,9 +226,14 @@ class CocoDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, resumable training loader over this rank's shard."""
+        """Shuffled, resumable training loader over this rank's shard (batches of one orientation with
+        ``aspect_ratio_grouping``)."""
+        dataset = self.train_dataset
+        groups = None
+        if self.options.aspect_ratio_grouping:
+            groups = orientation_groups(dataset.records.images.widths, dataset.records.images.heights)
         return resumable_train_loader(
-            self.train_dataset, self.trainer, self.seed, self.batch_size, **self._loader_options()
+            dataset, self.trainer, self.seed, self.batch_size, group_ids=groups, **self._loader_options()
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -13,6 +13,9 @@ state that a restart loses:
   Lightning saves in checkpoints and restores before the first batch): the state is the epoch and the number
   of batches already trained in it, read from the trainer when the checkpoint is written.
 
+:class:`AspectRatioGroupedSampler` is a :class:`ResumableSampler` whose batches hold images of one orientation
+(``data.aspect_ratio_grouping``); see its docstring.
+
 :class:`ShardedSampler` splits a validation set across ranks without padding, so that every image is
 evaluated exactly once.
 """
@@ -20,7 +23,7 @@ evaluated exactly once.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,11 +31,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = [
+    "AspectRatioGroupedSampler",
     "ResumableDataLoader",
     "ResumableSampler",
     "SeededSamples",
     "ShardedSampler",
     "ignore_stop_signals",
+    "orientation_groups",
     "resumable_train_loader",
     "sharded_val_loader",
     "sample_seed",
@@ -87,14 +92,15 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         self.epoch = int(epoch)
         self._start = int(position)
 
+    def epoch_order(self, epoch: int) -> list[int]:
+        """Epoch ``epoch``'s order of all indices (every rank's), before padding and sharding."""
+        if self.shuffle:
+            return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        return list(range(self.num_samples))
+
     def epoch_indices(self, epoch: int) -> list[int]:
         """This rank's whole index list of ``epoch``."""
-        if self.shuffle:
-            order = torch.randperm(
-                self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch)
-            ).tolist()
-        else:
-            order = list(range(self.num_samples))
+        order = self.epoch_order(epoch)
         total = len(self) * self.world_size
         order += (order * (total // len(order) + 1))[: total - len(order)]
         return order[self.rank :: self.world_size]
@@ -117,6 +123,84 @@ class ShardedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.num_samples, self.world_size))
+
+
+def orientation_groups(widths: Sequence[int] | np.ndarray, heights: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Group id of each image: 0 for landscape (wider than tall), 1 otherwise (detectron2's grouping)."""
+    return np.where(np.asarray(widths) > np.asarray(heights), 0, 1).astype(np.int64)
+
+
+class AspectRatioGroupedSampler(ResumableSampler):
+    """:class:`ResumableSampler` whose consecutive ``batch_size`` indices share a group: training batches of
+    images of one orientation, exact under DDP and resumable.
+
+    A batch is padded to its largest image, so a batch that mixes landscape and portrait images computes on a
+    mostly empty square. detectron2's default (``AspectRatioGroupedDataset``) and torchvision's
+    ``GroupedBatchSampler`` group the images by orientation; both form batches from whatever order the workers
+    deliver, so the batches depend on timing. Here the batches are a function of ``(seed, epoch)`` alone:
+
+    1. epoch ``e``'s order is the permutation :class:`ResumableSampler` draws;
+    2. walking it, each image joins its group's open batch, and a batch is closed when it holds ``batch_size``
+       images (so batches come in the order they fill, mixing the groups over the epoch);
+    3. each group's last, partial batch is completed with the group's first images of the epoch;
+    4. the batch list is padded to a multiple of ``world_size`` by repeating its first batches, and rank ``r``
+       takes batches ``r, r + world_size, ...``.
+
+    Every image is in at least one batch of every epoch, each batch holds one group only, the ranks get disjoint
+    batches (apart from the few repeated to complete batches and to equalise the ranks) and the same number of
+    them. The sampler yields the rank's batches flattened, index by index, so a ``DataLoader`` with the same
+    ``batch_size`` cuts exactly these batches, and a run resumed at batch ``k`` of an epoch
+    (:meth:`ResumableSampler.start_at` with position ``k * batch_size``) continues the same order.
+
+    Args:
+        group_ids: group of each dataset index (e.g. :func:`orientation_groups`).
+        batch_size: images per batch and rank (the ``DataLoader``'s ``batch_size``).
+        seed, rank, world_size: as for :class:`ResumableSampler` (always shuffled).
+    """
+
+    def __init__(
+        self, group_ids: Sequence[int] | np.ndarray, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        super().__init__(len(group_ids), seed=seed, shuffle=True, rank=rank, world_size=world_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.group_ids = np.asarray(group_ids, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        sizes = np.unique(self.group_ids, return_counts=True)[1]
+        batches = int(sum(-(-int(n) // self.batch_size) for n in sizes))
+        self._batches_per_rank = -(-batches // self.world_size)
+
+    def __len__(self) -> int:
+        """Indices of this rank in a whole epoch: its batches times ``batch_size``."""
+        return self._batches_per_rank * self.batch_size
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All ranks' batches of ``epoch``, in order (before sharding)."""
+        order = super().epoch_order(epoch)
+        groups = self.group_ids[order].tolist()
+        open_batches: dict[int, list[int]] = {}
+        first_of_group: dict[int, list[int]] = {}
+        batches: list[list[int]] = []
+        for index, group in zip(order, groups):
+            head = first_of_group.setdefault(group, [])
+            if len(head) < self.batch_size:
+                head.append(index)
+            batch = open_batches.setdefault(group, [])
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                batches.append(batch)
+                open_batches[group] = []
+        for group in sorted(open_batches):
+            batch = open_batches[group]
+            if batch:
+                head = first_of_group[group]
+                batches.append(batch + (head * self.batch_size)[: self.batch_size - len(batch)])
+        total = self._batches_per_rank * self.world_size
+        return batches + (batches * (total // len(batches) + 1))[: total - len(batches)]
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's batches of ``epoch``, flattened."""
+        return [index for batch in self.epoch_batches(epoch)[self.rank :: self.world_size] for index in batch]
 
 
 class SeededSamples(Dataset):
@@ -226,12 +310,17 @@ def _training_progress(trainer: Any) -> Callable[[], tuple[int, int]]:
 
 
 def resumable_train_loader(
-    dataset: Dataset, trainer: Any, seed: int, batch_size: int, **kwargs: Any
+    dataset: Dataset, trainer: Any, seed: int, batch_size: int, group_ids: Any = None, **kwargs: Any
 ) -> ResumableDataLoader:
     """The training loader of a Lightning data module: shuffled per epoch from ``seed``, this rank's shard of
-    ``dataset`` (``trainer``: the attached trainer, or None outside a fit), resumable mid-epoch."""
+    ``dataset`` (``trainer``: the attached trainer, or None outside a fit), resumable mid-epoch. With
+    ``group_ids`` (one per image, e.g. its orientation) each batch holds images of one group
+    (:class:`AspectRatioGroupedSampler`)."""
     rank, world = _rank_and_world(trainer)
-    sampler = ResumableSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world)  # type: ignore[arg-type]
+    if group_ids is not None:
+        sampler: ResumableSampler = AspectRatioGroupedSampler(group_ids, batch_size, seed, rank, world)
+    else:
+        sampler = ResumableSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world)  # type: ignore[arg-type]
     return ResumableDataLoader(
         SeededSamples(dataset), sampler, _training_progress(trainer), batch_size=batch_size, **_with_worker_init(kwargs)
     )

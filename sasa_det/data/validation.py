@@ -91,6 +91,7 @@ class DatasetError(ValueError):
     """
 
     def __init__(self, headline: str, problems: Sequence[Problem] = (), full_list: Path | None = None) -> None:
+        self.headline = headline
         self.problems = list(problems)
         self.full_list = full_list
         lines = [headline]
@@ -99,6 +100,10 @@ class DatasetError(ValueError):
             rest = len(self.problems) - _MAX_LISTED
             lines.append(f"  ... and {rest} more" + (f"; the full list is in {full_list}" if full_list else ""))
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its problems (an error raised in a child process reaches the parent whole)."""
+        return (type(self), (self.headline, self.problems, self.full_list))
 
 
 def raise_if_problems(
@@ -166,6 +171,15 @@ class DatasetReport:
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetReport:
+        """The report :meth:`to_dict` describes."""
+        report = cls(data["name"], data["ann_file"], data["image_dir"], dict(data["counts"]))
+        report.fixes.update({what: list(ids) for what, ids in data["fixes"].items()})
+        report.dropped = [Problem(**problem) for problem in data["dropped"]]
+        report.notes = list(data["notes"])
+        return report
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (every record id, every dropped problem)."""
         return {
@@ -196,6 +210,24 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def _all_finite_numbers(values: Any) -> bool:
+    """Whether every item of a list is a finite int or float (not a bool); the common case is checked in C
+    (the items' types, then one sum), only a list that fails it is checked item by item."""
+    if set(map(type, values)) <= _NUMBER_TYPES and math.isfinite(sum(values)):
+        return True
+    return all(_is_number(v) for v in values)
+
+
+def _all_natural_numbers(values: list) -> bool:
+    """Whether every item is an int >= 0 (not a bool), checked in C for the common case."""
+    if set(map(type, values)) <= {int}:
+        return not values or min(values) >= 0
+    return all(_is_int(v) and v >= 0 for v in values)
 
 
 def _rle_string_counts(text: str) -> list[int]:
@@ -229,7 +261,7 @@ def _segmentation_problem(segm: Any, height: Any, width: Any) -> tuple[str | Non
             return "an empty polygon list", 0
         valid = 0
         for part in segm:
-            if not isinstance(part, (list, tuple)) or not all(_is_number(v) for v in part):
+            if not isinstance(part, (list, tuple)) or not _all_finite_numbers(part):
                 return "a polygon part that is not a list of finite numbers", 0
             valid += len(part) >= 6 and len(part) % 2 == 0
         if valid == 0:
@@ -244,7 +276,7 @@ def _segmentation_problem(segm: Any, height: Any, width: Any) -> tuple[str | Non
             runs = _rle_string_counts(counts) if isinstance(counts, str) else list(counts)
         except ValueError as err:
             return f"a compressed RLE string that cannot be decoded ({err})", 0
-        if not all(_is_int(r) and r >= 0 for r in runs) or sum(runs) != height * width:
+        if not _all_natural_numbers(runs) or sum(runs) != height * width:
             return f"RLE run lengths that do not cover the {height}x{width} image exactly", 0
         return None, 0
     return (
@@ -419,9 +451,8 @@ def _annotation_problems(
     file: str,
     with_masks: bool,
 ) -> list[Problem]:
-    record = f"annotation id {ann['id']} (image id {ann.get('image_id')})"
-
     def problem(message: str, fix: str) -> Problem:
+        record = f"annotation id {ann['id']} (image id {ann.get('image_id')})"
         return Problem(file, record, message, fix, "annotations", index)
 
     out = []
@@ -442,7 +473,7 @@ def _annotation_problems(
         )
     bbox = ann.get("bbox")
     img = images.get(ann.get("image_id"))
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not _all_finite_numbers(bbox):
         out.append(
             problem(f"has a malformed bbox {bbox!r}", "write [x, y, width, height] with four finite numbers in pixels")
         )
@@ -478,6 +509,8 @@ def removed_polygon_parts(segm: Any) -> int:
     """Number of polygon parts with fewer than 3 points in a (valid) segmentation; they are removed."""
     if not isinstance(segm, list):
         return 0
+    if len(segm) == 1 and len(segm[0]) >= 6 and len(segm[0]) % 2 == 0:  # most COCO objects: one valid part
+        return 0
     return sum(1 for part in segm if not (len(part) >= 6 and len(part) % 2 == 0))
 
 
@@ -512,7 +545,7 @@ def default_cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def cache_lock(path: Path) -> Iterator[None]:
     """Exclusive lock on ``path`` + ``.lock`` so that processes (DDP ranks) checking the same folder
     take turns: the first checks, the others then read its cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -582,7 +615,7 @@ def check_image_files(
     if cache_dir is not None:
         key = hashlib.sha1(str(image_dir.resolve()).encode()).hexdigest()[:16]
         cache_file = Path(cache_dir) / f"image_check_{key}.json"
-    with _locked(cache_file) if cache_file is not None else contextlib.nullcontext():
+    with cache_lock(cache_file) if cache_file is not None else contextlib.nullcontext():
         cache = _read_cache(cache_file) if cache_file is not None else {}
         results: dict[str, ImageHeader | str] = {}
         todo: list[tuple[str, list[int]]] = []

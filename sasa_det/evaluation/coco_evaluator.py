@@ -5,8 +5,9 @@ Two COCOeval backends give the same numbers: ``"faster_coco_eval"`` (the default
 ``"pycocotools"`` (the original). The tests compare the two on the same detections.
 
 Predictions arrive as torchvision detector outputs in original-image coordinates with contiguous
-labels; they are turned into COCO result dicts right away (``bbox`` in xywh, the original category
-id, masks as compressed RLE) so that only small Python objects are kept and gathered.
+labels; each batch is converted at once into arrays per image (:class:`ImageDetections`: ``bbox`` in
+xywh, the original category id, masks as compressed RLE), which is what is kept and gathered; the COCO
+result dicts COCOeval reads are made once, when the metrics are computed (:func:`coco_result_dicts`).
 
 Evaluation covers only the images that were predicted (``COCOeval.params.imgIds``): a validation
 run limited to a few batches (e.g. Lightning's sanity check or ``limit_val_batches``) then scores
@@ -30,7 +31,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -43,7 +44,16 @@ from sasa_det.choices import choice
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCO_BACKENDS", "IOU_TYPES", "STAT_NAMES", "CocoEvaluator", "EvalOptions", "merge_rank_results"]
+__all__ = [
+    "COCO_BACKENDS",
+    "IOU_TYPES",
+    "STAT_NAMES",
+    "CocoEvaluator",
+    "EvalOptions",
+    "ImageDetections",
+    "coco_result_dicts",
+    "merge_rank_results",
+]
 
 #: COCOeval implementations :class:`CocoEvaluator` can use (the first is the default).
 COCO_BACKENDS = ("faster_coco_eval", "pycocotools")
@@ -72,15 +82,50 @@ class EvalOptions:
     backend: str = choice(COCO_BACKENDS, default=COCO_BACKENDS[0])
 
 
-# image id -> iou type -> list of COCO result dicts
-ImageResults = dict[int, dict[str, list[dict[str, Any]]]]
+class ImageDetections(NamedTuple):
+    """One image's detections above the score threshold, as arrays (what :class:`CocoEvaluator` keeps)."""
+
+    #: int64 [N] COCO category ids
+    category_ids: np.ndarray
+    #: float32 [N, 4] boxes as x, y, width, height in original image pixels
+    boxes_xywh: np.ndarray
+    #: float32 [N] scores
+    scores: np.ndarray
+    #: the N masks as compressed RLE dicts (``counts`` a str); None when masks are not evaluated
+    masks: Optional[list[dict[str, Any]]]
+
+
+# image id -> that image's detections
+ImageResults = dict[int, ImageDetections]
+
+
+def coco_result_dicts(results: ImageResults, image_ids: Sequence[int], iou_type: str) -> list[dict[str, Any]]:
+    """COCO result dicts (``COCO.loadRes``'s input) of ``image_ids``' detections, in that order; new dicts on
+    every call (``loadRes`` writes into them)."""
+    chosen = [results[image_id] for image_id in image_ids]
+    if not chosen:
+        return []
+    ids = np.repeat(np.asarray(image_ids, dtype=np.int64), [len(d.scores) for d in chosen]).tolist()
+    categories = np.concatenate([d.category_ids for d in chosen]).tolist()
+    scores = np.concatenate([d.scores for d in chosen]).tolist()
+    if iou_type == "bbox":
+        boxes = np.concatenate([d.boxes_xywh for d in chosen]).tolist()
+        return [
+            {"image_id": i, "category_id": c, "bbox": b, "score": s}
+            for i, c, b, s in zip(ids, categories, boxes, scores)
+        ]
+    masks = [rle for d in chosen for rle in d.masks]
+    return [
+        {"image_id": i, "category_id": c, "segmentation": m, "score": s}
+        for i, c, m, s in zip(ids, categories, masks, scores)
+    ]
 
 
 def merge_rank_results(per_rank: Sequence[ImageResults]) -> tuple[ImageResults, int]:
     """Merge per-rank results, keeping the first occurrence of each image id.
 
     Args:
-        per_rank: one ``{image_id: {iou_type: [result, ...]}}`` dict per rank, in rank order.
+        per_rank: one ``{image_id: detections}`` dict per rank, in rank order.
 
     Returns:
         ``(merged, duplicates)``: the merged dict and how many repeated image ids were dropped.
@@ -168,54 +213,73 @@ class CocoEvaluator:
                 [N, H, W]) probabilities at the original image size (H, W).
             image_ids: the COCO image id of each prediction. An image already seen keeps its first
                 predictions (the later ones are counted in ``duplicates``).
+
+        The batch is converted at once: one array each of boxes (xywh), scores and category ids per image
+        (masks thresholded where they are, on their device, and RLE-encoded per image in one call); COCO
+        result dicts are made only when they are needed (:meth:`compute`, :meth:`detections_json`).
         """
         image_ids = [int(i) for i in image_ids]
         if len(image_ids) != len(predictions):
             raise ValueError(
                 f"got {len(predictions)} predictions but {len(image_ids)} image ids; pass one id per image."
             )
+        batch: dict[int, Mapping[str, torch.Tensor]] = {}
         for prediction, image_id in zip(predictions, image_ids):
             if image_id not in self.coco_gt.imgs:
                 raise ValueError(
                     f"image id {image_id} is not in the ground truth; predictions must come from the dataset whose "
                     "'coco' object was given to the evaluator."
                 )
-            if image_id in self._results:
+            if image_id in self._results or image_id in batch:
                 self.duplicates += 1
                 continue
-            self._results[image_id] = self._to_coco_results(prediction, image_id)
+            for key in ("boxes", "scores", "labels") + (("masks",) if "segm" in self.iou_types else ()):
+                if key not in prediction:
+                    raise ValueError(f"prediction for image id {image_id} has no {key!r} (keys: {sorted(prediction)}).")
+            batch[image_id] = prediction
+        if batch:
+            self._results.update(self._to_image_detections(batch))
         self._merged = None
         self._metrics = None
 
-    def _to_coco_results(self, prediction: Mapping[str, torch.Tensor], image_id: int) -> dict[str, list[dict]]:
-        for key in ("boxes", "scores", "labels") + (("masks",) if "segm" in self.iou_types else ()):
-            if key not in prediction:
-                raise ValueError(f"prediction for image id {image_id} has no {key!r} (keys: {sorted(prediction)}).")
-        scores = prediction["scores"].detach().float().cpu()
+    def _to_image_detections(self, batch: dict[int, Mapping[str, torch.Tensor]]) -> ImageResults:
+        """The detections above the score threshold of each image of ``batch``, as arrays."""
+        predictions = list(batch.values())
+        counts = [int(p["scores"].numel()) for p in predictions]
+        scores = torch.cat([p["scores"].detach().reshape(-1).float() for p in predictions]).cpu().numpy()
+        boxes = torch.cat([p["boxes"].detach().reshape(-1, 4).float() for p in predictions]).cpu().numpy()
+        labels = torch.cat([p["labels"].detach().reshape(-1) for p in predictions]).cpu().numpy().astype(np.int64)
         keep = scores >= self.score_threshold
-        scores = scores[keep].tolist()
-        boxes = prediction["boxes"].detach().float().cpu()[keep]
-        labels = prediction["labels"].detach().cpu()[keep].tolist()
-        try:
-            category_ids = [self.label_to_category[int(label)] for label in labels]
-        except KeyError as err:
+        owner = np.repeat(np.arange(len(predictions)), counts)
+        category_ids = self._category_ids(labels[keep], owner[keep], list(batch))
+        boxes, scores = boxes[keep], scores[keep]
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+        kept_counts = np.bincount(owner[keep], minlength=len(predictions))
+        ends = np.cumsum(kept_counts)
+        starts = ends - kept_counts
+        kept_per_image = np.split(keep, np.cumsum(counts)[:-1])
+        results: ImageResults = {}
+        for i, image_id in enumerate(batch):
+            first, last = int(starts[i]), int(ends[i])
+            masks = None
+            if "segm" in self.iou_types:
+                masks = self._encode_masks(predictions[i]["masks"], torch.from_numpy(kept_per_image[i]), image_id)
+            results[image_id] = ImageDetections(category_ids[first:last], xywh[first:last], scores[first:last], masks)
+        return results
+
+    def _category_ids(self, labels: np.ndarray, owner: np.ndarray, image_ids: list[int]) -> np.ndarray:
+        """COCO category id of each label; an unmapped label is an error naming its image."""
+        lookup = np.full(max(self.label_to_category) + 1, -1, dtype=np.int64)
+        lookup[list(self.label_to_category)] = list(self.label_to_category.values())
+        inside = (labels >= 0) & (labels < len(lookup))
+        category_ids = np.where(inside, lookup[np.where(inside, labels, 0)], -1)
+        if (category_ids < 0).any():
+            bad = int(np.flatnonzero(category_ids < 0)[0])
             raise ValueError(
-                f"prediction for image id {image_id} has label {err.args[0]}, which label_to_category does not "
-                f"map (known labels: {sorted(self.label_to_category)})."
-            ) from None
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist() if len(boxes) else []
-        out: dict[str, list[dict]] = {}
-        if "bbox" in self.iou_types:
-            out["bbox"] = [
-                {"image_id": image_id, "category_id": c, "bbox": b, "score": s}
-                for c, b, s in zip(category_ids, xywh, scores)
-            ]
-        if "segm" in self.iou_types:
-            out["segm"] = [
-                {"image_id": image_id, "category_id": c, "segmentation": rle, "score": s}
-                for c, rle, s in zip(category_ids, self._encode_masks(prediction["masks"], keep, image_id), scores)
-            ]
-        return out
+                f"prediction for image id {image_ids[owner[bad]]} has label {int(labels[bad])}, which label_to_category "
+                f"does not map (known labels: {sorted(self.label_to_category)})."
+            )
+        return category_ids
 
     def _encode_masks(self, masks: torch.Tensor, keep: torch.Tensor, image_id: int) -> list[dict]:
         info = self.coco_gt.imgs[image_id]
@@ -275,7 +339,7 @@ class CocoEvaluator:
                 per_class[iou_type] = []
             return metrics, summaries, per_class
         for iou_type in self.iou_types:
-            detections = [r for image_id in image_ids for r in merged[image_id][iou_type]]
+            detections = coco_result_dicts(merged, image_ids, iou_type)
             coco_eval, summaries[iou_type] = self._run_cocoeval(iou_type, detections, image_ids)
             self._coco_evals[iou_type] = coco_eval
             metrics.update({f"{iou_type}/{name}": float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)})
@@ -307,10 +371,10 @@ class CocoEvaluator:
 
     @staticmethod
     def _load_results(coco_gt: COCO, detections: list[dict[str, Any]]) -> COCO:
-        """``coco_gt.loadRes`` on copies of ``detections``; an empty list gives an empty result set
+        """``coco_gt.loadRes(detections)`` (which writes into them); an empty list gives an empty result set
         (pycocotools' loadRes fails on one)."""
         if detections:
-            return coco_gt.loadRes([dict(d) for d in detections])
+            return coco_gt.loadRes(detections)
         coco_dt = type(coco_gt)()
         coco_dt.dataset = {
             "images": list(coco_gt.dataset.get("images", [])),
@@ -405,7 +469,7 @@ class CocoEvaluator:
         ready for ``json.dump`` and ``COCO.loadRes``."""
         self._check_type(iou_type)
         results = self._merged if self._merged is not None else self._results
-        return [copy.copy(r) for image_id in sorted(results) for r in results[image_id][iou_type]]
+        return coco_result_dicts(results, sorted(results), iou_type)
 
     def _check_type(self, iou_type: str) -> None:
         if iou_type not in self.iou_types:
