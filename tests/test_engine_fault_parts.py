@@ -90,7 +90,9 @@ def test_a_changed_training_set_is_named_on_both_sides(tmp_path):
     annotations = tmp_path / "train.json"
     annotations.write_text("{}")
     saved = training_set_fingerprint(Dataset([1, 2, 3]), annotations)
-    assert check_training_data(saved, training_set_fingerprint(Dataset([1, 2, 3]), annotations), "c.ckpt", False) is None
+    assert (
+        check_training_data(saved, training_set_fingerprint(Dataset([1, 2, 3]), annotations), "c.ckpt", False) is None
+    )
     assert check_training_data(None, saved, "old.ckpt", False) is None  # written before fingerprints existed
     for changed in (Dataset([1, 2]), Dataset([3, 2, 1])):  # fewer images; the same images in another order
         now = training_set_fingerprint(changed, annotations)
