@@ -410,6 +410,9 @@ def _check_ranges(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"optim.reference_batch_size must be >= 1 or null, got {cfg.optim.reference_batch_size}")
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 0, got {cfg.trainer.checkpoint_every_n_steps}")
+    for key in ("error_iou_threshold", "error_score_threshold"):
+        if not 0.0 <= cfg.eval[key] <= 1.0:
+            raise ConfigError(f"eval.{key} must be in [0, 1], got {cfg.eval[key]}")
     if cfg.data.batch_size < 1 or cfg.data.val_batch_size < 1:
         raise ConfigError("data.batch_size and data.val_batch_size must be >= 1")
     _check_deterministic(cfg)

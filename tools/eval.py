@@ -4,8 +4,13 @@ Examples::
 
     python tools/eval.py outputs/shapes_demo/checkpoints/last.ckpt
     python tools/eval.py model.ckpt data.val_images=/data/coco/val2017 data.val_ann=/data/coco/annotations/instances_val2017.json
+    python tools/eval.py model.ckpt --errors eval.error_score_threshold=0.5
 
 The checkpoint holds its experiment config; arguments after it are ``key=value`` overrides of that config.
+--errors (eval.error_analysis=true) also writes errors/confusion_matrix.png and .csv (classes + background
+at IoU eval.error_iou_threshold, detections scoring eval.error_score_threshold or more) and
+errors/false_positives.md (false positives per class by kind: localisation, confusion, background,
+duplicate) and prints the table.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sasa_det.cli import tool_parser
 
@@ -23,7 +29,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="a checkpoint written by tools/train.py")
     parser.add_argument("overrides", nargs="*", help="overrides of the stored config as key=value")
     parser.add_argument("--out", default=None, help="output folder (default: eval_<checkpoint name> beside it)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--errors", action="store_true", help="also write the confusion matrix and false positives by kind"
+    )
+    args = parser.parse_intermixed_args(argv)
+    if args.errors:
+        args.overrides.append("eval.error_analysis=true")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -43,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except (ConfigError, CheckpointFileError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps(result, indent=2), flush=True)
+    errors = Path(result["output_dir"]) / "errors"
+    if (errors / "false_positives.md").is_file():
+        print((errors / "false_positives.md").read_text(), flush=True)
+        print(f"confusion matrix: {errors / 'confusion_matrix.csv'} (and .png with matplotlib)", flush=True)
     return result
 
 

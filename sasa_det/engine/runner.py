@@ -280,7 +280,7 @@ def evaluate(
     metrics = dict(recorder.metrics or {})
     if trainer.is_global_zero:
         _write_json(out / "metrics.json", metrics)
-        task.write_evaluation(module, out)
+        task.write_evaluation(module, out, cfg)
     return {"metrics": metrics, "output_dir": str(out)}
 
 

@@ -70,6 +70,12 @@ class EvalOptions:
     draw_threshold: float = 0.5
     #: COCOeval implementation: "faster_coco_eval" | "pycocotools" (same metrics)
     backend: str = choice(COCO_BACKENDS, default=COCO_BACKENDS[0])
+    #: after tools/eval.py, also write the confusion matrix and false positives by kind (errors/; eval.py --errors)
+    error_analysis: bool = False
+    #: IoU at which a detection matches a ground truth in the error analysis
+    error_iou_threshold: float = 0.5
+    #: detections below this score are left out of the error analysis (ultralytics draws its matrix at 0.25)
+    error_score_threshold: float = 0.3
 
 
 # image id -> iou type -> list of COCO result dicts
