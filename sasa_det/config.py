@@ -413,6 +413,18 @@ def _check_ranges(cfg: DictConfig) -> DictConfig:
     for key in ("error_iou_threshold", "error_score_threshold"):
         if not 0.0 <= cfg.eval[key] <= 1.0:
             raise ConfigError(f"eval.{key} must be in [0, 1], got {cfg.eval[key]}")
+    tta = cfg.eval.tta
+    if not tta.flips or not tta.scales or any(not float(s) > 0 for s in tta.scales):
+        raise ConfigError(
+            f"eval.tta needs at least one flip and positive scales, got flips={list(tta.flips)}, scales={list(tta.scales)}"
+            " (plain inference: flips=[none], scales=[1.0])"
+        )
+    if not 0.0 < tta.iou_threshold <= 1.0:
+        raise ConfigError(f"eval.tta.iou_threshold must be in (0, 1], got {tta.iou_threshold}")
+    if cfg.model.arch == "mask_rcnn" and (list(tta.flips) != ["none"] or [float(s) for s in tta.scales] != [1.0]):
+        raise ConfigError(
+            "eval.tta merges boxes only; Mask R-CNN's masks are not merged: leave eval.tta at its default"
+        )
     if cfg.data.batch_size < 1 or cfg.data.val_batch_size < 1:
         raise ConfigError("data.batch_size and data.val_batch_size must be >= 1")
     _check_deterministic(cfg)

@@ -7,6 +7,8 @@ Examples::
     python tools/eval.py model.ckpt --errors eval.error_score_threshold=0.5
 
 The checkpoint holds its experiment config; arguments after it are ``key=value`` overrides of that config.
+With eval.tta (e.g. eval.tta.flips=[none,horizontal] eval.tta.scales=[0.8,1.0,1.2]) it evaluates plain
+inference and then test-time augmentation, and prints both side by side.
 --errors (eval.error_analysis=true) also writes errors/confusion_matrix.png and .csv (classes + background
 at IoU eval.error_iou_threshold, detections scoring eval.error_score_threshold or more) and
 errors/false_positives.md (false positives per class by kind: localisation, confusion, background,
@@ -55,11 +57,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except (ConfigError, CheckpointFileError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps(result, indent=2), flush=True)
+    if "plain_metrics" in result:
+        print(_comparison(result["plain_metrics"], result["metrics"]), flush=True)
     errors = Path(result["output_dir"]) / "errors"
     if (errors / "false_positives.md").is_file():
         print((errors / "false_positives.md").read_text(), flush=True)
         print(f"confusion matrix: {errors / 'confusion_matrix.csv'} (and .png with matplotlib)", flush=True)
     return result
+
+
+def _comparison(plain: dict, augmented: dict) -> str:
+    """The AP metrics of plain inference beside those with test-time augmentation, as a Markdown table."""
+    names = [name for name in plain if name.startswith("val/") and "/A" in name and name in augmented]
+    lines = ["| metric | plain | TTA | Δ |", "| --- | ---: | ---: | ---: |"]
+    for name in names:
+        lines.append(
+            f"| {name[4:]} | {plain[name]:.4f} | {augmented[name]:.4f} | {augmented[name] - plain[name]:+.4f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,14 @@ class DetectionTask(Task):
     def callbacks(self, cfg: DictConfig) -> list[pl.Callback]:
         return [CocoSummaryPrinter()]
 
+    def use_test_time_augmentation(self, module: pl.LightningModule, cfg: DictConfig) -> bool:
+        """``eval.tta`` on ``module`` when it has more than plain inference's one view."""
+        options = OmegaConf.to_object(cfg.eval.tta)
+        if options.views() == [("none", 1.0)]:
+            return False
+        module.set_test_time_augmentation(options)
+        return True
+
     def attach_evaluation_data(self, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
         module.set_evaluation_dataset(datamodule.val_dataset)
 

@@ -261,10 +261,12 @@ def evaluate(
         output_dir: where results go (default: ``eval_<checkpoint name>/`` beside the checkpoint).
 
     Writes (global rank 0) ``metrics.json`` and the task's evaluation files (detection:
-    ``detections_<iou>.json``, ``per_class.md``, ``evaluation.json``, ``coco_summary.txt``).
+    ``detections_<iou>.json``, ``per_class.md``, ``evaluation.json``, ``coco_summary.txt``). With test-time
+    augmentation (``eval.tta``) it validates twice, plain then augmented: ``metrics.json`` and the files are
+    the augmented pass's, ``metrics_plain.json`` the plain one's.
 
     Returns:
-        ``{"metrics": {name: value}, "output_dir": path}``.
+        ``{"metrics": {name: value}, "output_dir": path}``, plus ``"plain_metrics"`` with test-time augmentation.
     """
     ckpt_path = Path(ckpt_path)
     module, cfg = load_module(ckpt_path, overrides)
@@ -274,14 +276,26 @@ def evaluate(
     datamodule = task.build_datamodule(cfg, train=False)
     task.attach_evaluation_data(module, datamodule)
     out = Path(output_dir) if output_dir is not None else ckpt_path.resolve().parent / f"eval_{ckpt_path.stem}"
-    recorder = ValidationRecorder()
-    trainer = build_trainer(cfg, callbacks=[recorder, *task.callbacks(cfg)], loggers=False, enable_checkpointing=False)
-    trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = dict(recorder.metrics or {})
+
+    def validate() -> tuple[dict[str, float], pl.Trainer]:
+        recorder = ValidationRecorder()
+        callbacks = [recorder, *task.callbacks(cfg)]
+        trainer = build_trainer(cfg, callbacks=callbacks, loggers=False, enable_checkpointing=False)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        return dict(recorder.metrics or {}), trainer
+
+    metrics, trainer = validate()
+    result: dict[str, Any] = {"metrics": metrics, "output_dir": str(out)}
+    if task.use_test_time_augmentation(module, cfg):
+        logger.info("evaluating again with test-time augmentation (eval.tta)")
+        result["plain_metrics"] = metrics
+        result["metrics"], trainer = validate()
     if trainer.is_global_zero:
-        _write_json(out / "metrics.json", metrics)
+        _write_json(out / "metrics.json", result["metrics"])
+        if "plain_metrics" in result:
+            _write_json(out / "metrics_plain.json", result["plain_metrics"])
         task.write_evaluation(module, out, cfg)
-    return {"metrics": metrics, "output_dir": str(out)}
+    return result
 
 
 def predict(

@@ -12,6 +12,7 @@ from sasa_det.evaluation.dataset_drawing import save_dataset_images
 from sasa_det.evaluation.error_analysis import ERROR_KINDS, ErrorAnalysis, analyze_errors, write_error_analysis
 from sasa_det.evaluation.evaluation_file import EVALUATION_FILE, read_evaluation_json, write_evaluation_json
 from sasa_det.evaluation.pr_curves import plot_pr_curves
+from sasa_det.evaluation.test_time_augmentation import TestTimeAugmentation, TtaOptions
 from sasa_det.evaluation.visualize import (
     draw_detections,
     save_detection_grid,
@@ -26,6 +27,8 @@ __all__ = [
     "EVALUATION_FILE",
     "IOU_TYPES",
     "STAT_NAMES",
+    "TestTimeAugmentation",
+    "TtaOptions",
     "CocoEvaluator",
     "ErrorAnalysis",
     "EvalOptions",

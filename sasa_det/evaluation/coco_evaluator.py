@@ -29,7 +29,7 @@ import io
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from sasa_det.choices import choice
+from sasa_det.evaluation.test_time_augmentation import TtaOptions
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class EvalOptions:
     error_iou_threshold: float = 0.5
     #: detections below this score are left out of the error analysis (ultralytics draws its matrix at 0.25)
     error_score_threshold: float = 0.3
+    #: test-time augmentation of tools/eval.py (reported beside plain inference) and tools/predict.py
+    tta: TtaOptions = field(default_factory=TtaOptions)
 
 
 # image id -> iou type -> list of COCO result dicts
