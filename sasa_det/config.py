@@ -54,6 +54,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",
+    "LoggingConfig",
     "ModelConfig",
     "ShapesConfig",
     "TrainerConfig",
@@ -185,6 +186,27 @@ class TrainerConfig:
     ema_start_step: int = 0
 
 
+#: experiment trackers ``logging.loggers`` may list (Lightning's loggers; wandb and mlflow are optional extras)
+LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
+
+
+@dataclass
+class LoggingConfig:
+    """Where a training run logs its metrics, the resolved config (as hyper-parameters) and the final COCO table:
+    Lightning's own loggers (``sasa_det.engine.experiment_loggers``)."""
+
+    #: trackers: "csv" (logs/version_0/metrics.csv) | "tensorboard" | "wandb" | "mlflow"
+    loggers: list[str] = choice(LOGGER_NAMES, default_factory=lambda: ["csv", "tensorboard"])
+    #: wandb project and mlflow experiment name
+    project: str = "sasa_det"
+    #: run name in wandb / mlflow; null = the output_dir's folder name
+    run_name: Optional[str] = None
+    #: wandb without network: the run is kept under output_dir/wandb/, to upload later with `wandb sync`
+    offline: bool = False
+    #: mlflow tracking URI; null = a local SQLite store, output_dir/mlflow.db (no server, no network)
+    mlflow_tracking_uri: Optional[str] = None
+
+
 @dataclass
 class ExperimentConfig:
     """One experiment: what to train, on what data, how, and where to write results."""
@@ -203,6 +225,8 @@ class ExperimentConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     #: Lightning trainer
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: experiment trackers
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: evaluation
     eval: EvalOptions = field(default_factory=EvalOptions)
 
@@ -413,6 +437,11 @@ def _check_ranges(cfg: DictConfig) -> DictConfig:
     for key in ("error_iou_threshold", "error_score_threshold"):
         if not 0.0 <= cfg.eval[key] <= 1.0:
             raise ConfigError(f"eval.{key} must be in [0, 1], got {cfg.eval[key]}")
+    if "csv" not in cfg.logging.loggers:
+        raise ConfigError(
+            f"logging.loggers={list(cfg.logging.loggers)} must include csv: tools/analyze.py and resuming read "
+            "logs/version_0/metrics.csv; add the others beside it, e.g. [csv, wandb]"
+        )
     tta = cfg.eval.tta
     if not tta.flips or not tta.scales or any(not float(s) > 0 for s in tta.scales):
         raise ConfigError(

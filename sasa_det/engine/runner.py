@@ -12,7 +12,7 @@ Output directory of a training run (``cfg.output_dir``)::
     checkpoints/             last.ckpt (every trainer.checkpoint_every_n_steps steps, every epoch end, the
                              final weights) and best-*.ckpt (highest val/mAP, or val/top1 for classification)
     logs/version_0/          CSV metrics (metrics.csv, appended to on resume) and hparams.yaml
-    tensorboard/version_0/   TensorBoard events (when tensorboard is installed)
+    tensorboard/version_0/   TensorBoard events (logging.loggers; also wandb/, mlruns/: sasa_det.engine.experiment_loggers)
     init_from_report.json    what model.init_from loaded, skipped and missed (when set)
     metrics.json             the final weights' validation metrics
     per_class.md             per-class AP table of the final validation (detection)
@@ -22,7 +22,6 @@ Output directory of a training run (``cfg.output_dir``)::
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -34,9 +33,8 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from sasa_det.config import check_data_paths, config_to_dict, save_config
 from sasa_det.engine.callbacks import ValidationRecorder
@@ -50,6 +48,7 @@ from sasa_det.engine.checkpointing import (
     sigterm_exception,
 )
 from sasa_det.engine.ema import ExponentialMovingAverage
+from sasa_det.engine.experiment_loggers import build_loggers, log_final_metrics, log_resolved_config
 from sasa_det.engine.init_from import initialize_from
 from sasa_det.engine.loading import clear_initial_weights, load_module
 from sasa_det.engine.tasks import get_task
@@ -58,16 +57,6 @@ from sasa_det.logging_setup import log_to_file
 __all__ = ["build_trainer", "evaluate", "predict", "train"]
 
 logger = logging.getLogger(__name__)
-
-
-def _loggers(output_dir: Path) -> list:
-    # version 0: a run directory holds one run, and a resumed run appends to its own logs.
-    loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version=0)]
-    if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        loggers.append(
-            TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=0, default_hp_metric=False)
-        )
-    return loggers
 
 
 def build_trainer(
@@ -209,7 +198,9 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
         recorder,
         *task.callbacks(cfg),
     ]
-    trainer = build_trainer(cfg, callbacks=callbacks, loggers=_loggers(output_dir))
+    loggers = build_loggers(OmegaConf.to_object(cfg.logging), output_dir)
+    trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers)
+    log_resolved_config(loggers, config_to_dict(cfg))
     config_path = output_dir / "config.yaml"
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +223,7 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
             signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step
         ) from None
     metrics = _finish(trainer, module, datamodule, recorder, best, last, task)
+    log_final_metrics(loggers, metrics, trainer.global_step)
 
     result: dict[str, Any] = {
         "metrics": metrics,
