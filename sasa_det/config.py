@@ -46,6 +46,7 @@ from sasa_det.choices import choice, field_choices
 from sasa_det.data.datamodule import CocoDataOptions
 from sasa_det.detectors.build import DetectorOptions
 from sasa_det.evaluation.coco_evaluator import EvalOptions
+from sasa_det.experiment_loggers import LoggingOptions
 from sasa_det.layers import SasaOptions
 from sasa_det.optim import OptimSettings
 
@@ -54,7 +55,6 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",
-    "LoggingConfig",
     "ModelConfig",
     "ShapesConfig",
     "TrainerConfig",
@@ -186,27 +186,6 @@ class TrainerConfig:
     ema_start_step: int = 0
 
 
-#: experiment trackers ``logging.loggers`` may list (Lightning's loggers; wandb and mlflow are optional extras)
-LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
-
-
-@dataclass
-class LoggingConfig:
-    """Where a training run logs its metrics, the resolved config (as hyper-parameters) and the final COCO table:
-    Lightning's own loggers (``sasa_det.engine.experiment_loggers``)."""
-
-    #: trackers: "csv" (logs/version_0/metrics.csv) | "tensorboard" | "wandb" | "mlflow"
-    loggers: list[str] = choice(LOGGER_NAMES, default_factory=lambda: ["csv", "tensorboard"])
-    #: wandb project and mlflow experiment name
-    project: str = "sasa_det"
-    #: run name in wandb / mlflow; null = the output_dir's folder name
-    run_name: Optional[str] = None
-    #: wandb without network: the run is kept under output_dir/wandb/, to upload later with `wandb sync`
-    offline: bool = False
-    #: mlflow tracking URI; null = a local SQLite store, output_dir/mlflow.db (no server, no network)
-    mlflow_tracking_uri: Optional[str] = None
-
-
 @dataclass
 class ExperimentConfig:
     """One experiment: what to train, on what data, how, and where to write results."""
@@ -226,7 +205,7 @@ class ExperimentConfig:
     #: Lightning trainer
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     #: experiment trackers
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    logging: LoggingOptions = field(default_factory=LoggingOptions)
     #: evaluation
     eval: EvalOptions = field(default_factory=EvalOptions)
 

@@ -279,7 +279,8 @@ def export_checkpoint(
     if threshold is None:
         threshold = detector.roi_heads.score_thresh
     if not images:
-        images = synthetic_check_images(check_image_sizes(cfg.model.min_size, cfg.model.max_size))
+        # torchvision resizes to the last min_size in eval mode
+        images = synthetic_check_images(check_image_sizes(detector.transform.min_size[-1], detector.transform.max_size))
     paths = export_detector(detector, output, fmt, images[0])
     wrapper = ExportedDetector(detector)
     check = check_export(load_exported(output, fmt), wrapper, images)

@@ -12,7 +12,7 @@ Output directory of a training run (``cfg.output_dir``)::
     checkpoints/             last.ckpt (every trainer.checkpoint_every_n_steps steps, every epoch end, the
                              final weights) and best-*.ckpt (highest val/mAP, or val/top1 for classification)
     logs/version_0/          CSV metrics (metrics.csv, appended to on resume) and hparams.yaml
-    tensorboard/version_0/   TensorBoard events (logging.loggers; also wandb/, mlruns/: sasa_det.engine.experiment_loggers)
+    tensorboard/version_0/   TensorBoard events (logging.loggers; also wandb/, mlflow.db: sasa_det.experiment_loggers)
     init_from_report.json    what model.init_from loaded, skipped and missed (when set)
     metrics.json             the final weights' validation metrics
     per_class.md             per-class AP table of the final validation (detection)
@@ -48,10 +48,10 @@ from sasa_det.engine.checkpointing import (
     sigterm_exception,
 )
 from sasa_det.engine.ema import ExponentialMovingAverage
-from sasa_det.engine.experiment_loggers import build_loggers, log_final_metrics, log_resolved_config
 from sasa_det.engine.init_from import initialize_from
 from sasa_det.engine.loading import clear_initial_weights, load_module
 from sasa_det.engine.tasks import get_task
+from sasa_det.experiment_loggers import build_loggers, log_final_metrics, log_resolved_config
 from sasa_det.logging_setup import log_to_file
 
 __all__ = ["build_trainer", "evaluate", "predict", "train"]

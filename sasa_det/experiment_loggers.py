@@ -17,22 +17,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
-from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
-
-from sasa_det.config import LoggingConfig
+from sasa_det.choices import choice
 from sasa_det.optional_extra import require_extra
 
-__all__ = ["build_loggers", "log_final_metrics", "log_resolved_config"]
+if TYPE_CHECKING:  # Lightning is imported where the loggers are built, not with the config schema
+    from pytorch_lightning.loggers import Logger
+
+__all__ = ["LOGGER_NAMES", "LoggingOptions", "build_loggers", "log_final_metrics", "log_resolved_config"]
 
 
-def build_loggers(options: LoggingConfig, output_dir: str | os.PathLike) -> list[Logger]:
+#: experiment trackers ``logging.loggers`` may list (Lightning's loggers; wandb and mlflow are optional extras)
+LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
+
+
+@dataclass
+class LoggingOptions:
+    """Where a training run logs its metrics, the resolved config (as hyper-parameters) and the final COCO table:
+    the ``logging`` section of an experiment config."""
+
+    #: trackers: "csv" (logs/version_0/metrics.csv) | "tensorboard" | "wandb" | "mlflow"
+    loggers: list[str] = choice(LOGGER_NAMES, default_factory=lambda: ["csv", "tensorboard"])
+    #: wandb project and mlflow experiment name
+    project: str = "sasa_det"
+    #: run name in wandb / mlflow; null = the output_dir's folder name
+    run_name: Optional[str] = None
+    #: wandb without network: the run is kept under output_dir/wandb/, to upload later with `wandb sync`
+    offline: bool = False
+    #: mlflow tracking URI; null = a local SQLite store, output_dir/mlflow.db (no server, no network)
+    mlflow_tracking_uri: Optional[str] = None
+
+
+def build_loggers(options: LoggingOptions, output_dir: str | os.PathLike) -> list[Logger]:
     """The loggers ``options.loggers`` names, writing under ``output_dir``, in that order.
 
     Raises MissingExtra naming the extra to install for wandb / mlflow, before any run starts.
     """
+    from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
+
     output_dir = Path(output_dir)
     run_name = options.run_name or output_dir.resolve().name
     loggers: list[Logger] = []
