@@ -46,6 +46,7 @@ from sasa_det.choices import choice, field_choices
 from sasa_det.data.datamodule import CocoDataOptions
 from sasa_det.detectors.build import DetectorOptions
 from sasa_det.evaluation.coco_evaluator import EvalOptions
+from sasa_det.experiment_loggers import LoggingOptions
 from sasa_det.layers import SasaOptions
 from sasa_det.optim import OptimSettings
 
@@ -206,6 +207,8 @@ class ExperimentConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     #: Lightning trainer
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: experiment trackers
+    logging: LoggingOptions = field(default_factory=LoggingOptions)
     #: evaluation
     eval: EvalOptions = field(default_factory=EvalOptions)
 
@@ -413,6 +416,26 @@ def _check_ranges(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"optim.reference_batch_size must be >= 1 or null, got {cfg.optim.reference_batch_size}")
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 0, got {cfg.trainer.checkpoint_every_n_steps}")
+    for key in ("error_iou_threshold", "error_score_threshold"):
+        if not 0.0 <= cfg.eval[key] <= 1.0:
+            raise ConfigError(f"eval.{key} must be in [0, 1], got {cfg.eval[key]}")
+    if "csv" not in cfg.logging.loggers:
+        raise ConfigError(
+            f"logging.loggers={list(cfg.logging.loggers)} must include csv: tools/analyze.py and resuming read "
+            "logs/version_0/metrics.csv; add the others beside it, e.g. [csv, wandb]"
+        )
+    tta = cfg.eval.tta
+    if not tta.flips or not tta.scales or any(not float(s) > 0 for s in tta.scales):
+        raise ConfigError(
+            f"eval.tta needs at least one flip and positive scales, got flips={list(tta.flips)}, scales={list(tta.scales)}"
+            " (plain inference: flips=[none], scales=[1.0])"
+        )
+    if not 0.0 < tta.iou_threshold <= 1.0:
+        raise ConfigError(f"eval.tta.iou_threshold must be in (0, 1], got {tta.iou_threshold}")
+    if cfg.model.arch == "mask_rcnn" and (list(tta.flips) != ["none"] or [float(s) for s in tta.scales] != [1.0]):
+        raise ConfigError(
+            "eval.tta merges boxes only; Mask R-CNN's masks are not merged: leave eval.tta at its default"
+        )
     if cfg.data.batch_size < 1 or cfg.data.val_batch_size < 1:
         raise ConfigError("data.batch_size and data.val_batch_size must be >= 1")
     _check_deterministic(cfg)

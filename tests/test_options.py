@@ -60,10 +60,21 @@ def test_a_bad_choice_fails_at_load_naming_file_key_and_choices(tmp_path, yaml, 
 def test_every_choice_is_declared_by_the_package_that_uses_it():
     from sasa_det.config import ExperimentConfig
     from sasa_det.detectors import DetectorOptions
-    from sasa_det.evaluation import EvalOptions
+    from sasa_det.evaluation import EvalOptions, TtaOptions
+    from sasa_det.experiment_loggers import LoggingOptions
     from sasa_det.optim import OptimSettings
 
-    owners = (SasaOptions, ResNetOptions, DetectorOptions, DatasetChecks, EvalOptions, OptimSettings, ExperimentConfig)
+    owners = (
+        SasaOptions,
+        ResNetOptions,
+        DetectorOptions,
+        DatasetChecks,
+        EvalOptions,
+        TtaOptions,
+        OptimSettings,
+        LoggingOptions,
+        ExperimentConfig,
+    )
     table = _choice_table()
     assert {"model.sasa.impl", "model.backbone.stage_ops", "model.arch", "data.on_bad_records", "optim.name"} <= set(
         table

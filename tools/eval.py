@@ -4,8 +4,15 @@ Examples::
 
     python tools/eval.py outputs/shapes_demo/checkpoints/last.ckpt
     python tools/eval.py model.ckpt data.val_images=/data/coco/val2017 data.val_ann=/data/coco/annotations/instances_val2017.json
+    python tools/eval.py model.ckpt --errors eval.error_score_threshold=0.5
 
 The checkpoint holds its experiment config; arguments after it are ``key=value`` overrides of that config.
+With eval.tta (e.g. eval.tta.flips=[none,horizontal] eval.tta.scales=[0.8,1.0,1.2]) it evaluates plain
+inference and then test-time augmentation, and prints both side by side.
+--errors (eval.error_analysis=true) also writes errors/confusion_matrix.png and .csv (classes + background
+at IoU eval.error_iou_threshold, detections scoring eval.error_score_threshold or more) and
+errors/false_positives.md (false positives per class by kind: localisation, confusion, background,
+duplicate) and prints the table.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sasa_det.cli import tool_parser
 
@@ -23,7 +31,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="a checkpoint written by tools/train.py")
     parser.add_argument("overrides", nargs="*", help="overrides of the stored config as key=value")
     parser.add_argument("--out", default=None, help="output folder (default: eval_<checkpoint name> beside it)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--errors", action="store_true", help="also write the confusion matrix and false positives by kind"
+    )
+    args = parser.parse_intermixed_args(argv)
+    if args.errors:
+        args.overrides.append("eval.error_analysis=true")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -43,7 +57,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except (ConfigError, CheckpointFileError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps(result, indent=2), flush=True)
+    if "plain_metrics" in result:
+        print(_comparison(result["plain_metrics"], result["metrics"]), flush=True)
+    errors = Path(result["output_dir"]) / "errors"
+    if (errors / "false_positives.md").is_file():
+        print((errors / "false_positives.md").read_text(), flush=True)
+        print(f"confusion matrix: {errors / 'confusion_matrix.csv'} (and .png with matplotlib)", flush=True)
     return result
+
+
+def _comparison(plain: dict, augmented: dict) -> str:
+    """The AP metrics of plain inference beside those with test-time augmentation, as a Markdown table."""
+    names = [name for name in plain if name.startswith("val/") and "/A" in name and name in augmented]
+    lines = ["| metric | plain | TTA | Δ |", "| --- | ---: | ---: | ---: |"]
+    for name in names:
+        lines.append(
+            f"| {name[4:]} | {plain[name]:.4f} | {augmented[name]:.4f} | {augmented[name] - plain[name]:+.4f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

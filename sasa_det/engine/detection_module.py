@@ -76,12 +76,22 @@ class DetectionModule(pl.LightningModule):
         self.score_threshold = float(score_threshold)
         self.eval_backend = str(eval_backend)
         self.model = model
+        #: test-time augmentation run by validation and ``forward`` instead of ``model`` (None: plain inference)
+        self.test_time_augmentation = None
         self.evaluator = None
         self.last_metrics: Optional[dict[str, float]] = None
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Predictions for a list of ``[3, H, W]`` images in eval mode (boxes in the images' coordinates)."""
-        return self.model(images)
+        """Predictions for a list of ``[3, H, W]`` images in eval mode (boxes in the images' coordinates), through
+        the test-time augmentation when one is set."""
+        return (self.test_time_augmentation or self.model)(images)
+
+    def set_test_time_augmentation(self, options) -> None:
+        """Run validation and ``forward`` on the views of :class:`~sasa_det.evaluation.TtaOptions` ``options``
+        (``None``: plain inference again)."""
+        from sasa_det.evaluation import TestTimeAugmentation
+
+        self.test_time_augmentation = None if options is None else TestTimeAugmentation(self.model, options)
 
     # ------------------------------------------------------------------ evaluation set-up
     def set_evaluation_dataset(self, dataset) -> None:
@@ -141,7 +151,7 @@ class DetectionModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
-        outputs = self.model(images)
+        outputs = self(images)
         outputs = [{k: v.detach().cpu() for k, v in out.items()} for out in outputs]
         image_ids = [int(t["image_id"]) for t in targets]
         self.evaluator.update(outputs, image_ids)

@@ -173,6 +173,14 @@ class DetectionTask(Task):
     def callbacks(self, cfg: DictConfig) -> list[pl.Callback]:
         return [CocoSummaryPrinter()]
 
+    def use_test_time_augmentation(self, module: pl.LightningModule, cfg: DictConfig) -> bool:
+        """``eval.tta`` on ``module`` when it has more than plain inference's one view."""
+        options = OmegaConf.to_object(cfg.eval.tta)
+        if options.views() == [("none", 1.0)]:
+            return False
+        module.set_test_time_augmentation(options)
+        return True
+
     def attach_evaluation_data(self, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
         module.set_evaluation_dataset(datamodule.val_dataset)
 
@@ -202,9 +210,10 @@ class DetectionTask(Task):
             written["predictions_png"] = str(png) if png else None
         return written
 
-    def write_evaluation(self, module: pl.LightningModule, out: Path) -> None:
+    def write_evaluation(self, module: pl.LightningModule, out: Path, cfg: DictConfig) -> None:
         """``detections_<iou>.json`` (COCO results), ``per_class.md``, ``evaluation.json`` (per-class AP, PR
-        curves) and ``coco_summary.txt``."""
+        curves), ``coco_summary.txt`` and, with ``eval.error_analysis``, the confusion matrix and false
+        positives by kind (:func:`sasa_det.evaluation.write_error_analysis`) under ``errors/``."""
         from sasa_det.evaluation import EVALUATION_FILE, write_evaluation_json
 
         evaluator = module.evaluator
@@ -213,3 +222,14 @@ class DetectionTask(Task):
         (out / "per_class.md").write_text(evaluator.per_class_table() + "\n")
         write_evaluation_json(evaluator, out / EVALUATION_FILE)
         (out / "coco_summary.txt").write_text(evaluator.summary_text())
+        if cfg.eval.error_analysis:
+            from sasa_det.evaluation import analyze_errors, write_error_analysis
+
+            analysis = analyze_errors(
+                evaluator.coco_gt.dataset,
+                evaluator.detections_json("bbox"),
+                cfg.eval.error_iou_threshold,
+                cfg.eval.error_score_threshold,
+            )
+            for path in write_error_analysis(analysis, out / "errors"):
+                logger.info("error analysis: %s", path)

@@ -93,6 +93,8 @@ class Predictor:
     ``scores`` ``[N]``, ``labels`` int64 ``[N]`` (1..K), ``class_names`` (N strings) and, for Mask R-CNN,
     ``masks`` float ``[N, H, W]`` (probabilities; threshold at 0.5 for binary masks); tensors on the CPU,
     sorted by decreasing score. A threshold below the detector's own ``score_thresh`` lowers that one too.
+    ``eval.tta`` in the stored config or the overrides runs test-time augmentation
+    (:class:`~sasa_det.evaluation.TestTimeAugmentation`).
     The model resizes internally (``model.min_size``/``max_size``), so images of
     any size are accepted.
     """
@@ -123,6 +125,10 @@ class Predictor:
         self.amp = bool(amp)
         self.batch_size = int(batch_size)
         _lower_detector_threshold(self.module.model, self.score_threshold)
+        from sasa_det.engine.tasks import get_task
+
+        #: whether ``eval.tta`` (stored config + overrides) runs every image on several views
+        self.test_time_augmentation = get_task("detection").use_test_time_augmentation(self.module, cfg)
 
     def _name(self, label: int) -> str:
         return self.class_names[label - 1] if 0 < label <= len(self.class_names) else str(label)

@@ -12,7 +12,7 @@ Output directory of a training run (``cfg.output_dir``)::
     checkpoints/             last.ckpt (every trainer.checkpoint_every_n_steps steps, every epoch end, the
                              final weights) and best-*.ckpt (highest val/mAP, or val/top1 for classification)
     logs/version_0/          CSV metrics (metrics.csv, appended to on resume) and hparams.yaml
-    tensorboard/version_0/   TensorBoard events (when tensorboard is installed)
+    tensorboard/version_0/   TensorBoard events (logging.loggers; also wandb/, mlflow.db: sasa_det.experiment_loggers)
     init_from_report.json    what model.init_from loaded, skipped and missed (when set)
     metrics.json             the final weights' validation metrics
     per_class.md             per-class AP table of the final validation (detection)
@@ -23,7 +23,6 @@ Output directory of a training run (``cfg.output_dir``)::
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -35,9 +34,8 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from sasa_det.config import check_data_paths, config_to_dict, save_config
@@ -60,25 +58,12 @@ from sasa_det.engine.log_history import CsvHistory
 from sasa_det.engine.resume_position import ResumePoint, ResumePosition, read_resume_point
 from sasa_det.engine.run_lock import RunLock
 from sasa_det.engine.tasks import get_task
+from sasa_det.experiment_loggers import build_loggers, log_final_metrics, log_resolved_config
 from sasa_det.logging_setup import log_to_file
 
 __all__ = ["build_trainer", "evaluate", "predict", "train"]
 
 logger = logging.getLogger(__name__)
-
-
-def _loggers(output_dir: Path, resume_step: Optional[int] = None) -> list:
-    """CSV (and TensorBoard when installed) loggers writing into ``output_dir``; a resumed run
-    (``resume_step``: the checkpoint's global step) continues their history (:class:`LogHistory`)."""
-    # version 0: a run directory holds one run, and a resumed run continues its own logs.
-    loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version=0)]
-    if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        # purge_step: events the lost part of the run wrote after the checkpoint are hidden (they are replayed)
-        extra = {"purge_step": resume_step} if resume_step is not None else {}
-        loggers.append(
-            TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=0, default_hp_metric=False, **extra)
-        )
-    return loggers
 
 
 def build_trainer(
@@ -299,7 +284,9 @@ def _train(cfg: DictConfig, output_dir: Path, resume_from: Optional[str | os.Pat
             history.set_aside()
         callbacks.append(history)
     resume_step = point.global_step if point is not None else None
-    trainer = build_trainer(cfg, callbacks=callbacks, loggers=_loggers(output_dir, resume_step))
+    loggers = build_loggers(OmegaConf.to_object(cfg.logging), output_dir, resume_step)
+    trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers)
+    log_resolved_config(loggers, config_to_dict(cfg))
     config_path = output_dir / "config.yaml"
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -322,6 +309,7 @@ def _train(cfg: DictConfig, output_dir: Path, resume_from: Optional[str | os.Pat
             signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step
         ) from None
     metrics = _finish(trainer, module, datamodule, recorder, best, last, task)
+    log_final_metrics(loggers, metrics, trainer.global_step)
 
     result: dict[str, Any] = {
         "metrics": metrics,
@@ -351,10 +339,12 @@ def evaluate(
         output_dir: where results go (default: ``eval_<checkpoint name>/`` beside the checkpoint).
 
     Writes (global rank 0) ``metrics.json`` and the task's evaluation files (detection:
-    ``detections_<iou>.json``, ``per_class.md``, ``evaluation.json``, ``coco_summary.txt``).
+    ``detections_<iou>.json``, ``per_class.md``, ``evaluation.json``, ``coco_summary.txt``). With test-time
+    augmentation (``eval.tta``) it validates twice, plain then augmented: ``metrics.json`` and the files are
+    the augmented pass's, ``metrics_plain.json`` the plain one's.
 
     Returns:
-        ``{"metrics": {name: value}, "output_dir": path}``.
+        ``{"metrics": {name: value}, "output_dir": path}``, plus ``"plain_metrics"`` with test-time augmentation.
     """
     ckpt_path = Path(ckpt_path)
     module, cfg = load_module(ckpt_path, overrides)
@@ -364,14 +354,26 @@ def evaluate(
     datamodule = task.build_datamodule(cfg, train=False)
     task.attach_evaluation_data(module, datamodule)
     out = Path(output_dir) if output_dir is not None else ckpt_path.resolve().parent / f"eval_{ckpt_path.stem}"
-    recorder = ValidationRecorder()
-    trainer = build_trainer(cfg, callbacks=[recorder, *task.callbacks(cfg)], loggers=False, enable_checkpointing=False)
-    trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = dict(recorder.metrics or {})
+
+    def validate() -> tuple[dict[str, float], pl.Trainer]:
+        recorder = ValidationRecorder()
+        callbacks = [recorder, *task.callbacks(cfg)]
+        trainer = build_trainer(cfg, callbacks=callbacks, loggers=False, enable_checkpointing=False)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        return dict(recorder.metrics or {}), trainer
+
+    metrics, trainer = validate()
+    result: dict[str, Any] = {"metrics": metrics, "output_dir": str(out)}
+    if task.use_test_time_augmentation(module, cfg):
+        logger.info("evaluating again with test-time augmentation (eval.tta)")
+        result["plain_metrics"] = metrics
+        result["metrics"], trainer = validate()
     if trainer.is_global_zero:
-        _write_json(out / "metrics.json", metrics)
-        task.write_evaluation(module, out)
-    return {"metrics": metrics, "output_dir": str(out)}
+        _write_json(out / "metrics.json", result["metrics"])
+        if "plain_metrics" in result:
+            _write_json(out / "metrics_plain.json", result["plain_metrics"])
+        task.write_evaluation(module, out, cfg)
+    return result
 
 
 def predict(

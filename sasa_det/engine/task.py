@@ -72,8 +72,12 @@ class Task(ABC):
         """Files written (global rank 0) after training; returns ``{name: path}`` of what was written."""
         return {}
 
-    def write_evaluation(self, module: pl.LightningModule, out: Path) -> None:
-        """Files written (global rank 0) after ``evaluate``, besides ``metrics.json``."""
+    def write_evaluation(self, module: pl.LightningModule, out: Path, cfg: DictConfig) -> None:
+        """Files written (global rank 0) after ``evaluate``, besides ``metrics.json``; ``cfg`` the evaluated config."""
+
+    def use_test_time_augmentation(self, module: pl.LightningModule, cfg: DictConfig) -> bool:
+        """Switch ``module`` to the test-time augmentation ``cfg`` asks for; False when it asks for none."""
+        return False
 
     def attach_evaluation_data(self, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
         """Give the module what validation needs outside a training run (e.g. the COCO ground truth)."""

@@ -9,8 +9,10 @@ from sasa_det.evaluation.coco_evaluator import (
     merge_rank_results,
 )
 from sasa_det.evaluation.dataset_drawing import save_dataset_images
+from sasa_det.evaluation.error_analysis import ERROR_KINDS, ErrorAnalysis, analyze_errors, write_error_analysis
 from sasa_det.evaluation.evaluation_file import EVALUATION_FILE, read_evaluation_json, write_evaluation_json
 from sasa_det.evaluation.pr_curves import plot_pr_curves
+from sasa_det.evaluation.test_time_augmentation import TestTimeAugmentation, TtaOptions
 from sasa_det.evaluation.visualize import (
     draw_detections,
     save_detection_grid,
@@ -21,11 +23,16 @@ from sasa_det.evaluation.visualize import (
 
 __all__ = [
     "COCO_BACKENDS",
+    "ERROR_KINDS",
     "EVALUATION_FILE",
     "IOU_TYPES",
     "STAT_NAMES",
+    "TestTimeAugmentation",
+    "TtaOptions",
     "CocoEvaluator",
+    "ErrorAnalysis",
     "EvalOptions",
+    "analyze_errors",
     "draw_detections",
     "merge_rank_results",
     "plot_pr_curves",
@@ -35,5 +42,6 @@ __all__ = [
     "save_png",
     "save_prediction_grid",
     "to_uint8_image",
+    "write_error_analysis",
     "write_evaluation_json",
 ]

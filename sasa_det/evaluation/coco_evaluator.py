@@ -30,7 +30,7 @@ import io
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -41,6 +41,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from sasa_det.choices import choice
+from sasa_det.evaluation.test_time_augmentation import TtaOptions
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,14 @@ class EvalOptions:
     draw_threshold: float = 0.5
     #: COCOeval implementation: "faster_coco_eval" | "pycocotools" (same metrics)
     backend: str = choice(COCO_BACKENDS, default=COCO_BACKENDS[0])
+    #: after tools/eval.py, also write the confusion matrix and false positives by kind (errors/; eval.py --errors)
+    error_analysis: bool = False
+    #: IoU at which a detection matches a ground truth in the error analysis
+    error_iou_threshold: float = 0.5
+    #: detections below this score are left out of the error analysis (ultralytics draws its matrix at 0.25)
+    error_score_threshold: float = 0.3
+    #: test-time augmentation of tools/eval.py (reported beside plain inference) and tools/predict.py
+    tta: TtaOptions = field(default_factory=TtaOptions)
 
 
 class ImageDetections(NamedTuple):
