@@ -13,6 +13,7 @@ FAULT is one of
 * ``disk-full-during-last:STEP`` - the write of ``last.ckpt`` of step STEP goes to ``/dev/full``: the
   kernel answers ENOSPC exactly as a full disk does, through torch's own writer
 * ``sigterm-in-validation:EPOCH`` - SIGTERM to this process at the first batch of epoch EPOCH's validation
+* ``nan-loss:STEP`` - the detector's losses are NaN at global step STEP
 
 Several faults can be given separated by commas. Nothing here is imported by the package.
 """
@@ -75,6 +76,24 @@ def _install(fault: str) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
 
         ValidationRecorder.on_validation_batch_start = on_validation_batch_start
+    elif kind == "nan-loss":
+        import torch
+
+        from sasa_det.engine.detection_module import DetectionModule
+
+        original_step = DetectionModule.training_step
+
+        def training_step(self, batch, batch_idx):
+            if self.global_step != number:
+                return original_step(self, batch, batch_idx)
+            model = self.model
+            self.model = lambda images, targets: {"classification": torch.tensor(float("nan"))}
+            try:
+                return original_step(self, batch, batch_idx)
+            finally:
+                self.model = model
+
+        DetectionModule.training_step = training_step
     else:
         raise SystemExit(f"unknown fault {fault!r}")
 

@@ -35,7 +35,7 @@ FAULTS = {
     "kill_mid_epoch": ("kill-after-last:6", ["trainer.checkpoint_every_n_steps=3"]),
     # last.ckpt only at epoch ends (after the epoch's validation)
     "kill_at_epoch_end": ("kill-after-last:8", ["trainer.checkpoint_every_n_steps=1000"]),
-    # last.ckpt every epoch length: written after the last batch, before the epoch's validation
+    # last.ckpt every epoch length: the step-8 checkpoint is written at the epoch's end, after its validation
     "kill_after_last_batch": ("kill-after-last:8", ["trainer.checkpoint_every_n_steps=4"]),
     "sigterm_during_validation": ("sigterm-in-validation:1", ["trainer.checkpoint_every_n_steps=1000"]),
     "kill_during_checkpoint_write": ("kill-during-last:8", ["trainer.checkpoint_every_n_steps=1000"]),
@@ -108,8 +108,18 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("fault_name", list(FAULTS))
-@pytest.mark.parametrize("bound", list(BOUNDS))
+#: The cases the default suite runs (each costs three short trainings); the others are marked slow.
+_DEFAULT_CASES = {
+    ("max_epochs_with_large_max_steps", "kill_at_epoch_end"),
+    ("max_epochs", "kill_mid_epoch"),
+    ("max_epochs", "kill_after_last_batch"),
+}
+
+
+@pytest.mark.parametrize(
+    "bound, fault_name",
+    [pytest.param(b, f, marks=() if (b, f) in _DEFAULT_CASES else pytest.mark.slow) for b in BOUNDS for f in FAULTS],
+)
 def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(uninterrupted, bound, fault_name):
     root, straight, straight_validations = uninterrupted(bound)
     bound_overrides, final_step = BOUNDS[bound]
@@ -156,6 +166,7 @@ def test_a_full_disk_names_the_file_and_the_space_and_keeps_the_previous_checkpo
     assert not (out / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_partial_checkpoint_files_are_removed_on_resume_and_counted(tmp_path):
     out, args = _short_run(tmp_path, "partial", "trainer.checkpoint_every_n_steps=3")
     killed = _run("kill-during-last:6", args)
@@ -171,6 +182,7 @@ def test_partial_checkpoint_files_are_removed_on_resume_and_counted(tmp_path):
     assert int(_checkpoint(out)["global_step"]) == 10
 
 
+@pytest.mark.slow
 def test_a_changed_training_set_is_refused_on_resume_or_restarts_the_order_when_allowed(tmp_path):
     out, args = _short_run(tmp_path, "changed", "trainer.checkpoint_every_n_steps=3")
     assert _run("kill-after-last:6", args).returncode == -9
@@ -192,6 +204,7 @@ def test_a_changed_training_set_is_refused_on_resume_or_restarts_the_order_when_
     assert (int(checkpoint["global_step"]), int(checkpoint["epoch"])) == (10, 3)
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_says_so_and_any_checkpoint_of_the_run_resumes(tmp_path):
     out, args = _short_run(tmp_path, "finished", "trainer.checkpoint_every_n_steps=3")
     assert _run("none", args).returncode == 0
@@ -244,3 +257,17 @@ def test_a_second_training_into_a_used_output_dir_is_refused_naming_the_first(tm
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
     assert not lock.exists()  # released by the clean stop
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_with_a_message_and_the_last_checkpoint_resumes(tmp_path):
+    out, args = _short_run(tmp_path, "nan", "trainer.checkpoint_every_n_steps=3")
+    failed = _run("nan-loss:7", args)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    message = failed.stderr.strip().splitlines()[-1]
+    assert "error: non-finite training loss at step 7" in message and "lower optim.lr" in message
+    assert "--resume optim.lr=" in message and "Traceback" not in failed.stderr
+    assert int(_checkpoint(out)["global_step"]) == 6 and not (out / ".run.lock").exists()
+    resumed = _run("none", [*args, "--resume", "optim.lr=0.001"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert int(_checkpoint(out)["global_step"]) == 10

@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         result = train(cfg, resume_from=resume_from)  # checks the data paths before it writes anything
     except (ConfigError, CheckpointWriteError) as err:
         sys.exit(f"error: {err}")
+    except TrainingInterrupted as stop:
+        hint = "" if stop.requeued else f"; continue with: python tools/train.py {args.config} --resume"
+        print(f"{stop}{hint}", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signum)
     except FloatingPointError as err:  # a non-finite loss: no update was made and last.ckpt is finite
         sys.exit(f"error: {err}. {last} (if written) holds the last finite weights: continue with {go_on} optim.lr=...")
     except RuntimeError as err:
@@ -73,10 +77,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"error: a data loader worker died ({str(err).splitlines()[0]}), usually killed for lack of memory. "
             f"{last} (if written) is intact: lower data.num_workers or give the job more memory, then {go_on}"
         )
-    except TrainingInterrupted as stop:
-        hint = "" if stop.requeued else f"; continue with: python tools/train.py {args.config} --resume"
-        print(f"{stop}{hint}", file=sys.stderr, flush=True)
-        sys.exit(128 + stop.signum)
     print(json.dumps(result, indent=2), flush=True)
     if result.get("already_finished"):
         print(result["already_finished"], file=sys.stderr, flush=True)

@@ -187,6 +187,8 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         step = trainer.global_step
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # written at the epoch's end instead, after its validation (a resume then need not redo it)
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
             self._save_if_new(trainer)
 

@@ -53,10 +53,11 @@ class CsvHistory(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self.aside.exists():
             return
-        header, kept, dropped = self._read_kept()
         csv_logger = next((log for log in trainer.loggers if isinstance(log, CSVLogger)), None)
-        if csv_logger is None:
+        if csv_logger is None:  # this run logs no CSV: the file stays as it was
+            self.aside.replace(self.csv_path)
             return
+        header, kept, dropped = self._read_kept()
         writer = csv_logger.experiment
         writer.save()  # anything logged so far goes first into a fresh file, then is rewritten below
         rows_now = []

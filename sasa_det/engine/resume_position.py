@@ -74,6 +74,14 @@ def start_next_epoch_if_epoch_ended(fit_loop: MutableMapping[str, Any]) -> bool:
     return True
 
 
+def _validation_lost(fit_loop: MutableMapping[str, Any]) -> bool:
+    """Whether the checkpoint was written after an epoch's last training batch but before the epoch ended
+    (a stop signal at that batch): Lightning resumes with the next epoch, without that epoch's validation."""
+    batches = fit_loop.get("epoch_loop.batch_progress", {})
+    epochs = fit_loop.get("epoch_progress", {}).get("total", {})
+    return bool(batches.get("is_last_batch")) and epochs.get("processed", 0) < epochs.get("started", 0)
+
+
 def end_epoch_here(fit_loop: MutableMapping[str, Any]) -> None:
     """Rewrite a checkpoint's ``loops["fit_loop"]`` so that the epoch it was written in counts as ended and
     the next one starts from its first batch (the rest of the interrupted epoch is not trained).
@@ -137,11 +145,23 @@ class ResumePosition(pl.Callback):
 
     def __init__(self, end_epoch: bool = False):
         self.end_epoch = end_epoch
+        self._resumed = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # Lightning's restart can count one optimizer step too many in the step it logs under (seen after an
+        # epoch-end checkpoint when max_steps is set): metrics of step s must be logged at step s, as in a
+        # run that was never interrupted.
+        if self._resumed:
+            self._resumed = False
+            epoch_loop = trainer.fit_loop.epoch_loop
+            if hasattr(epoch_loop, "_batches_that_stepped"):
+                epoch_loop._batches_that_stepped = int(trainer.global_step)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         fit_loop = checkpoint.get("loops", {}).get("fit_loop")
         if fit_loop is None:
             return
+        self._resumed = True
         epoch = int(checkpoint.get("epoch", 0))
         if self.end_epoch:
             end_epoch_here(fit_loop)
@@ -150,6 +170,13 @@ class ResumePosition(pl.Callback):
                 epoch,
                 int(checkpoint.get("global_step", 0)),
                 epoch + 1,
+            )
+        elif _validation_lost(fit_loop):
+            logger.warning(
+                "resume: the run stopped after the last batch of epoch %d, before that epoch ended (and its validation, where one was due); it is "
+                "not run again: epoch %d has no validation metrics, and best-*.ckpt is chosen among the others",
+                epoch,
+                epoch,
             )
         elif start_next_epoch_if_epoch_ended(fit_loop):
             logger.info(

@@ -97,6 +97,23 @@ class RunLock:
                 return f"process {pid} no longer runs"
         return None
 
+    def check(self) -> None:
+        """Refuse now, before any other check, when a live training holds the directory (nothing is taken).
+
+        Raises:
+            RunLocked: as :meth:`acquire` would.
+        """
+        holder = self._read()
+        if holder is not None and self._stale(holder) is None:
+            raise RunLocked(self._refusal(holder))
+
+    def _refusal(self, holder: dict[str, Any]) -> str:
+        return (
+            f"output_dir {self.path.parent} is in use by another training ({_describe(holder)}). "
+            "Wait for it to end, or train into another output_dir. If that run is known to be gone "
+            f"(its machine crashed), delete {self.path} and start again"
+        )
+
     def acquire(self) -> None:
         """Take the lock, or take over a stale one.
 
@@ -113,11 +130,7 @@ class RunLock:
                     continue  # released meanwhile
                 reason = self._stale(holder)
                 if reason is None:
-                    raise RunLocked(
-                        f"output_dir {self.path.parent} is in use by another training ({_describe(holder)}). "
-                        "Wait for it to end, or train into another output_dir. If that run is known to be gone "
-                        f"(its machine crashed), delete {self.path} and start again"
-                    ) from None
+                    raise RunLocked(self._refusal(holder)) from None
                 logger.warning("taking over the run lock %s: %s (%s)", self.path, reason, _describe(holder))
                 self.path.unlink(missing_ok=True)
                 continue
