@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from sasa_det.checkpoint_file import read_checkpoint_file
 from sasa_det.config import ConfigError, config_from_dict, config_to_dict
 from sasa_det.engine.checkpointing import CONFIG_KEY
-from sasa_det.engine.run_lock import RunLock
+from sasa_det.engine.run_lock import RunLock, is_first_process
 
 __all__ = ["MODEL_SECTIONS", "checkpoint_config", "config_differences", "resolve_resume", "run_checkpoints"]
 
@@ -97,7 +97,8 @@ def resolve_resume(cfg: DictConfig, overrides: list[str], resume: Optional[str])
             and neither ``--resume`` nor a SLURM requeue says to continue it. Each message says what to do.
     """
     output_dir = Path(cfg.output_dir)
-    RunLock(output_dir).check()  # a training running there now is the first thing to say
+    if is_first_process():
+        RunLock(output_dir).check()  # a training running there now is the first thing to say
     if resume is None:
         existing = run_checkpoints(output_dir)
         if not existing:

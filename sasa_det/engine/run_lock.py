@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from sasa_det.config import ConfigError
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLocked"]
+__all__ = ["LOCK_NAME", "RunLock", "RunLocked", "is_first_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,17 @@ LOCK_NAME = ".run.lock"
 
 class RunLocked(ConfigError):
     """Another training holds the run directory; the message names it and what to do."""
+
+
+def is_first_process() -> bool:
+    """Whether this process is global rank 0 of its training, read from the variables launchers set
+    (``RANK``, SLURM's ``SLURM_PROCID``; else ``NODE_RANK``/``GROUP_RANK`` and ``LOCAL_RANK``): only it takes
+    the lock, since every process of a multi-node training runs the same command."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name) not in (None, ""):
+            return int(os.environ[name]) == 0
+    node = int(os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or 0)
+    return node == 0 and int(os.environ.get("LOCAL_RANK") or 0) == 0
 
 
 def _alive(pid: int) -> bool:

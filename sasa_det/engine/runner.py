@@ -36,7 +36,6 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from sasa_det.config import check_data_paths, config_to_dict, save_config
 from sasa_det.engine.callbacks import ValidationRecorder
@@ -56,7 +55,7 @@ from sasa_det.engine.init_from import initialize_from
 from sasa_det.engine.loading import clear_initial_weights, load_module
 from sasa_det.engine.log_history import CsvHistory
 from sasa_det.engine.resume_position import ResumePoint, ResumePosition, read_resume_point
-from sasa_det.engine.run_lock import RunLock
+from sasa_det.engine.run_lock import RunLock, is_first_process
 from sasa_det.engine.tasks import get_task
 from sasa_det.experiment_loggers import build_loggers, log_final_metrics, log_resolved_config
 from sasa_det.logging_setup import log_to_file
@@ -175,7 +174,7 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     check_data_paths(cfg)
     output_dir = Path(cfg.output_dir)
     # One training per output_dir: global rank 0 holds its lock (the other ranks are that training's).
-    with RunLock(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+    with RunLock(output_dir) if is_first_process() else contextlib.nullcontext():
         return _train(cfg, output_dir, resume_from)
 
 
@@ -218,7 +217,7 @@ def _train(cfg: DictConfig, output_dir: Path, resume_from: Optional[str | os.Pat
         finished = _finished_run(cfg, output_dir, point)
         if finished is not None:
             return finished
-    if rank_zero_only.rank == 0:
+    if is_first_process():
         removed, freed = remove_partial_checkpoints(output_dir / "checkpoints")
         if removed:
             logger.warning(
@@ -280,7 +279,7 @@ def _train(cfg: DictConfig, output_dir: Path, resume_from: Optional[str | os.Pat
     ]
     if point is not None:
         history = CsvHistory(output_dir / "logs" / "version_0" / "metrics.csv", point.global_step)
-        if rank_zero_only.rank == 0:
+        if is_first_process():
             history.set_aside()
         callbacks.append(history)
     resume_step = point.global_step if point is not None else None
