@@ -231,6 +231,7 @@ def _train(cfg: DictConfig, output_dir: Path, resume_from: Optional[str | os.Pat
     cfg = task.prepare(cfg)
     datamodule = task.build_datamodule(cfg, train=True)
     cfg = task.complete_config(cfg, datamodule)
+    datamodule.setup("fit")  # the training set, to fingerprint (Lightning's own setup call reuses it)
     training_data = training_set_fingerprint(datamodule.train_dataset, cfg.data.get("train_ann"))
     data_change = None
     if point is not None:
