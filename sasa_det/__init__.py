@@ -8,7 +8,7 @@ __all__ = ["Predictor"]
 
 def __getattr__(name: str):
     if name == "Predictor":
-        from sasa_det.engine.predictor import Predictor
+        from sasa_det.engine.inference.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'sasa_det' has no attribute {name!r}")

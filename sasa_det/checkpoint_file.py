@@ -17,11 +17,52 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointFileError", "read_checkpoint_file", "tensors_of"]
+__all__ = ["CheckpointFileError", "check_weights_file", "read_checkpoint_file", "tensors_of"]
 
 
 class CheckpointFileError(ValueError):
     """A checkpoint or weight file cannot be used; the message names the file and what to do."""
+
+
+def _exported_model_kind(file: Path) -> str | None:
+    """What an exported model file is (``tools/export.py`` writes both), or None for anything else."""
+    with open(file, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(file) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
+            return "a TorchScript model (torch.jit.save / tools/export.py --format torchscript)"
+        return None
+    if file.suffix == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head and b"onnx" in head.lower()):
+        return "an ONNX model (tools/export.py --format onnx)"
+    return None
+
+
+def check_weights_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """The cheap checks of :func:`read_checkpoint_file`, before any work starts: the file exists, is a file,
+    is not empty and is not an exported model (ONNX, TorchScript). Returns the path.
+
+    Raises:
+        CheckpointFileError: naming the file, what it is, and what to give instead.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise CheckpointFileError(f"{what} {file}: no such file; check the path")
+    if file.is_dir():
+        raise CheckpointFileError(f"{what} {file}: is a folder; give the .ckpt/.pth file inside it")
+    if file.stat().st_size == 0:
+        raise CheckpointFileError(f"{what} {file}: the file is empty (an interrupted copy or save?); use another copy")
+    exported = _exported_model_kind(file)
+    if exported is not None:
+        raise CheckpointFileError(
+            f"{what} {file}: is {exported}, a graph for inference that holds no trainable weights by name; give "
+            "the .ckpt it was exported from (checkpoints/best-*.ckpt or last.ckpt of the run) or a state_dict file"
+        )
+    return file
 
 
 def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint", mmap: bool = False) -> Any:
@@ -37,13 +78,7 @@ def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint", mmap
         CheckpointFileError: the file does not exist, is a folder, is empty or truncated, is not a PyTorch
             file at all, or holds objects that cannot be rebuilt without running code.
     """
-    file = Path(path)
-    if not file.exists():
-        raise CheckpointFileError(f"{what} {file}: no such file; check the path")
-    if file.is_dir():
-        raise CheckpointFileError(f"{what} {file}: is a folder; give the .ckpt/.pth file inside it")
-    if file.stat().st_size == 0:
-        raise CheckpointFileError(f"{what} {file}: the file is empty (an interrupted copy or save?); use another copy")
+    file = check_weights_file(path, what)
     try:
         return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:

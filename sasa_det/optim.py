@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from sasa_det.choices import choice
+from sasa_det.choices import OptionError, choice
 
 __all__ = [
     "OPTIMIZERS",
@@ -99,6 +99,24 @@ class OptimSettings:
     gamma: float = 0.1
     #: clip the global gradient norm to this value (the trainer does); null = no clipping
     grad_clip: Optional[float] = None
+
+    def validate(self) -> None:
+        """Ranges of the schedule and the learning-rate scaling (:class:`~sasa_det.choices.OptionError`)."""
+        if any(not 0.0 < float(frac) < 1.0 for frac in self.milestones):
+            raise OptionError(
+                "milestones",
+                f"{{key}}={list(self.milestones)}: milestones are fractions of the total training steps and must "
+                "lie in (0, 1), e.g. [0.667, 0.889]",
+            )
+        if self.warmup_epochs < 0:
+            raise OptionError("warmup_epochs", f"{{key}} must be >= 0, got {self.warmup_epochs}")
+        if not self.backbone_lr_mult > 0:
+            raise OptionError(
+                "backbone_lr_mult",
+                f"{{key}} must be > 0 (freeze with model.backbone.frozen_stages), got {self.backbone_lr_mult}",
+            )
+        if self.reference_batch_size is not None and self.reference_batch_size < 1:
+            raise OptionError("reference_batch_size", f"{{key}} must be >= 1 or null, got {self.reference_batch_size}")
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:

@@ -34,7 +34,7 @@ def tiny_detection_run(tmp_path_factory):
     users do with a trained run (predicting, analysing, attention maps): its ``train()`` result."""
     from pathlib import Path
 
-    from sasa_det.config import load_config
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.runner import train
     from tests.helpers import tiny_shapes_overrides
 

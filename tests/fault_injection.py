@@ -34,15 +34,15 @@ def _install(fault: str) -> None:
         return
     kind, _, value = fault.partition(":")
     number = int(value)
-    from sasa_det.engine import checkpointing
+    from sasa_det.engine.run import checkpoint_io, run_directory
 
     if kind in ("kill-after-last", "kill-during-last", "disk-full-during-last"):
-        original = checkpointing.AtomicCheckpointIO.save_checkpoint
+        original = checkpoint_io.AtomicCheckpointIO.save_checkpoint
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
             hit = Path(path).name == "last.ckpt" and int(checkpoint.get("global_step", -1)) == number
             if hit and kind == "kill-during-last":
-                real_save = checkpointing.torch.save
+                real_save = checkpoint_io.torch.save
 
                 def half_then_die(obj, handle):
                     buffer = io.BytesIO()
@@ -52,7 +52,7 @@ def _install(fault: str) -> None:
                     os.fsync(handle.fileno())
                     os.kill(os.getpid(), signal.SIGKILL)
 
-                checkpointing.torch.save = half_then_die
+                checkpoint_io.torch.save = half_then_die
             if hit and kind == "disk-full-during-last":
                 real_open = builtins.open
 
@@ -61,14 +61,14 @@ def _install(fault: str) -> None:
                         return real_open("/dev/full", mode, *args, **kwargs)
                     return real_open(file, mode, *args, **kwargs)
 
-                checkpointing.open = open_full  # the module's name `open`, ahead of the builtin
+                run_directory.open = open_full  # the module's name `open`, ahead of the builtin
             original(self, checkpoint, path, storage_options)
             if hit and kind == "kill-after-last":
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        checkpointing.AtomicCheckpointIO.save_checkpoint = save_checkpoint
+        checkpoint_io.AtomicCheckpointIO.save_checkpoint = save_checkpoint
     elif kind == "sigterm-in-validation":
-        from sasa_det.engine.callbacks import ValidationRecorder
+        from sasa_det.engine.tasks.callbacks import ValidationRecorder
 
         def on_validation_batch_start(self, trainer, *args, **kwargs):
             if not trainer.sanity_checking and trainer.current_epoch == number and not getattr(self, "_sent", False):
@@ -79,7 +79,7 @@ def _install(fault: str) -> None:
     elif kind == "nan-loss":
         import torch
 
-        from sasa_det.engine.detection_module import DetectionModule
+        from sasa_det.engine.tasks.detection_module import DetectionModule
 
         original_step = DetectionModule.training_step
 

@@ -8,7 +8,7 @@ from torchvision.models.detection import retinanet_resnet50_fpn
 
 from sasa_det.analysis.detector_complexity import PAPER_DETECTORS, measure_detector, paper_detector_table
 from sasa_det.analysis.model_info import count_flops, count_parameters
-from sasa_det.engine.detection_task import preset_detection_model
+from sasa_det.engine.tasks.detection import preset_detection_model
 
 SIZE = 64
 TINY = {"base_width": 8, "norm": "bn"}

@@ -6,7 +6,7 @@ import torch
 
 from sasa_det.backbones import build_backbone, build_classifier, load_backbone_weights
 from sasa_det.data.image_folder import ImageFolderDataModule, make_image_folder_dataset
-from sasa_det.engine.classification_module import ClassificationModule, topk_correct
+from sasa_det.engine.tasks.classification_module import ClassificationModule, topk_correct
 from sasa_det.optim import OptimSettings
 
 

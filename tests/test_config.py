@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sasa_det.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
+from sasa_det.config import ConfigError, config_to_dict, save_config
+from sasa_det.engine.experiment import config_from_dict, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -157,7 +158,8 @@ def test_every_shipped_config_loads():
 def test_deterministic_rcnn_on_gpu_fails_at_config_time_naming_the_key(monkeypatch):
     import torch
 
-    from sasa_det.config import ConfigError, load_config
+    from sasa_det.config import ConfigError
+    from sasa_det.engine.experiment import load_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(
@@ -196,9 +198,9 @@ def test_wrong_data_paths_are_refused_by_key_before_the_run_writes_anything(tmp_
 
 
 def test_data_paths_of_an_evaluation_are_checked_for_the_validation_split_only(tmp_path):
-    from sasa_det.config import check_data_paths
+    from sasa_det.engine.tasks import get_task
 
     cfg = load_config(overrides=[f"data.train_ann={tmp_path / 'gone.json'}", f"data.val_images={tmp_path}"])
-    check_data_paths(cfg, splits=("val",))
+    get_task("detection").check_data_paths(cfg, splits=("val",))
     with pytest.raises(ConfigError, match="data.train_ann=.*gone.json': no such file"):
-        check_data_paths(cfg)
+        get_task("detection").check_data_paths(cfg)

@@ -211,7 +211,7 @@ def test_voc_folder_to_a_trained_model_in_three_commands(tmp_path, capsys):
         == 0
     )
     assert '"difficult": 1' in capsys.readouterr().out
-    from sasa_det.config import load_config
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.runner import train
 
     images = root / "JPEGImages"

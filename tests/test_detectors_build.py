@@ -9,7 +9,7 @@ import torch
 
 from sasa_det.backbones import AAOptions, build_backbone
 from sasa_det.detectors import AttentionFeaturePyramidNetwork, AttentionRetinaNetHead, DetectorOptions, build_detector
-from sasa_det.engine.detection_task import preset_detection_model
+from sasa_det.engine.tasks.detection import preset_detection_model
 from sasa_det.layers import SasaOptions
 from tests.helpers import box_targets
 

@@ -17,7 +17,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from sasa_det.engine.detection_task import preset_detection_model
+from sasa_det.engine.tasks.detection import preset_detection_model
 from tests.helpers import box_targets
 
 SIZE = 64

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sasa_det.config import load_config
-from sasa_det.engine.resume import checkpoint_config
+from sasa_det.engine.experiment import checkpoint_config, load_config
 from sasa_det.engine.runner import evaluate, predict, train
 from sasa_det.layers.relative_position import slice_relative_table
 from tests.helpers import tiny_classification_overrides
@@ -154,7 +153,7 @@ def test_mask_rcnn_reports_segm_metrics(shapes, tmp_path):
 
 def test_classification_checkpoint_seeds_detector_backbone(shapes, tmp_path):
     from sasa_det.data import make_image_folder_dataset
-    from sasa_det.engine.loading import load_module
+    from sasa_det.engine.inference.loading import load_module
 
     folders = make_image_folder_dataset(tmp_path / "folders", num_train_per_class=4, num_val_per_class=2, image_size=32)
     cls_cfg = load_config(None, tiny_classification_overrides(folders, tmp_path / "cls", TINY_BACKBONE))

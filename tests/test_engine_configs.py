@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sasa_det.config import load_config
+from sasa_det.engine.experiment import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "_base_" not in p.parts)

@@ -5,11 +5,12 @@ import torch
 from omegaconf import OmegaConf
 
 from sasa_det.backbones import ResNetOptions
-from sasa_det.config import ConfigError, load_config
-from sasa_det.engine.callbacks import format_coco_summary
-from sasa_det.engine.checkpointing import CONFIG_KEY, ExperimentConfigInCheckpoint
-from sasa_det.engine.detection_task import build_detection_model, iou_types_for
+from sasa_det.config import ConfigError
+from sasa_det.engine.experiment import load_config
+from sasa_det.engine.run.checkpoints import CONFIG_KEY, ExperimentConfigInCheckpoint
 from sasa_det.engine.tasks import get_task
+from sasa_det.engine.tasks.callbacks import format_coco_summary
+from sasa_det.engine.tasks.detection import build_detection_model, iou_types_for
 from sasa_det.layers import LocalSelfAttention2d, SasaOptions
 from sasa_det.optim import schedule_lengths
 

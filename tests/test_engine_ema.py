@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sasa_det.checkpoint_file import read_checkpoint_file
-from sasa_det.config import load_config
-from sasa_det.engine.checkpointing import LastCheckpoint
-from sasa_det.engine.loading import load_module
+from sasa_det.engine.experiment import load_config
+from sasa_det.engine.inference.loading import load_module
+from sasa_det.engine.run.checkpoints import LastCheckpoint
 from sasa_det.engine.runner import train
 from tests.helpers import tiny_shapes_overrides
 

@@ -9,7 +9,10 @@ import sys
 
 import pytest
 
-from sasa_det.engine.run_lock import LOCK_NAME, RunLock, RunLocked
+from sasa_det.engine.run.run_directory import RunDirectory
+from sasa_det.engine.run.run_lock import RunLock, RunLocked
+
+LOCK_NAME = RunDirectory(".").lock_file.name
 
 
 def _holder(tmp_path, **fields):
@@ -56,8 +59,8 @@ def test_a_dead_holder_or_this_requeued_slurm_job_is_taken_over(tmp_path, monkey
 
 
 def test_a_null_class_count_is_no_model_change_on_resume():
-    from sasa_det.config import load_config
-    from sasa_det.engine.resume import config_differences
+    from sasa_det.engine.experiment import load_config
+    from sasa_det.engine.run.resume import config_differences
 
     stored = load_config(overrides=["model.num_classes=3"])
     assert config_differences(stored, load_config(overrides=["model.num_classes=null"])) == []
@@ -66,19 +69,19 @@ def test_a_null_class_count_is_no_model_change_on_resume():
 
 
 def test_partial_checkpoint_files_of_killed_writes_are_removed_and_counted(tmp_path):
-    from sasa_det.engine.checkpointing import remove_partial_checkpoints
-
-    (tmp_path / "last.ckpt").write_bytes(b"whole")
-    (tmp_path / ".last.ckpt.tmp-123").write_bytes(b"x" * 1000)
-    (tmp_path / ".best-epoch001-step000008.ckpt.tmp-7").write_bytes(b"x" * 24)
-    assert remove_partial_checkpoints(tmp_path) == (2, 1024)
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
-    assert remove_partial_checkpoints(tmp_path / "missing") == (0, 0)
+    run = RunDirectory(tmp_path)
+    run.checkpoints_dir.mkdir()
+    (run.checkpoints_dir / "last.ckpt").write_bytes(b"whole")
+    (run.checkpoints_dir / ".last.ckpt.tmp-123").write_bytes(b"x" * 1000)
+    (run.checkpoints_dir / ".best-epoch001-step000008.ckpt.tmp-7").write_bytes(b"x" * 24)
+    assert run.remove_partial_checkpoints() == (2, 1024)
+    assert [p.name for p in run.checkpoints_dir.iterdir()] == ["last.ckpt"]
+    assert RunDirectory(tmp_path / "missing").remove_partial_checkpoints() == (0, 0)
 
 
 def test_a_changed_training_set_is_named_on_both_sides(tmp_path):
     from sasa_det.config import ConfigError
-    from sasa_det.engine.data_fingerprint import check_training_data, training_set_fingerprint
+    from sasa_det.engine.run.data_fingerprint import check_training_data, training_set_fingerprint
 
     class Dataset:
         def __init__(self, ids):

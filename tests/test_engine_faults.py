@@ -271,3 +271,32 @@ def test_a_non_finite_loss_stops_with_a_message_and_the_last_checkpoint_resumes(
     resumed = _run("none", [*args, "--resume", "optim.lr=0.001"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert int(_checkpoint(out)["global_step"]) == 10
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_another_runs_checkpoints_are_only_read_by_resume_and_init_from(uninterrupted, tmp_path):
+    """A run started from another run's best or last checkpoint (``--resume CKPT`` into a new output_dir, or
+    ``model.init_from``) leaves every file of that run byte-identical, and a best checkpoint (written after
+    its epoch's validation) resumes without the "no validation" warning."""
+    _, source, _ = uninterrupted("max_epochs")
+    before = _file_hashes(source)
+    best = next((source / "checkpoints").glob("best-*.ckpt"))
+    moved = _overrides(tmp_path / "shapes", tmp_path / "from_best", *BOUNDS["max_epochs"][0])
+    from_best = _run("none", [*moved, "--resume", str(best)])
+    assert from_best.returncode == 0, from_best.stderr[-3000:]
+    assert "has no validation metrics" not in from_best.stderr
+    started = _overrides(tmp_path / "shapes", tmp_path / "init", "trainer.max_epochs=-1", "trainer.max_steps=1")
+    from_last = _run("none", [*started, f"model.init_from={source / 'checkpoints' / 'last.ckpt'}"])
+    assert from_last.returncode == 0, from_last.stderr[-3000:]
+    assert "init_from" in (tmp_path / "init" / "init_from_report.json").read_text()
+    assert _file_hashes(source) == before
+    assert list((tmp_path / "from_best" / "checkpoints").glob("best-*.ckpt"))  # the new run has its own best

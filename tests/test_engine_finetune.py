@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sasa_det.config import load_config
+from sasa_det.engine.experiment import load_config
 from sasa_det.engine.runner import train
 
 SIZE = 64
@@ -86,13 +86,16 @@ def test_finetuned_detector_is_ahead_of_scratch_on_other_classes(source_checkpoi
 def test_init_from_accepts_torchvision_and_backbone_files_and_reports_what_it_did(tmp_path):
     from torchvision.models import resnet50
 
-    from sasa_det.engine.detection_task import preset_detection_model
-    from sasa_det.engine.init_from import initialize_from
+    from sasa_det.engine.run.init_from import initialize_from
+    from sasa_det.engine.run.run_directory import RunDirectory
+    from sasa_det.engine.tasks.detection import preset_detection_model
 
     detector = preset_detection_model("retinanet", 5, backbone="resnet50", fpn_channels=256, min_size=64, max_size=64)
     weights = resnet50().state_dict()  # a torchvision ImageNet-style ResNet file: backbone only, plus fc
     torch.save(weights, tmp_path / "resnet50.pth")
-    report = initialize_from(detector, tmp_path / "resnet50.pth", backbone_prefix="backbone.body.", report_dir=tmp_path)
+    report = initialize_from(
+        detector, tmp_path / "resnet50.pth", backbone_prefix="backbone.body.", run_dir=RunDirectory(tmp_path)
+    )
     assert report.placement.startswith("backbone")
     assert "backbone.body.layer4.2.conv3.weight" in report.loaded
     torch.testing.assert_close(detector.backbone.body.conv1.weight, weights["conv1.weight"])

@@ -74,8 +74,8 @@ def test_two_nodes_train_and_match_single_process_metrics(tmp_path):
 
 
 def test_classification_validation_under_ddp_counts_every_image_once(tmp_path):
-    from sasa_det.config import load_config
     from sasa_det.data import make_image_folder_dataset
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.runner import evaluate, train
 
     # 3 classes x 3 validation images = 9: two ranks see 5 and 4; a padding sampler would count 10.

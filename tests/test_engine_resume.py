@@ -144,16 +144,29 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(uninterrupt
     assert (out / "logs" / "version_0" / "metrics.csv").read_text().count("\n") > csv_rows_before  # appended
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_the_printed_hint_resumes_that_run(tmp_path):
+    """The hint printed on a stop works when pasted: it names the run's folder, whatever overrides (data paths,
+    output_dir) the interrupted command had, so it resumes that very run and no other."""
+    import shlex
+
     out = tmp_path / "term"
     process, step_seen = _start_and_signal_after_checkpoint(
-        _overrides(tmp_path / "shapes", out, "trainer.max_steps=200"), signal.SIGTERM
+        _overrides(tmp_path / "shapes", out, "trainer.max_steps=24"), signal.SIGTERM
     )
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    assert "stopped by SIGTERM" in stderr and "--resume" in stderr
+    assert "stopped by SIGTERM" in stderr
     step, _ = _step_of(out / "checkpoints" / "last.ckpt")
-    assert step_seen <= step < 200
+    assert step_seen <= step < 24
+    hint = stderr.split("continue with: ")[1].splitlines()[0]
+    assert hint == f"python tools/train.py --resume {shlex.quote(str(out))}"
+    pasted = subprocess.run(
+        [sys.executable, *shlex.split(hint)[1:]], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert pasted.returncode == 0, pasted.stderr[-3000:]
+    assert f"resuming from {out / 'checkpoints' / 'last.ckpt'}" in pasted.stderr
+    assert _step_of(out / "checkpoints" / "last.ckpt")[0] == 24
+    assert (out / "metrics.json").is_file() and f'"output_dir": "{out}"' in pasted.stdout
 
 
 def test_sigterm_to_the_process_group_with_loader_workers_saves_and_exits_cleanly(tmp_path):
@@ -216,9 +229,10 @@ def test_rerun_into_a_used_folder_and_model_changes_on_resume_are_refused(uninte
 
 
 def test_atomic_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    from sasa_det.engine.checkpointing import AtomicCheckpointIO
+    from sasa_det.engine.run.checkpoint_io import AtomicCheckpointIO
+    from sasa_det.engine.run.run_directory import RunDirectory
 
-    io = AtomicCheckpointIO()
+    io = AtomicCheckpointIO(RunDirectory(tmp_path))
     target = tmp_path / "last.ckpt"
     io.save_checkpoint({"step": torch.tensor(1)}, target)
 
@@ -247,7 +261,7 @@ def _fake_cuda(monkeypatch, devices: int, current: int = 0) -> list[tuple[int, i
     "saved, visible, expected", [(4, 2, [(0, 0), (1, 1)]), (1, 4, [(0, 0)]), (2, 2, [(0, 0), (1, 1)])]
 )
 def test_cuda_generator_states_restore_onto_the_gpus_that_exist(monkeypatch, caplog, saved, visible, expected):
-    from sasa_det.engine.checkpointing import _set_cuda_rng_state
+    from sasa_det.engine.run.rng_state import _set_cuda_rng_state
 
     restored = _fake_cuda(monkeypatch, visible)
     states = [torch.tensor([index], dtype=torch.uint8) for index in range(saved)]  # an older checkpoint: one per GPU
@@ -261,7 +275,7 @@ def test_cuda_generator_states_restore_onto_the_gpus_that_exist(monkeypatch, cap
 
 
 def test_cuda_generator_state_of_this_process_goes_to_its_device(monkeypatch):
-    from sasa_det.engine.checkpointing import _set_cuda_rng_state
+    from sasa_det.engine.run.rng_state import _set_cuda_rng_state
 
     restored = _fake_cuda(monkeypatch, devices=2, current=1)  # e.g. local rank 1 of a DDP run
     _set_cuda_rng_state({"cuda": [torch.tensor([7], dtype=torch.uint8)], "cuda_device": 3})  # saved by rank 3 of 8

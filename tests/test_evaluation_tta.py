@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sasa_det.config import ConfigError, load_config
+from sasa_det.config import ConfigError
+from sasa_det.engine.experiment import load_config
 from sasa_det.evaluation import TestTimeAugmentation, TtaOptions
 from sasa_det.evaluation.test_time_augmentation import _mirror, merge_detections
 from tests.helpers import DEMO_CONFIG, load_tool

@@ -9,8 +9,11 @@ import sys
 import pytest
 import yaml
 
-from sasa_det.config import ConfigError, load_config
-from sasa_det.experiment_loggers import LoggingOptions, build_loggers
+from sasa_det.config import ConfigError
+from sasa_det.engine.experiment import load_config
+from sasa_det.engine.run.loggers import build_loggers
+from sasa_det.engine.run.run_directory import RunDirectory
+from sasa_det.experiment_loggers import LoggingOptions
 from sasa_det.optional_extra import MissingExtra
 from tests.helpers import DEMO_CONFIG, tiny_shapes_overrides
 
@@ -57,7 +60,7 @@ def test_all_four_trackers_get_config_and_final_metrics_offline(tmp_path, monkey
 def test_missing_tracker_names_its_extra(tmp_path, monkeypatch, name):
     monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
     with pytest.raises(MissingExtra, match=rf"sasa-det\[{name}\].*uv sync --extra {name}"):
-        build_loggers(LoggingOptions(loggers=["csv", name]), tmp_path)
+        build_loggers(LoggingOptions(loggers=["csv", name]), RunDirectory(tmp_path))
 
 
 def test_config_checks_the_trackers():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sasa_det.engine.export import (
+from sasa_det.engine.inference.export import (
     BOX_TOLERANCE,
     ExportedDetector,
     check_export,
@@ -30,7 +30,7 @@ SIZES = [(64, 81), (81, 64), (51, 52)]
 def _attention_detector(arch: str = "retinanet"):
     """An untrained detector with the attention stem, SASA and AA stages (and attention FPN / heads for
     RetinaNet), every candidate kept (score threshold 0) so that the check compares many detections."""
-    from sasa_det.config import load_config
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.tasks import get_task
 
     overrides = [

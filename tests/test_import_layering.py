@@ -1,8 +1,9 @@
 """The package layering: every import of ``sasa_det`` points down (or sideways within a package), none in a loop.
 
-layers <- backbones <- detectors <- engine; data and evaluation below engine; config.py above the packages whose
-option dataclasses it composes and below the engine that reads it; the base modules (optim, choices, checkpoint
-files, logging) below everything. Imports inside functions count like any other.
+layers <- backbones <- detectors <- engine; data and evaluation below engine; config.py (the generic loader) and
+the base modules (optim, choices, checkpoint files, logging) below everything. Inside the engine the wings stack
+too: run (what a run survives) <- trainer <- tasks <- experiment (the schema) <- inference <- runner. Imports
+inside functions count like any other.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ BELOW = {
     "detectors": {"base", "layers", "backbones"},
     "data": {"base"},
     "evaluation": {"base", "data"},
-    "config": {"base", "layers", "backbones", "detectors", "data", "evaluation"},
-    "engine": {"base", "layers", "backbones", "detectors", "data", "evaluation", "config"},
-    "analysis": {"base", "layers", "backbones", "detectors", "data", "evaluation", "config", "engine"},
+    "engine": {"base", "layers", "backbones", "detectors", "data", "evaluation"},
+    "analysis": {"base", "layers", "backbones", "detectors", "data", "evaluation", "engine"},
     "package": {"engine"},
 }
 PACKAGES = {"layers", "backbones", "detectors", "data", "evaluation", "engine", "analysis"}
@@ -35,12 +35,31 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+#: The engine's wings, lowest first: each may import the ones before it (and anything below the engine).
+ENGINE_WINGS = ("run", "trainer", "tasks", "experiment", "inference", "runner")
+
+
+def _wing(module: str) -> str | None:
+    """The engine wing of a module of ``sasa_det.engine`` (None for the package's face)."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "engine" else None
+
+
+def _engine_upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{module} ({_wing(module)}) imports {target} ({_wing(target)})"
+        for module, targets in graph.items()
+        for target in targets
+        if _wing(module) and _wing(target) and ENGINE_WINGS.index(_wing(target)) > ENGINE_WINGS.index(_wing(module))
+    ]
+
+
 def _part(module: str) -> str:
     """The layer a module of ``sasa_det`` belongs to."""
     parts = module.split(".")
     if len(parts) == 1:
         return "package"
-    if parts[1] in PACKAGES or parts[1] == "config":
+    if parts[1] in PACKAGES:
         return parts[1]
     return "base"
 
@@ -113,6 +132,17 @@ def test_every_import_points_down_the_layers():
     assert not upward, "imports against the layering:\n" + "\n".join(upward)
 
 
+def test_the_engine_wings_stack():
+    assert set(ENGINE_WINGS) == {
+        path.stem
+        for path in (PACKAGE / "engine").iterdir()
+        if path.name != "__init__.py" and path.suffix in ("", ".py")
+    }
+    upward = _engine_upward_imports(_graph())
+    assert not upward, "engine imports against its wings:\n" + "\n".join(upward)
+    assert _engine_upward_imports({"sasa_det.engine.run.resume": {"sasa_det.engine.experiment"}})
+
+
 def test_no_module_imports_itself_through_others():
     loops = _cycles(_graph(faces=False))
     assert not loops, "import cycles:\n" + "\n".join(loops)
@@ -122,13 +152,18 @@ def test_the_checks_see_an_upward_import_and_a_cycle():
     """The checks themselves: what someone adding an upward import or a loop would meet."""
     graph = {"sasa_det.layers.resize": {"sasa_det.engine.runner"}, "sasa_det.engine.runner": set()}
     assert _upward_imports(graph) == ["sasa_det.layers.resize (layers) imports sasa_det.engine.runner (engine)"]
-    assert _upward_imports({"sasa_det.data.coco": {"sasa_det.config"}})
+    assert _upward_imports({"sasa_det.config": {"sasa_det.data.coco"}})
     assert _cycles({"sasa_det.engine.a": {"sasa_det.engine.b"}, "sasa_det.engine.b": {"sasa_det.engine.a"}})
-    assert _graph()["sasa_det.config"] >= {"sasa_det.layers", "sasa_det.optim"}  # through a face, or not
+    assert _graph()["sasa_det.engine.tasks.detection_options"] >= {
+        "sasa_det.layers",
+        "sasa_det.choices",
+    }  # a face, or not
 
 
-def test_config_takes_only_option_dataclasses_from_the_packages_below():
-    tree = ast.parse((PACKAGE / "config.py").read_text(encoding="utf-8"))
+def test_the_experiment_schema_takes_only_option_dataclasses():
+    """``engine/experiment.py`` composes the sections; it takes nothing but option dataclasses (and the loader,
+    the choices and the task's cross-section rule) from the code below it."""
+    tree = ast.parse((PACKAGE / "engine" / "experiment.py").read_text(encoding="utf-8"))
     taken = [
         (node.module, alias.name)
         for node in ast.walk(tree)
@@ -138,6 +173,8 @@ def test_config_takes_only_option_dataclasses_from_the_packages_below():
     assert taken
     for module, name in taken:
         value = getattr(importlib.import_module(module), name)
-        if module == "sasa_det.choices":  # how an option declares its values
+        if module in ("sasa_det.choices", "sasa_det.config") or name == "check_detection_experiment":
             continue
-        assert dataclasses.is_dataclass(value) and isinstance(value, type), f"config.py imports {module}.{name}"
+        if module.startswith("sasa_det.engine.run") and not dataclasses.is_dataclass(value):
+            continue  # read_stored_config, inside checkpoint_config
+        assert dataclasses.is_dataclass(value) and isinstance(value, type), f"experiment.py imports {module}.{name}"

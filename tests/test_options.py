@@ -16,11 +16,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from sasa_det.backbones import AAOptions, ResNet, ResNetOptions, backbone_from_options
-from sasa_det.config import ConfigError, _choice_table, config_from_dict, config_to_dict, load_config
+from sasa_det.config import ConfigError, choice_table, config_to_dict
 from sasa_det.data import CocoDetectionDataset, DatasetChecks, ImageRecord, load_checked_coco
 from sasa_det.detectors import AttentionFeaturePyramidNetwork, AttentionLastLevelP6P7
 from sasa_det.detectors.attention_retinanet_head import attention_tower
-from sasa_det.engine.detection_task import build_detection_model
+from sasa_det.engine.experiment import config_from_dict, load_config
+from sasa_det.engine.tasks.detection import build_detection_model
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SasaOptions
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sasa_det"
@@ -46,7 +47,7 @@ def _write(path: Path, text: str) -> Path:
             r"eval\.backend='detectron2' is not one of \['faster_coco_eval', 'pycocotools'\]",
         ),
         (
-            "classifier:\n  backbone:\n    norm: gn\n",
+            "task: classification\nclassifier:\n  backbone:\n    norm: gn\n",
             r"classifier\.backbone\.norm='gn' is not one of \['bn', 'frozen_bn'\]",
         ),
     ],
@@ -58,8 +59,8 @@ def test_a_bad_choice_fails_at_load_naming_file_key_and_choices(tmp_path, yaml, 
 
 
 def test_every_choice_is_declared_by_the_package_that_uses_it():
-    from sasa_det.config import ExperimentConfig
     from sasa_det.detectors import DetectorOptions
+    from sasa_det.engine.experiment import ClassificationExperiment, DetectionExperiment, Experiment
     from sasa_det.evaluation import EvalOptions, TtaOptions
     from sasa_det.experiment_loggers import LoggingOptions
     from sasa_det.optim import OptimSettings
@@ -73,9 +74,9 @@ def test_every_choice_is_declared_by_the_package_that_uses_it():
         TtaOptions,
         OptimSettings,
         LoggingOptions,
-        ExperimentConfig,
+        Experiment,
     )
-    table = _choice_table()
+    table = {**choice_table(ClassificationExperiment), **choice_table(DetectionExperiment)}
     assert {"model.sasa.impl", "model.backbone.stage_ops", "model.arch", "data.on_bad_records", "optim.name"} <= set(
         table
     )
@@ -84,8 +85,8 @@ def test_every_choice_is_declared_by_the_package_that_uses_it():
     }
     assert declared_in["model.sasa.impl"] == "sasa_det.layers.local_attention.layer"
     assert declared_in["classifier.backbone.stem"] == "sasa_det.backbones.presets"
-    # the experiment's own key is the only one config.py declares; every other option belongs to a lower package
-    assert sorted(key for key, module in declared_in.items() if module == "sasa_det.config") == ["task"]
+    # the experiment's own key is the only one the experiment schema declares; every other option belongs to its consumer
+    assert sorted(key for key, module in declared_in.items() if module == "sasa_det.engine.experiment") == ["task"]
 
 
 def test_modules_between_config_and_layers_never_check_the_sasa_options():
@@ -213,7 +214,7 @@ def test_a_renamed_backbone_key_still_works_with_a_message_naming_the_new_key(tm
 def test_a_stored_config_with_the_former_keys_loads_quietly_when_they_are_null():
     stored = config_to_dict(load_config())
     stored["model"]["backbone"]["aa_heads"] = None  # what a checkpoint of an earlier version holds
-    stored["classifier"]["backbone"]["stem_mixtures"] = None
+    stored["classifier"] = {"backbone": {"stem_mixtures": None}}  # every config held a classifier section then
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cfg = config_from_dict(stored)

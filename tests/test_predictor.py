@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from sasa_det import Predictor
-from sasa_det.engine.loading import load_module
-from sasa_det.engine.prediction_files import expand_image_inputs, output_names
+from sasa_det.engine.inference.loading import load_module
+from sasa_det.engine.inference.prediction_files import expand_image_inputs, output_names
 from tests.helpers import load_tool
 
 

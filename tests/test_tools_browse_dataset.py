@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sasa_det.config import load_config
+from sasa_det.engine.experiment import load_config
 from sasa_det.engine.tasks import get_task
 from sasa_det.evaluation.visualize import _PALETTE, MIN_DRAWN_SIDE
 from tests.helpers import load_tool, tiny_shapes_overrides

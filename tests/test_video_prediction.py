@@ -36,7 +36,7 @@ def _decoded(path: Path) -> list[np.ndarray]:
 def test_video_gives_annotated_video_and_per_frame_json(tiny_detection_run, tmp_path):
     from PIL import Image
 
-    from sasa_det.engine.predictor import Predictor
+    from sasa_det.engine.inference.predictor import Predictor
 
     val = sorted((Path(tiny_detection_run["output_dir"]).parent / "shapes" / "val").glob("*.png"))
     images = [np.asarray(Image.open(val[i % len(val)]).convert("RGB")) for i in range(FRAMES)]

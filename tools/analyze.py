@@ -23,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sasa_det.cli import tool_parser
+from sasa_det.cli import run_tool, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -86,4 +86,4 @@ def _error_analysis(args: argparse.Namespace):
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

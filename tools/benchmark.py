@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from sasa_det.cli import run_tool
+
 
 def add_layers_parser(subparsers) -> None:
     parser = subparsers.add_parser("layers", help="forward+backward time and peak memory of the attention layers")
@@ -254,4 +256,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

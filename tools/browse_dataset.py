@@ -16,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sasa_det.cli import tool_parser
+from sasa_det.cli import run_tool, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> list:
     from sasa_det.logging_setup import configure_logging
 
     configure_logging()
-    from sasa_det.config import ConfigError, load_config
+    from sasa_det.config import ConfigError
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.tasks import get_task
     from sasa_det.evaluation import save_dataset_images
 
@@ -62,4 +63,4 @@ def main(argv: Sequence[str] | None = None) -> list:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

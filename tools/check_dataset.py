@@ -18,6 +18,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import run_tool
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
@@ -57,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.source.endswith((".yaml", ".yml")):  # the config imports the models (torch): only on this path
-            from sasa_det.config import ConfigError, load_config
-            from sasa_det.engine.detection_task import coco_data_options
+            from sasa_det.config import ConfigError
+            from sasa_det.engine.experiment import load_config
+            from sasa_det.engine.tasks.detection import coco_data_options
 
             try:
                 cfg = load_config(args.source, args.rest)
@@ -102,4 +105,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -24,6 +24,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import run_tool
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
@@ -82,4 +84,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sasa_det.cli import tool_parser
+from sasa_det.cli import run_tool, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -78,4 +78,4 @@ def _comparison(plain: dict, augmented: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -21,7 +21,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sasa_det.cli import tool_parser
+from sasa_det.cli import run_tool, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None):
     from sasa_det.checkpoint_file import CheckpointFileError
     from sasa_det.config import ConfigError
     from sasa_det.data.image_io import ImageReadError
-    from sasa_det.engine.export import export_checkpoint
+    from sasa_det.engine.inference.export import export_checkpoint
     from sasa_det.optional_extra import MissingExtra
 
     try:
@@ -73,4 +73,4 @@ def main(argv: Sequence[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

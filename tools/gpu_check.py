@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sasa_det.cli import tool_parser
+from sasa_det.cli import run_tool, tool_parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,4 +47,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -15,6 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sasa_det.cli import run_tool
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
@@ -87,4 +89,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sasa_det.cli import run_tool
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -55,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_tool(main)

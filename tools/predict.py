@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sasa_det.cli import tool_parser
+from sasa_det.cli import run_tool, tool_parser
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None):
     configure_logging()
     from sasa_det.checkpoint_file import CheckpointFileError
     from sasa_det.config import ConfigError
+    from sasa_det.engine.inference.video_prediction import video_inputs
     from sasa_det.engine.runner import predict
-    from sasa_det.engine.video_prediction import video_inputs
     from sasa_det.optional_extra import MissingExtra
 
     videos, args.images = video_inputs(args.images)
@@ -119,8 +119,8 @@ def main(argv: Sequence[str] | None = None):
 
 def _predict_videos(args: argparse.Namespace, videos: list[str]) -> list:
     """Predict every video file and the camera; missing files are named before the model loads."""
-    from sasa_det.engine.predictor import Predictor
-    from sasa_det.engine.video_prediction import predict_video
+    from sasa_det.engine.inference.predictor import Predictor
+    from sasa_det.engine.inference.video_prediction import predict_video
     from sasa_det.optional_extra import require_extra
 
     require_extra("av", "video", "Video prediction")
@@ -140,4 +140,4 @@ def _predict_videos(args: argparse.Namespace, videos: list[str]) -> list:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sasa_det.cli import tool_parser
+from sasa_det.cli import run_tool, tool_parser
 
 
 def _pixel(text: str) -> tuple[int, int]:
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None):
     from sasa_det.analysis.attention_maps import attention_layers, capture_layer_inputs, compute_attention_map
     from sasa_det.checkpoint_file import CheckpointFileError
     from sasa_det.data.image_io import ImageReadError
-    from sasa_det.engine.predictor import Predictor, image_to_tensor
+    from sasa_det.engine.inference.predictor import Predictor, image_to_tensor
     from sasa_det.evaluation.attention_overlay import save_attention_panels
     from sasa_det.layers import AugmentedConv2d
 
@@ -128,4 +128,4 @@ def main(argv: Sequence[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sasa_det.analysis.model_info import FlopCount, ModelInfo, count_flops, count_parameters, format_table
-from sasa_det.engine.detection_task import preset_detection_model
+from sasa_det.engine.tasks.detection import preset_detection_model
 
 PAPER_IMAGE_SIZE = 640  # SASA paper, Sec. 4.2: max side 640
 COCO_CLASSES = 80

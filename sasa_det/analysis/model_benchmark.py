@@ -69,7 +69,7 @@ def _build(case: ModelCase, height: int, width: int) -> nn.Module:
             min_size=min(height, width),
             max_size=max(height, width),
         )
-    from sasa_det.engine.detection_task import preset_detection_model
+    from sasa_det.engine.tasks.detection import preset_detection_model
 
     return preset_detection_model(
         "retinanet", NUM_CLASSES, min_size=min(height, width), max_size=max(height, width), **case.build_kwargs

@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sasa_det.engine.run.run_directory import RunDirectory
 from sasa_det.optional_matplotlib import require_matplotlib, save_figure
 
-__all__ = ["METRICS_CSV", "analyze_run", "plot_per_class_ap", "plot_training_curves", "read_metrics_csv"]
-
-METRICS_CSV = Path("logs") / "version_0" / "metrics.csv"
+__all__ = ["analyze_run", "plot_per_class_ap", "plot_training_curves", "read_metrics_csv"]
 
 # (panel title, column filter, lowest value drawn): the training-curve panels, in order. COCO writes -1 for
 # an undefined AP (e.g. no large objects), which is left out.
@@ -90,12 +89,12 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     anything is drawn."""
     import numpy as np
 
-    from sasa_det.evaluation import EVALUATION_FILE, plot_pr_curves, read_evaluation_json
+    from sasa_det.evaluation import plot_pr_curves, read_evaluation_json
 
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "analysis"
-    series = read_metrics_csv(run_dir / METRICS_CSV)
-    evaluation = read_evaluation_json(run_dir / EVALUATION_FILE)
+    run = RunDirectory(run_dir)
+    out = Path(out) if out is not None else run.analysis_dir
+    series = read_metrics_csv(run.csv_metrics)
+    evaluation = read_evaluation_json(run.evaluation_file)
     require_matplotlib()
     written = [
         plot_training_curves(series, out / "training_curves.png"),

@@ -37,6 +37,7 @@ from sasa_det.backbones.resnet import (
     FEATURE_STRIDES,
     ResNet,
     SpatialOp,
+    check_stage_options,
     conv3x3,
     replace_batchnorm_with_frozen,
 )
@@ -176,6 +177,10 @@ class ResNetOptions:
         "aa_heads": "aa.heads",
         "aa_pool_attention_stages": "aa.pool_attention_stages",
     }
+
+    def validate(self) -> None:
+        """The stage rules :class:`ResNet` applies (:func:`~sasa_det.backbones.resnet.check_stage_options`)."""
+        check_stage_options(self.stage_ops, self.frozen_stages)
 
 
 def _augmented_conv(options: ResNetOptions, sasa: SasaOptions, stage: int, image_size: int) -> SpatialOp:

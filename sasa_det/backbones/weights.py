@@ -94,7 +94,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
     """Load backbone weights by parameter name from a checkpoint file (or an already-loaded mapping).
 
     Accepts a Lightning checkpoint (a dict with ``state_dict``, e.g. keys ``model.backbone.layer1...``
-    from :class:`~sasa_det.engine.classification_module.ClassificationModule`), a classifier state dict
+    from :class:`~sasa_det.engine.tasks.classification_module.ClassificationModule`), a classifier state dict
     (``backbone.…`` plus ``fc.…``) or a plain backbone state dict (torchvision ResNet files included).
     The prefix is found automatically (the one under which most backbone keys appear) and stripped.
     Files are read with ``torch.load(weights_only=True)``.

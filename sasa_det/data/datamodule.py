@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 
 from sasa_det.data.coco import CocoDetectionDataset
 from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
-from sasa_det.data.collate import collate_detection
+from sasa_det.data.collate import check_batch_sizes, collate_detection
 from sasa_det.data.records_cache import load_shared_records
 from sasa_det.data.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
-from sasa_det.data.transforms import build_train_transforms, build_val_transforms
+from sasa_det.data.transforms import build_train_transforms, build_val_transforms, check_train_resize
 from sasa_det.data.validation import DatasetReport
 
 __all__ = ["CocoDataModule", "CocoDataOptions"]
@@ -61,6 +61,11 @@ class CocoDataOptions(DatasetChecks):
     keep_empty_train: bool = False
     #: training batches of one orientation (landscape / portrait), less padding; same order on resume and DDP
     aspect_ratio_grouping: bool = False
+
+    def validate(self) -> None:
+        """Batch sizes, and the training resize and flip (:func:`~sasa_det.data.transforms.check_train_resize`)."""
+        check_batch_sizes(self.batch_size, self.val_batch_size)
+        check_train_resize(self.min_sizes, self.flip_prob)
 
 
 class CocoDataModule(pl.LightningDataModule):

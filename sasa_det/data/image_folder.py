@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytorch_lightning as pl
 from PIL import Image, ImageDraw
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
+from sasa_det.data.collate import check_batch_sizes
 from sasa_det.data.sampling import resumable_train_loader, sharded_val_loader
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "IMAGENET_STD",
     "SYNTHETIC_CLASSES",
     "ImageFolderDataModule",
+    "ImageFolderDataOptions",
     "check_image_folder",
     "classification_transforms",
     "make_image_folder_dataset",
@@ -81,6 +85,26 @@ def check_image_folder(root: str | os.PathLike, what: str = "image folder") -> l
     return classes
 
 
+@dataclass
+class ImageFolderDataOptions:
+    """What :class:`ImageFolderDataModule` reads: the ``data`` section of a classification config."""
+
+    #: ImageFolder training root (one sub-folder per class)
+    train_dir: Optional[str] = None
+    #: ImageFolder validation root with the same class folders
+    val_dir: Optional[str] = None
+    #: training images per device (global batch = batch_size * devices * num_nodes)
+    batch_size: int = 2
+    #: validation images per device
+    val_batch_size: int = 2
+    #: data-loader workers per device
+    num_workers: int = 2
+
+    def validate(self) -> None:
+        """Batch sizes >= 1."""
+        check_batch_sizes(self.batch_size, self.val_batch_size)
+
+
 class ImageFolderDataModule(pl.LightningDataModule):
     """Train/validation loaders over two ``torchvision.datasets.ImageFolder`` trees.
 
@@ -115,8 +139,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
-            raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, val_batch_size={val_batch_size}")
+        check_batch_sizes(batch_size, val_batch_size)
         self.train_dir = str(train_dir)
         self.val_dir = str(val_dir)
         self.image_size = int(image_size)

@@ -18,7 +18,24 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-__all__ = ["build_train_transforms", "build_val_transforms"]
+from sasa_det.choices import OptionError
+
+__all__ = ["build_train_transforms", "build_val_transforms", "check_train_resize"]
+
+
+def check_train_resize(min_sizes: Sequence[int], flip_prob: float) -> None:
+    """The training sizes and flip probability :func:`build_train_transforms` accepts.
+
+    Raises:
+        OptionError: naming the option (``{key}`` in its message stands for its config key).
+    """
+    sizes = [int(s) for s in min_sizes]
+    if not sizes or any(s <= 0 for s in sizes):
+        raise OptionError(
+            "min_sizes", f"{{key}} must list at least one positive training size, e.g. [800]; got {sizes}"
+        )
+    if not 0.0 <= flip_prob <= 1.0:
+        raise OptionError("flip_prob", f"{{key}} must be in [0, 1], got {flip_prob}")
 
 
 def build_train_transforms(
@@ -42,13 +59,10 @@ def build_train_transforms(
     Input ``(tv_tensors.Image uint8 [3,H,W], target)``; output image float32 [3,H',W'] in 0..1, with
     ``boxes`` / ``masks`` resized and flipped consistently.
     """
+    check_train_resize(min_sizes, flip_prob)
     sizes = [int(s) for s in min_sizes]
-    if not sizes or any(s <= 0 for s in sizes):
-        raise ValueError(f"min_sizes must be a non-empty list of positive ints, got {list(min_sizes)!r}.")
     if max_size is not None and max_size < max(sizes):
         raise ValueError(f"max_size ({max_size}) must be >= the largest of min_sizes ({max(sizes)}), or None.")
-    if not 0.0 <= flip_prob <= 1.0:
-        raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}.")
     if min_box_size < 1:
         raise ValueError(f"min_box_size must be >= 1 (SanitizeBoundingBoxes' limit), got {min_box_size}.")
     steps: list[v2.Transform] = [v2.RandomShortestSize(min_size=sizes, max_size=max_size, antialias=True)]

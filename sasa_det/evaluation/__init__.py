@@ -10,7 +10,7 @@ from sasa_det.evaluation.coco_evaluator import (
 )
 from sasa_det.evaluation.dataset_drawing import save_dataset_images
 from sasa_det.evaluation.error_analysis import ERROR_KINDS, ErrorAnalysis, analyze_errors, write_error_analysis
-from sasa_det.evaluation.evaluation_file import EVALUATION_FILE, read_evaluation_json, write_evaluation_json
+from sasa_det.evaluation.evaluation_file import evaluation_record, read_evaluation_json, write_evaluation_json
 from sasa_det.evaluation.pr_curves import plot_pr_curves
 from sasa_det.evaluation.test_time_augmentation import TestTimeAugmentation, TtaOptions
 from sasa_det.evaluation.visualize import (
@@ -23,17 +23,17 @@ from sasa_det.evaluation.visualize import (
 
 __all__ = [
     "COCO_BACKENDS",
+    "CocoEvaluator",
     "ERROR_KINDS",
-    "EVALUATION_FILE",
+    "ErrorAnalysis",
+    "EvalOptions",
     "IOU_TYPES",
     "STAT_NAMES",
     "TestTimeAugmentation",
     "TtaOptions",
-    "CocoEvaluator",
-    "ErrorAnalysis",
-    "EvalOptions",
     "analyze_errors",
     "draw_detections",
+    "evaluation_record",
     "merge_rank_results",
     "plot_pr_curves",
     "read_evaluation_json",

@@ -40,7 +40,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sasa_det.choices import choice
+from sasa_det.choices import OptionError, choice
 from sasa_det.evaluation.test_time_augmentation import TtaOptions
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,12 @@ class EvalOptions:
     error_score_threshold: float = 0.3
     #: test-time augmentation of tools/eval.py (reported beside plain inference) and tools/predict.py
     tta: TtaOptions = field(default_factory=TtaOptions)
+
+    def validate(self) -> None:
+        """The error analysis' thresholds lie in [0, 1]."""
+        for name in ("error_iou_threshold", "error_score_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise OptionError(name, f"{{key}} must be in [0, 1], got {getattr(self, name)}")
 
 
 class ImageDetections(NamedTuple):

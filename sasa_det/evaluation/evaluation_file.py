@@ -1,5 +1,5 @@
-"""``evaluation.json``: per-class AP and precision/recall curves of a computed ``CocoEvaluator``, so that
-analysis and plots need no second COCOeval run."""
+"""The evaluation record (a run's ``evaluation.json``): per-class AP and precision/recall curves of a computed
+``CocoEvaluator``, so that analysis and plots need no second COCOeval run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EVALUATION_FILE", "evaluation_record", "read_evaluation_json", "write_evaluation_json"]
-
-EVALUATION_FILE = "evaluation.json"
+__all__ = ["evaluation_record", "read_evaluation_json", "write_evaluation_json"]
 
 
 def _finite_or_none(value: float) -> float | None:

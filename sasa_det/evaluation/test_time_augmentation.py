@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_iou
 
-from sasa_det.choices import choice
+from sasa_det.choices import OptionError, choice
 
 __all__ = ["TTA_FLIPS", "TTA_MERGES", "TestTimeAugmentation", "TtaOptions", "merge_detections"]
 
@@ -55,6 +55,17 @@ class TtaOptions:
     merge: str = choice(TTA_MERGES, default="wbf")
     #: IoU above which same-class boxes fuse (wbf) or suppress each other (nms)
     iou_threshold: float = 0.55
+
+    def validate(self) -> None:
+        """At least one flip and one positive scale; the merge IoU in (0, 1]."""
+        if not self.flips or not self.scales or any(not float(s) > 0 for s in self.scales):
+            raise OptionError(
+                "scales",
+                f"{{key}}: eval.tta needs at least one flip and positive scales, got flips={list(self.flips)}, "
+                f"scales={list(self.scales)} (plain inference: flips=[none], scales=[1.0])",
+            )
+        if not 0.0 < self.iou_threshold <= 1.0:
+            raise OptionError("iou_threshold", f"{{key}} must be in (0, 1], got {self.iou_threshold}")
 
     def views(self) -> list[tuple[str, float]]:
         """The ``(flip, scale)`` views, scales outer."""

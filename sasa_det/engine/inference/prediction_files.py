@@ -111,7 +111,7 @@ def _coco_results(image_id: int, result: dict[str, Any]) -> list[dict[str, Any]]
 def predict_files(
     predictor, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, progress: bool = True
 ) -> PredictionReport:
-    """Run a :class:`~sasa_det.engine.predictor.Predictor` over files, folders and globs.
+    """Run a :class:`~sasa_det.engine.inference.predictor.Predictor` over files, folders and globs.
 
     Writes into ``out_dir``: one PNG per image with boxes, masks and class names drawn (names from
     :func:`output_names`), ``detections.json`` (COCO results: ``image_id``, ``category_id`` = label,
@@ -123,7 +123,7 @@ def predict_files(
     from tqdm import tqdm
 
     from sasa_det.data.image_io import ImageReadError
-    from sasa_det.engine.predictor import image_to_tensor
+    from sasa_det.engine.inference.predictor import image_to_tensor
     from sasa_det.evaluation import draw_detections
 
     out = Path(out_dir)

@@ -18,11 +18,9 @@ shapes), missing and unused; :func:`initialize_from` prints its summary and writ
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
@@ -30,6 +28,7 @@ from torch import nn
 
 from sasa_det.backbones.weights import adapt_relative_tables, find_backbone_prefix
 from sasa_det.checkpoint_file import CheckpointFileError, read_checkpoint_file, tensors_of
+from sasa_det.engine.run.run_directory import RunDirectory
 
 __all__ = ["InitReport", "initialize_from", "load_matching_weights"]
 
@@ -140,10 +139,10 @@ def initialize_from(
     model: nn.Module,
     path: str | os.PathLike,
     backbone_prefix: Optional[str] = None,
-    report_dir: Optional[str | os.PathLike] = None,
+    run_dir: Optional[RunDirectory] = None,
 ) -> InitReport:
-    """Initialise ``model`` from the weights file ``path``, print the report's summary and write the full
-    report to ``<report_dir>/init_from_report.json`` (when given).
+    """Initialise ``model`` from the weights file ``path`` (only read), print the report's summary and write
+    the full report into the run directory (``init_from_report.json``, when given).
 
     Raises:
         CheckpointFileError: the file is missing, truncated, not a checkpoint or unsafe to load.
@@ -157,21 +156,6 @@ def initialize_from(
     if not report.loaded:
         raise CheckpointFileError(f"{what} {path}: no tensor of the file fits the model\n{report.summary()}")
     logger.info("%s", report.summary())
-    if report_dir is not None:
-        out = Path(report_dir) / "init_from_report.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            json.dumps(
-                {
-                    "source": report.source,
-                    "placement": report.placement,
-                    "loaded": report.loaded,
-                    "skipped": report.skipped,
-                    "missing": report.missing,
-                    "unused": report.unused,
-                    "resized": report.resized,
-                },
-                indent=2,
-            )
-        )
+    if run_dir is not None:
+        run_dir.write_json(run_dir.init_from_report, asdict(report))
     return report

@@ -9,10 +9,10 @@ from typing import Optional
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from sasa_det.engine.resume import checkpoint_config
+from sasa_det.engine.experiment import checkpoint_config, without_initial_weights
 from sasa_det.engine.tasks import get_task
 
-__all__ = ["clear_initial_weights", "load_module"]
+__all__ = ["load_module"]
 
 
 def load_module(
@@ -23,17 +23,9 @@ def load_module(
     Returns ``(module, cfg)``; ``cfg`` has the initial-weight keys cleared (the checkpoint holds all weights).
     """
     cfg, checkpoint = checkpoint_config(ckpt_path, list(overrides or []))
-    clear_initial_weights(cfg)
+    cfg = without_initial_weights(cfg)
     task = get_task(cfg.task)
     class_names = (checkpoint.get("hyper_parameters") or {}).get("class_names")
     module = task.build_module(cfg, class_names)
     module.load_state_dict(checkpoint["state_dict"])
     return module, cfg
-
-
-def clear_initial_weights(cfg: DictConfig) -> None:
-    """Forget where the initial weights came from (``init_from``, backbone ``weights``), in place: a
-    checkpoint or a resumed run holds all the weights already."""
-    for section in ("model", "classifier"):
-        cfg[section].init_from = None
-        cfg[section].backbone.weights = None

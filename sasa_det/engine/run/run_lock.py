@@ -20,17 +20,14 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from sasa_det.config import ConfigError
+from sasa_det.engine.run.run_directory import RunDirectory
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLocked", "is_first_process"]
+__all__ = ["RunLock", "RunLocked", "is_first_process"]
 
 logger = logging.getLogger(__name__)
-
-#: The lock file inside ``output_dir``.
-LOCK_NAME = ".run.lock"
 
 
 class RunLocked(ConfigError):
@@ -69,11 +66,12 @@ class RunLock:
     """The lock of one run directory; use as a context manager around a training (global rank 0 only).
 
     Args:
-        output_dir: the run directory (created if missing).
+        run_dir: the run directory (created if missing), or its path.
     """
 
-    def __init__(self, output_dir: str | os.PathLike):
-        self.path = Path(output_dir) / LOCK_NAME
+    def __init__(self, run_dir: RunDirectory | str | os.PathLike):
+        self.run_dir = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+        self.path = self.run_dir.lock_file
         self.held = False
 
     def _record(self) -> dict[str, Any]:
@@ -131,10 +129,9 @@ class RunLock:
         Raises:
             RunLocked: another training holds the directory.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                descriptor = self.run_dir.create_exclusive(self.path)
             except FileExistsError:
                 holder = self._read()
                 if holder is None:
@@ -143,7 +140,7 @@ class RunLock:
                 if reason is None:
                     raise RunLocked(self._refusal(holder)) from None
                 logger.warning("taking over the run lock %s: %s (%s)", self.path, reason, _describe(holder))
-                self.path.unlink(missing_ok=True)
+                self.run_dir.delete(self.path)
                 continue
             with os.fdopen(descriptor, "w") as handle:
                 json.dump(self._record(), handle)
@@ -156,7 +153,7 @@ class RunLock:
         if self.held:
             holder = self._read()
             if holder is not None and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
+                self.run_dir.delete(self.path)
             self.held = False
 
     def __enter__(self) -> RunLock:

@@ -42,15 +42,18 @@ def format_coco_summary(metrics: Mapping[str, float], prefix: str = "val/") -> s
 class CocoSummaryPrinter(pl.Callback):
     """Prints the COCO summary of each validation (and optionally the per-class AP table) on global rank 0.
 
-    Reads ``pl_module.last_metrics`` (set by :class:`~sasa_det.engine.detection_module.DetectionModule` at
+    Reads ``pl_module.last_metrics`` (set by :class:`~sasa_det.engine.tasks.detection_module.DetectionModule` at
     the end of every validation epoch) and the module's evaluator for the per-class table.
 
     Args:
         per_class: also print the evaluator's per-class AP table.
+        title: what is evaluated, printed in the header (default: the trainer's epoch and step, which are
+            those of a training run, not of a checkpoint evaluated on its own).
     """
 
-    def __init__(self, per_class: bool = False):
+    def __init__(self, per_class: bool = False, title: str | None = None):
         self.per_class = per_class
+        self.title = title
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -58,7 +61,8 @@ class CocoSummaryPrinter(pl.Callback):
         metrics = getattr(pl_module, "last_metrics", None)
         if not metrics:
             return
-        text = f"COCO evaluation (epoch {trainer.current_epoch}, step {trainer.global_step})\n"
+        title = self.title or f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+        text = f"COCO evaluation ({title})\n"
         text += format_coco_summary(metrics)
         evaluator = getattr(pl_module, "evaluator", None)
         if self.per_class and evaluator is not None:

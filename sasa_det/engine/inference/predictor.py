@@ -108,7 +108,7 @@ class Predictor:
         amp: bool = False,
         batch_size: int = 1,
     ):
-        from sasa_det.engine.loading import load_module
+        from sasa_det.engine.inference.loading import load_module
 
         module, cfg = load_module(checkpoint, overrides)
         if cfg.task != "detection":

@@ -258,8 +258,8 @@ def export_checkpoint(
     Raises ValueError (a classification checkpoint, an unknown format), ImageReadError (a check image),
     MissingExtra (ONNX without the ``onnx`` extra) before anything is written.
     """
-    from sasa_det.engine.loading import load_module
-    from sasa_det.engine.predictor import image_to_tensor
+    from sasa_det.engine.inference.loading import load_module
+    from sasa_det.engine.inference.predictor import image_to_tensor
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {EXPORT_FORMATS}")

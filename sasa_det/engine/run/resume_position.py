@@ -2,7 +2,7 @@
 
 Lightning stores its loops' progress counters in every checkpoint and infers from them, on resume, where
 the run stood. A checkpoint written at the end of an epoch (in ``on_train_epoch_end``, after the epoch's
-validation: :class:`~sasa_det.engine.checkpointing.LastCheckpoint` writes ``last.ckpt`` there) holds
+validation: :class:`~sasa_det.engine.run.checkpoints.LastCheckpoint` writes ``last.ckpt`` there) holds
 "epoch e processed, not yet completed"; Lightning 2.x reads that as a restart inside epoch ``e`` when the
 run is bounded by ``trainer.max_steps`` as well, and counts epoch ``e`` twice: a run bounded by
 ``max_epochs`` then ends one epoch early.
@@ -27,7 +27,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 
 from sasa_det.checkpoint_file import read_checkpoint_file
-from sasa_det.engine.checkpointing import DATA_KEY
+from sasa_det.engine.run.checkpoints import DATA_KEY
 
 __all__ = ["ResumePoint", "ResumePosition", "end_epoch_here", "read_resume_point", "start_next_epoch_if_epoch_ended"]
 
@@ -146,6 +146,19 @@ class ResumePosition(pl.Callback):
     def __init__(self, end_epoch: bool = False):
         self.end_epoch = end_epoch
         self._resumed = False
+        self.validated_step: Optional[int] = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The global step of the last validation that ran to its end (so a resume can tell a checkpoint
+        written after its epoch's validation, such as ``best-*.ckpt``, from one written before it)."""
+        return {"validated_step": self.validated_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validated_step = state_dict.get("validated_step")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated_step = int(trainer.global_step)
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         # Lightning's restart can count one optimizer step too many in the step it logs under (seen after an
@@ -163,12 +176,21 @@ class ResumePosition(pl.Callback):
             return
         self._resumed = True
         epoch = int(checkpoint.get("epoch", 0))
+        step = int(checkpoint.get("global_step", 0))
+        own = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("ResumePosition")), {})
+        validated = own.get("validated_step") == step
         if self.end_epoch:
             end_epoch_here(fit_loop)
             logger.warning(
                 "resume: epoch %d ends at step %d; epoch %d starts from the first batch of the new training set",
                 epoch,
                 int(checkpoint.get("global_step", 0)),
+                epoch + 1,
+            )
+        elif _validation_lost(fit_loop) and validated:
+            logger.info(
+                "resume: the checkpoint was written after epoch %d's validation; training continues with epoch %d",
+                epoch,
                 epoch + 1,
             )
         elif _validation_lost(fit_loop):

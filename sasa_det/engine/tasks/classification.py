@@ -9,15 +9,16 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from sasa_det.backbones import ImageClassifier, backbone_from_options
-from sasa_det.config import ClassifierConfig
 from sasa_det.data.image_folder import ImageFolderDataModule
-from sasa_det.engine.classification_module import ClassificationModule
-from sasa_det.engine.task import Task
+from sasa_det.engine.run.run_directory import RunDirectory
+from sasa_det.engine.tasks.classification_module import ClassificationModule
+from sasa_det.engine.tasks.classification_options import ClassifierOptions
+from sasa_det.engine.tasks.task import DataPath, Task
 
 __all__ = ["ClassificationTask", "build_classification_model"]
 
 
-def build_classification_model(section: ClassifierConfig) -> ImageClassifier:
+def build_classification_model(section: ClassifierOptions) -> ImageClassifier:
     """The classifier a ``classifier`` section describes: its backbone (the C5 feature, AA tables sized for
     ``image_size``) with global pooling and a linear head (the one place that reads the section)."""
     if section.num_classes is None:
@@ -33,8 +34,14 @@ class ClassificationTask(Task):
     name = "classification"
     monitor = "val/top1"
     model_section = "classifier"
+    data_paths: tuple[DataPath, ...] = (
+        ("train_dir", "folder", "train", "the training ImageFolder root (one sub-folder per class)"),
+        ("val_dir", "folder", "val", "the validation ImageFolder root (one sub-folder per class)"),
+    )
 
-    def build_datamodule(self, cfg: DictConfig, train: bool = True) -> pl.LightningDataModule:
+    def build_datamodule(
+        self, cfg: DictConfig, train: bool = True, run_dir: Optional[RunDirectory] = None
+    ) -> pl.LightningDataModule:
         """An ``ImageFolderDataModule``; evaluation (``train=False``) reads only the validation tree."""
         data = cfg.data
         if data.val_dir is None or (train and data.train_dir is None):

@@ -2,7 +2,7 @@
 
 Frames are read and written with PyAV (FFmpeg's libraries; the ``video`` extra). A camera is opened by index:
 ``/dev/video<i>`` through v4l2 on Linux, the ``avfoundation`` device ``<i>`` on macOS. Frames go through the
-:class:`~sasa_det.engine.predictor.Predictor` ``batch_size`` at a time; each is drawn with its detections and
+:class:`~sasa_det.engine.inference.predictor.Predictor` ``batch_size`` at a time; each is drawn with its detections and
 encoded into ``<name>_detections.mp4`` (H.264, the source's frame rate), and its detections are collected into
 ``<name>_detections.json``::
 
@@ -124,7 +124,7 @@ def predict_video(
     max_frames: Optional[int] = None,
     progress: bool = True,
 ) -> VideoReport:
-    """Run ``predictor`` (a :class:`~sasa_det.engine.predictor.Predictor`) over every frame of ``source`` (a
+    """Run ``predictor`` (a :class:`~sasa_det.engine.inference.predictor.Predictor`) over every frame of ``source`` (a
     video file, or a camera index) and write ``<name>_detections.mp4`` and ``<name>_detections.json`` into
     ``out_dir`` (``name``: the file's stem, or ``camera<i>``).
 

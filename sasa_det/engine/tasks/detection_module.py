@@ -32,7 +32,7 @@ class DetectionModule(pl.LightningModule):
             predictions drawn from it carry names).
 
     The settings are saved as the checkpoint's hyper-parameters; the model is described by the experiment
-    config, stored once beside them (``sasa_det.engine.checkpointing``), from which ``load_module`` rebuilds it.
+    config, stored once beside them (``sasa_det.engine.run.checkpoints``), from which ``load_module`` rebuilds it.
 
     Batches are ``(images, targets)`` as produced by ``sasa_det.data``: ``images`` a list of ``[3, H, W]``
     float tensors in 0..1, ``targets`` a list of dicts with ``boxes [N, 4]`` xyxy, ``labels [N]`` (1..K),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -13,12 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sasa_det.backbones import ResNetOptions, backbone_from_options
-from sasa_det.config import ConfigError, ModelConfig
+from sasa_det.config import ConfigError
 from sasa_det.data import CocoDataModule, CocoDataOptions
 from sasa_det.detectors import build_detector
-from sasa_det.engine.callbacks import CocoSummaryPrinter, format_coco_summary
-from sasa_det.engine.detection_module import DetectionModule
-from sasa_det.engine.task import Task
+from sasa_det.engine.run.run_directory import RunDirectory
+from sasa_det.engine.tasks.callbacks import CocoSummaryPrinter, format_coco_summary
+from sasa_det.engine.tasks.detection_module import DetectionModule
+from sasa_det.engine.tasks.detection_options import DetectionModelOptions
+from sasa_det.engine.tasks.task import DataPath, Task
 from sasa_det.layers import SasaOptions
 
 __all__ = [
@@ -32,9 +33,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _PATH_KEYS = ("train_images", "train_ann", "val_images", "val_ann")
+#: The data paths of a detection config.
+DATA_PATHS: tuple[DataPath, ...] = (
+    ("train_ann", "file", "train", "the training split's COCO annotation JSON"),
+    ("train_images", "folder", "train", "the folder the training JSON's file_name entries are relative to"),
+    ("val_ann", "file", "val", "the validation split's COCO annotation JSON"),
+    ("val_images", "folder", "val", "the folder the validation JSON's file_name entries are relative to"),
+)
 
 
-def build_detection_model(model: ModelConfig) -> nn.Module:
+def build_detection_model(model: DetectionModelOptions) -> nn.Module:
     """The detector a ``model`` section describes: its backbone, built for the architecture's features and
     largest input, then the detector over it (the one place that reads the section)."""
     if model.num_classes is None:
@@ -55,7 +63,7 @@ def preset_detection_model(
     """:func:`build_detection_model` of a backbone preset with ``backbone_overrides``
     (:class:`~sasa_det.backbones.ResNetOptions` fields) and detector ``options``
     (:class:`~sasa_det.detectors.DetectorOptions` fields): the shortcut the analyses use."""
-    model = ModelConfig(
+    model = DetectionModelOptions(
         arch=arch,
         num_classes=num_classes,
         backbone=ResNetOptions(backbone, **(backbone_overrides or {})),
@@ -86,6 +94,7 @@ class DetectionTask(Task):
     name = "detection"
     monitor = "val/mAP"
     model_section = "model"
+    data_paths = DATA_PATHS
 
     def prepare(self, cfg: DictConfig) -> DictConfig:
         """Fill the four data paths from ``data.shapes`` (generating the dataset when missing).
@@ -133,8 +142,10 @@ class DetectionTask(Task):
         cfg.data.shapes.root = None
         return cfg
 
-    def build_datamodule(self, cfg: DictConfig, train: bool = True) -> pl.LightningDataModule:
-        """A ``CocoDataModule`` (``train=False``: validation split only)."""
+    def build_datamodule(
+        self, cfg: DictConfig, train: bool = True, run_dir: Optional[RunDirectory] = None
+    ) -> pl.LightningDataModule:
+        """A ``CocoDataModule`` (``train=False``: validation split only) writing its data reports into ``run_dir``."""
         options = coco_data_options(cfg)
         if options.val_images is None or options.val_ann is None:
             raise ValueError("detection needs data.val_images and data.val_ann (or data.shapes.root)")
@@ -145,7 +156,7 @@ class DetectionTask(Task):
         return CocoDataModule(
             options,
             seed=cfg.trainer.seed,
-            report_dir=cfg.output_dir if train else None,
+            report_dir=run_dir.root if run_dir is not None else None,
             progress=cfg.trainer.enable_progress_bar,
         )
 
@@ -170,8 +181,8 @@ class DetectionTask(Task):
     def network(self, module: pl.LightningModule) -> tuple[Any, Optional[str]]:
         return module.model, "backbone.body."
 
-    def callbacks(self, cfg: DictConfig) -> list[pl.Callback]:
-        return [CocoSummaryPrinter()]
+    def callbacks(self, cfg: DictConfig, title: Optional[str] = None) -> list[pl.Callback]:
+        return [CocoSummaryPrinter(title=title)]
 
     def use_test_time_augmentation(self, module: pl.LightningModule, cfg: DictConfig) -> bool:
         """``eval.tta`` on ``module`` when it has more than plain inference's one view."""
@@ -182,19 +193,34 @@ class DetectionTask(Task):
         return True
 
     def attach_evaluation_data(self, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
+        """The validation set's COCO ground truth for ``module``'s evaluator, after checking that the model was
+        trained on the same classes (a mismatch would evaluate other classes' names silently).
+
+        Raises:
+            ConfigError: naming both class lists and what to do.
+        """
+        theirs = list(datamodule.class_names)
+        ours = list(module.class_names) if module.class_names is not None else None  # None: an older checkpoint
+        if ours is not None and ours != theirs:
+            raise ConfigError(
+                f"the checkpoint was trained on {len(ours)} classes {ours[:10]} but the validation set "
+                f"{datamodule.options.val_ann} has {len(theirs)} classes {theirs[:10]}: evaluate on data with the "
+                "checkpoint's classes (data.val_ann=..., data.val_images=...), or fine-tune on this data first with "
+                "model.init_from=CHECKPOINT"
+            )
         module.set_evaluation_dataset(datamodule.val_dataset)
 
-    def write_report(self, module, datamodule, metrics, cfg, out: Path) -> dict[str, Optional[str]]:
+    def write_report(self, module, datamodule, metrics, cfg, run_dir: RunDirectory) -> dict[str, Optional[str]]:
         """``per_class.md``, ``evaluation.json`` (per-class AP, PR curves), the printed final COCO table and
         ``predictions.png`` (validation images drawn)."""
-        from sasa_det.evaluation import EVALUATION_FILE, save_prediction_grid, write_evaluation_json
+        from sasa_det.evaluation import evaluation_record, save_prediction_grid
 
         written: dict[str, Optional[str]] = {"predictions_png": None}
         evaluator = getattr(module, "evaluator", None)
         if evaluator is not None and metrics:
             table = evaluator.per_class_table()
-            (out / "per_class.md").write_text(table + "\n")
-            write_evaluation_json(evaluator, out / EVALUATION_FILE)
+            run_dir.write_text(run_dir.per_class_file, table + "\n")
+            run_dir.write_json(run_dir.evaluation_file, evaluation_record(evaluator), indent=1)
             print(
                 f"Final COCO metrics (step {module.global_step})\n{format_coco_summary(metrics)}\n{table}", flush=True
             )
@@ -202,7 +228,7 @@ class DetectionTask(Task):
             png = save_prediction_grid(
                 module.model,
                 datamodule.val_dataset,
-                out / "predictions.png",
+                run_dir.predictions_png,
                 cfg.eval.save_visualization,
                 cfg.eval.draw_threshold,
                 class_names=module.class_names,
@@ -210,18 +236,18 @@ class DetectionTask(Task):
             written["predictions_png"] = str(png) if png else None
         return written
 
-    def write_evaluation(self, module: pl.LightningModule, out: Path, cfg: DictConfig) -> None:
+    def write_evaluation(self, module: pl.LightningModule, out: RunDirectory, cfg: DictConfig) -> None:
         """``detections_<iou>.json`` (COCO results), ``per_class.md``, ``evaluation.json`` (per-class AP, PR
         curves), ``coco_summary.txt`` and, with ``eval.error_analysis``, the confusion matrix and false
         positives by kind (:func:`sasa_det.evaluation.write_error_analysis`) under ``errors/``."""
-        from sasa_det.evaluation import EVALUATION_FILE, write_evaluation_json
+        from sasa_det.evaluation import evaluation_record
 
         evaluator = module.evaluator
         for iou_type in evaluator.iou_types:
-            (out / f"detections_{iou_type}.json").write_text(json.dumps(evaluator.detections_json(iou_type)))
-        (out / "per_class.md").write_text(evaluator.per_class_table() + "\n")
-        write_evaluation_json(evaluator, out / EVALUATION_FILE)
-        (out / "coco_summary.txt").write_text(evaluator.summary_text())
+            out.write_json(out.detections_file(iou_type), evaluator.detections_json(iou_type), indent=None)
+        out.write_text(out.per_class_file, evaluator.per_class_table() + "\n")
+        out.write_json(out.evaluation_file, evaluation_record(evaluator), indent=1)
+        out.write_text(out.coco_summary_file, evaluator.summary_text())
         if cfg.eval.error_analysis:
             from sasa_det.evaluation import analyze_errors, write_error_analysis
 
@@ -231,5 +257,5 @@ class DetectionTask(Task):
                 cfg.eval.error_iou_threshold,
                 cfg.eval.error_score_threshold,
             )
-            for path in write_error_analysis(analysis, out / "errors"):
+            for path in write_error_analysis(analysis, out.errors_dir):
                 logger.info("error analysis: %s", path)

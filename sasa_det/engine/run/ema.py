@@ -26,6 +26,8 @@ from typing import Optional
 from pytorch_lightning.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from sasa_det.engine.run.options import check_moving_average
+
 __all__ = ["ExponentialMovingAverage"]
 
 
@@ -39,10 +41,7 @@ class ExponentialMovingAverage(WeightAveraging):
     """
 
     def __init__(self, decay: float, start_step: int = 0):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"trainer.ema_decay must be in [0, 1), got {decay}")
-        if start_step < 0:
-            raise ValueError(f"trainer.ema_start_step must be >= 0, got {start_step}")
+        check_moving_average(decay, start_step)
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
         self.decay = float(decay)
         self.start_step = int(start_step)
