@@ -1,5 +1,6 @@
 """Attention maps: SASA weights equal the reference implementation's softmax, live in the k×k window and sum
-to one; AA weights equal a dense softmax over the relative embeddings; the tool draws a PNG from a checkpoint."""
+to one; AA weights equal a dense softmax over the relative embeddings; the stem's weights mix its values into its
+own output; the tool draws a PNG from a checkpoint."""
 
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from sasa_det.analysis.attention_maps import augmented_attention_weights, local_attention_weights
-from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d
+from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
 from sasa_det.layers.reference import local_attention_reference, relative_embeddings_2d_reference
 from sasa_det.layers.relative_position import slice_relative_table
 from tests.helpers import load_tool
@@ -74,6 +75,28 @@ def test_aa_weights_equal_a_dense_softmax(pool_attention):
         weights = augmented_attention_weights(layer, x, row, col)
         torch.testing.assert_close(weights.double(), dense[:, row * w + col], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(weights.sum(dim=(1, 2)), torch.ones(2))
+
+
+def test_stem_weights_mix_the_values_into_the_stems_attention_output():
+    """Weights times the position-mixed values give the stem's own attention output at the query, and live in
+    the query's block (the map is not a multiple of the window: the last blocks are partial)."""
+    torch.manual_seed(0)
+    stem = SpatiallyAwareStem(3, 8, heads=2, window=4).double()
+    x = torch.randn(1, 3, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        out = stem.attention(x)[0]  # (8, 7, 9), before the BatchNorm
+        values = stem.value(x).reshape(stem.mixtures, 8, 7, 9)
+        mixture = stem.mixture_weights()[:, torch.arange(7) % 4][:, :, torch.arange(9) % 4]  # p(y % 4, x % 4, m)
+    mixed_values = (values * mixture[:, None]).sum(0).reshape(2, 4, 7, 9)  # (heads, d, H, W)
+    for row, col in [(0, 0), (6, 8), (5, 3), (2, 7)]:
+        weights, outside = stem.attention_weights(x, row, col)
+        assert outside is None
+        torch.testing.assert_close(weights.sum(dim=(1, 2)), torch.ones(2))
+        block = torch.zeros(7, 9, dtype=torch.bool)
+        block[row - row % 4 : row - row % 4 + 4, col - col % 4 : col - col % 4 + 4] = True
+        assert (weights[:, ~block] == 0).all()
+        output = torch.einsum("hyx,hdyx->hd", weights.double(), mixed_values).reshape(8)
+        torch.testing.assert_close(output, out[:, row, col], rtol=1e-5, atol=1e-6)
 
 
 def test_visualize_attention_tool_lists_layers_and_draws(tiny_detection_run, tmp_path, capsys):

@@ -139,7 +139,7 @@ def test_aa_relative_tables_resized_to_the_target_backbone(source_size, target_s
     with caplog.at_level(logging.INFO, logger="sasa_det.backbones.weights"):
         missing, unexpected = load_backbone_weights(target, source_state)
     assert missing == [] and unexpected == []
-    assert sum("resized AA relative table" in record.getMessage() for record in caplog.records) == len(RELATIVE_KEYS)
+    assert sum("resized aa position table" in record.getMessage() for record in caplog.records) == len(RELATIVE_KEYS)
     loaded = target.state_dict()
     for key, tensor in source_state.items():
         if key in RELATIVE_KEYS:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from sasa_det.analysis.gpu_check import SECTIONS, format_results, read_results, run_gpu_check
-from tests.helpers import load_tool
+from sasa_det.analysis.gpu_check.sections import run_section
+from tests.helpers import REPO, load_tool
 
 
 def test_dry_run_runs_every_section_and_writes_results_as_json_lines(tmp_path, capsys):
@@ -33,6 +37,7 @@ def test_dry_run_runs_every_section_and_writes_results_as_json_lines(tmp_path, c
     assert all(r["first_step_s"] > 0 for name, rows in by_section.items() if name.startswith("model_") for r in rows)
     train, evaluation = by_section["train_eval"]
     assert train["step"] == "train" and train["steps"] == 2 and "val/bbox/AP" in train["metrics"]
+    assert Path(train["config"]) == REPO / "configs" / "coco" / "retinanet_sasa_resnet50.yaml"  # the tool's default
     assert evaluation["step"] == "eval" and evaluation["ok"]
     assert code == 0 and "train_eval" in printed and "correctness_sasa" in printed
 
@@ -49,3 +54,16 @@ def test_a_torn_last_line_is_left_out(tmp_path):
     path = tmp_path / "gpu_check.jsonl"
     path.write_text(json.dumps({"section": "layers", "name": "sasa"}) + "\n" + '{"section": "lay')
     assert read_results(path) == [{"section": "layers", "name": "sasa"}]
+
+
+def test_training_without_an_experiment_config_is_skipped_and_says_so(tmp_path):
+    run_section("train_eval", tmp_path, dry_run=True, train_config=None)
+    (record,) = read_results(tmp_path / "gpu_check.jsonl")
+    assert record["section"] == "train_eval" and "no experiment config" in record["skipped"]
+    assert not (tmp_path / "train_run").exists()
+
+
+def test_the_tool_refuses_a_missing_training_config(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load_tool("gpu_check").main(["--dry-run", "--out", str(tmp_path), "--train-config", str(tmp_path / "no.yaml")])
+    assert "no.yaml: no such file" in capsys.readouterr().err

@@ -5,7 +5,8 @@
 
 Each section runs in its own process with its own timeout and appends one JSON line per result to
 OUT/gpu_check.jsonl as it goes (a crash loses only the rest of that section); a table is printed at the
-end. A bare PyTorch image lacks omegaconf, pycocotools and faster-coco-eval: the environment section
+end. The short training trains --train-config (default: this clone's configs/coco/retinanet_sasa_resnet50.yaml)
+for 20 steps on a generated COCO-format set and evaluates it. A bare PyTorch image lacks omegaconf, pycocotools and faster-coco-eval: the environment section
 names what is missing and how to install it from wheels without network.
 """
 
@@ -17,6 +18,9 @@ from pathlib import Path
 
 from sasa_det.cli import run_tool, tool_parser
 
+#: The experiment the train_eval section trains by default: the COCO RetinaNet with a SASA-ResNet-50.
+DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "coco" / "retinanet_sasa_resnet50.yaml"
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line arguments of this tool."""
@@ -25,7 +29,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="run every section on the CPU at tiny sizes")
     parser.add_argument("--sections", nargs="+", metavar="NAME", help="run only these sections")
     parser.add_argument("--budget", type=float, default=470.0, help="seconds for all sections (default 470)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--train-config",
+        type=Path,
+        default=DEFAULT_TRAIN_CONFIG,
+        help="experiment YAML the train_eval section trains briefly (default: configs/coco/retinanet_sasa_resnet50.yaml)",
+    )
+    args = parser.parse_args(argv)
+    if not args.train_config.is_file():
+        parser.error(f"--train-config {args.train_config}: no such file (an experiment YAML of configs/)")
+    return args
 
 
 def main(argv=None) -> int:
@@ -39,6 +52,7 @@ def main(argv=None) -> int:
         sections=args.sections,
         budget_s=args.budget,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        train_config=args.train_config,
     )
     print(format_results(records))
     print(f"\nresults: {args.out / 'gpu_check.jsonl'}")

@@ -1,4 +1,4 @@
-"""Draw where one pixel looks in a SASA or AA layer of a detection checkpoint (per head and averaged).
+"""Draw where one pixel looks in an attention layer (SASA, AA, the attention stem) of a detection checkpoint.
 
 Examples::
 
@@ -71,7 +71,6 @@ def main(argv: Sequence[str] | None = None):
     from sasa_det.data.image_io import ImageReadError
     from sasa_det.engine.inference.predictor import Predictor, image_to_tensor
     from sasa_det.evaluation.attention_overlay import save_attention_panels
-    from sasa_det.layers import AugmentedConv2d
 
     try:
         predictor = Predictor(args.checkpoint)
@@ -85,13 +84,11 @@ def main(argv: Sequence[str] | None = None):
         captured = capture_layer_inputs(detector, image)
         rows = []
         for name, layer in attention_layers(detector).items():
-            h, w = captured.inputs[name].shape[-2:]
-            if isinstance(layer, AugmentedConv2d):
-                h, w = layer.attention_input_size(h, w)
-            kind = "aa" if isinstance(layer, AugmentedConv2d) else f"sasa k={layer.kernel_size}"
+            h, w = layer.attention_map_size(*captured.inputs[name].shape[-2:])
+            kind = layer.attention_kind
             rows.append((prefix + name, kind, layer.heads, captured.padded[0] / h, (h, w)))
             print(
-                f"{prefix + name:<48} {kind:<10} heads={layer.heads:<3} stride={captured.padded[0] / h:g}  grid={h}x{w}"
+                f"{prefix + name:<48} {kind:<14} heads={layer.heads:<3} stride={captured.padded[0] / h:g}  grid={h}x{w}"
             )
         return rows
     name = args.layer[len(prefix) :] if args.layer.startswith(prefix) else args.layer

@@ -4,9 +4,9 @@ FLOPs count a multiply-add as 2 (both papers' convention) for one forward pass:
 
 * convolutions (every ``aten.convolution``, including the 1x1 projections inside attention layers)
   and ``nn.Linear`` layers, measured with :class:`torch.utils.flop_counter.FlopCounterMode`;
-* plus, for every attention layer of :mod:`sasa_det.layers`, its ``attention_flops(H, W)`` (the
-  products that are not convolutions: q.k, q.r, the softmax-weighted sum of values, value mixing),
-  evaluated at the input size the layer actually saw, once per image and per call.
+* plus, for every attention layer (:class:`~sasa_det.layers.attention_layer.AttentionLayer`), its
+  ``attention_flops(H, W)`` (the products that are not convolutions: q.k, q.r, the softmax-weighted sum of
+  values, value mixing), evaluated at the input size the layer actually saw, once per image and per call.
 
 Other operations (normalization, activations, pooling, softmax, additions) are not counted, as in the
 papers. Matrix products inside attention layers are deliberately *not* taken from the counter, so they
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
+from sasa_det.layers.attention_layer import AttentionLayer
 
 __all__ = [
     "ATTENTION_LAYERS",
@@ -43,7 +43,8 @@ __all__ = [
     "measure_backbone",
 ]
 
-ATTENTION_LAYERS = (LocalSelfAttention2d, SpatiallyAwareStem, AugmentedConv2d)
+#: What :func:`count_flops` counts as an attention layer by default: every module that implements the protocol.
+ATTENTION_LAYERS: tuple[type, ...] = (AttentionLayer,)
 
 # Published values at 224x224 with a 1000-class head: (parameters in millions, FLOPs in billions or None).
 # SASA paper Table 1 (ResNet-26/38/50 baseline, conv-stem + attention, full attention);
@@ -117,8 +118,8 @@ def count_flops(
     """FLOPs of ``model(*inputs, **kwargs)`` under ``torch.no_grad`` (the model's mode is left as is).
 
     Works for any model (backbone, classifier, detector): convolutions and ``nn.Linear`` layers are
-    measured by :class:`FlopCounterMode`; every attention layer (``isinstance`` of ``attention_types``,
-    nested ones counted through their outermost container only) adds ``attention_flops(H, W)`` for each
+    measured by :class:`FlopCounterMode`; every attention layer (``isinstance`` of ``attention_types``, by
+    default the :class:`AttentionLayer` protocol; nested ones counted through their outermost container only) adds ``attention_flops(H, W)`` for each
     image of each call, with ``H, W`` the spatial size of the input it received (found by forward
     pre-hooks). The counts are for the whole batch given.
     """

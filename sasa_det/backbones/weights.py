@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from sasa_det.checkpoint_file import read_checkpoint_file, tensors_of
-from sasa_det.layers.augmented_conv import AugmentedConv2d
-from sasa_det.layers.relative_position import slice_relative_table
+from sasa_det.layers.attention_layer import AttentionLayer
 
 __all__ = ["adapt_relative_tables", "find_backbone_prefix", "load_backbone_weights"]
 
@@ -45,48 +44,39 @@ def find_backbone_prefix(state_keys, backbone_keys) -> tuple[str, int]:
     return prefix, count
 
 
-_RELATIVE_TABLE_NAMES = ("rel_width", "rel_height")
-
-
-def _is_resizable_relative_table(backbone: nn.Module, key: str, source: torch.Tensor, target: torch.Tensor) -> bool:
-    """Whether ``key`` is an AA relative table whose source and target differ only in length."""
-    module_name, _, attribute = key.rpartition(".")
-    if attribute not in _RELATIVE_TABLE_NAMES:
-        return False
+def _attention_layer_of(model: nn.Module, key: str) -> AttentionLayer | None:
+    """The attention layer that holds the parameter ``key`` of ``model`` directly, if any."""
     try:
-        module = backbone.get_submodule(module_name)
+        module = model.get_submodule(key.rpartition(".")[0])
     except AttributeError:
-        return False
-    return (
-        isinstance(module, AugmentedConv2d)
-        and source.dim() == 2
-        and target.dim() == 2
-        and source.shape[1] == target.shape[1]
-        and source.shape[0] % 2 == 1
-        and target.shape[0] % 2 == 1
-    )
+        return None
+    return module if isinstance(module, AttentionLayer) else None
 
 
 def adapt_relative_tables(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Resize, in ``state`` (keys named as in ``model``), every AA relative table whose length differs from
-    ``model``'s (centre slice or linear resampling, as the layer treats other map sizes; see
-    :func:`load_backbone_weights`). Returns the resized keys."""
+    """Resize, in ``state`` (keys named as in ``model``), every position table of an attention layer whose size
+    differs from ``model``'s: each layer converts its own tables
+    (:meth:`~sasa_det.layers.attention_layer.AttentionLayer.resize_position_table`; for AA, the centre slice or
+    linear resampling of its relative tables, see :func:`load_backbone_weights`). Returns the resized keys;
+    a mismatch no layer converts is left for the caller to report."""
     own = model.state_dict()
     resized = []
     for key, tensor in state.items():
         if key not in own or tensor.shape == own[key].shape:
             continue
-        if _is_resizable_relative_table(model, key, tensor, own[key]):
-            length = (own[key].shape[0] + 1) // 2
-            state[key] = slice_relative_table(tensor, length).to(dtype=own[key].dtype).contiguous()
-            resized.append(key)
-            logger.info(
-                "resized AA relative table %s from %d to %d offsets (%s)",
-                key,
-                tensor.shape[0],
-                own[key].shape[0],
-                "centre slice" if own[key].shape[0] < tensor.shape[0] else "linear resampling",
-            )
+        layer = _attention_layer_of(model, key)
+        table = None if layer is None else layer.resize_position_table(key.rpartition(".")[2], tensor)
+        if table is None or table.shape != own[key].shape:
+            continue
+        state[key] = table.to(dtype=own[key].dtype).contiguous()
+        resized.append(key)
+        logger.info(
+            "resized %s position table %s from %s to %s, as the layer treats maps of that size",
+            layer.attention_kind,
+            key,
+            tuple(tensor.shape),
+            tuple(own[key].shape),
+        )
     return resized
 
 
@@ -99,14 +89,15 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike | Mapping
     The prefix is found automatically (the one under which most backbone keys appear) and stripped.
     Files are read with ``torch.load(weights_only=True)``.
 
-    AA relative-position tables (``….rel_width`` ``(2W-1, d_kh)`` / ``….rel_height`` ``(2H-1, d_kh)`` of an
+    Position tables sized by the attention map are converted by their layer (:func:`adapt_relative_tables`).
+    AA's relative tables (``….rel_width`` ``(2W-1, d_kh)`` / ``….rel_height`` ``(2H-1, d_kh)`` of an
     :class:`~sasa_det.layers.augmented_conv.AugmentedConv2d`) are sized by the backbone's ``image_size``,
     so a classifier trained at 224 px and a detector's backbone built for its largest input side hold
     tables of different lengths. Such a table (only its first dimension differing) is converted to the
     target length as the layer itself treats maps of another size
-    (:func:`~sasa_det.layers.relative_position.slice_relative_table`): the exact centre slice when the
-    target is shorter, linear resampling (``align_corners=True``; an approximation for offsets the source
-    never learned) when it is longer. Each resized table is logged.
+    (:meth:`~sasa_det.layers.augmented_conv.AugmentedConv2d.resize_position_table`): the exact centre slice
+    when the target is shorter, linear resampling (``align_corners=True``; an approximation for offsets the
+    source never learned) when it is longer. Each resized table is logged.
 
     Returns:
         ``(missing, unexpected)``: backbone keys the file did not provide, and keys under the prefix the

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention_layer import QueryAttention, attribute_set_to
 from .relative_flex_attention import (
     flex_attention_available,
     flex_attention_usable,
@@ -77,7 +79,17 @@ class AugmentedConv2d(nn.Module):
             torch has it and a first forward+backward of that input class works (otherwise SDPA, with a
             warning naming the reason; also in deterministic runs, as FlexAttention's table gradients use
             atomic adds), and SDPA elsewhere. ``attention_path`` tells which ran last.
+
+    The layer is an :class:`~sasa_det.layers.attention_layer.AttentionLayer`.
     """
+
+    #: the kind of attention layer (:class:`~sasa_det.layers.attention_layer.AttentionLayer`)
+    attention_kind = "aa"
+    #: the attention used while exporting: ``scaled_dot_product_attention`` with the relative logits as a
+    #: dense additive mask (FlexAttention is a compiled kernel the exporters cannot record)
+    portable_impl = "sdpa"
+    #: the parameters sized by the attention map (``image_size``), which :meth:`resize_position_table` converts
+    _position_tables = ("rel_width", "rel_height")
 
     def __init__(
         self,
@@ -179,6 +191,50 @@ class AugmentedConv2d(nn.Module):
         if self.stride > 1 or self.pool_attention:
             return (height + 1) // 2, (width + 1) // 2
         return height, width
+
+    def attention_map_size(self, height: int, width: int) -> tuple[int, int]:
+        """The map the attention runs on: :meth:`attention_input_size`."""
+        return self.attention_input_size(height, width)
+
+    @torch.no_grad()
+    def attention_weights(self, x: Tensor, row: int, col: int) -> QueryAttention:
+        """The attention of query ``(row, col)`` of the attention map (pooled when the layer pools) for input
+        ``x`` ``(1, C_in, H, W)``: ``weights`` ``(heads, h, w)``, ``outside`` ``None``.
+
+        Sec. 3: softmax over every position of the map of ``q·k + q·(rel_width[x_k-x_q] +
+        rel_height[y_k-y_q])``, ``q`` scaled by ``d_kh^-0.5``, computed explicitly in float64.
+        """
+        if self.stride > 1 or self.pool_attention:
+            x = F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False)
+        _, _, height, width = x.shape
+        heads, dkh = self.heads, self.dk // self.heads
+        q, k, _ = torch.split(self.qkv(x)[0].double(), [self.dk, self.dk, self.dv], dim=0)
+        q = q[:, row, col].reshape(heads, dkh) * dkh**-0.5
+        logits = torch.einsum("hd,hdyx->hyx", q, k.reshape(heads, dkh, height, width))
+        if self.relative:
+            rel_w = slice_relative_table(self.rel_width, width).double()  # entry x_k - x_q + W - 1
+            rel_h = slice_relative_table(self.rel_height, height).double()
+            by_col = q @ rel_w[torch.arange(width) - col + width - 1].T  # (heads, W)
+            by_row = q @ rel_h[torch.arange(height) - row + height - 1].T  # (heads, H)
+            logits = logits + by_row[:, :, None] + by_col[:, None, :]
+        weights = logits.reshape(heads, -1).softmax(dim=-1).reshape(heads, height, width)
+        return QueryAttention(weights.float(), None)
+
+    def portable_path(self) -> AbstractContextManager[str]:
+        """Inside the block the attention runs :attr:`portable_impl` (plain PyTorch operators)."""
+        return attribute_set_to(self, "attention_impl", self.portable_impl)
+
+    def resize_position_table(self, name: str, table: Tensor) -> Tensor | None:
+        """``rel_width`` ``(2W'-1, d_kh)`` / ``rel_height`` of a layer built for another map size, converted to
+        this layer's length as :meth:`forward` treats other map sizes
+        (:func:`~sasa_det.layers.relative_position.slice_relative_table`): the exact centre slice when this
+        layer's table is shorter, linear resampling (``align_corners=True``; an approximation for offsets the
+        source never learned) when it is longer. ``None`` for another parameter, a layer without relative
+        logits, or a table of another depth or of even length."""
+        own = getattr(self, name, None) if name in self._position_tables else None
+        if own is None or table.dim() != 2 or table.shape[1] != own.shape[1] or table.shape[0] % 2 == 0:
+            return None
+        return slice_relative_table(table, (own.shape[0] + 1) // 2)
 
     def relative_logits(self, q: Tensor) -> Tensor:
         """Relative logits for scaled queries ``q`` ``(N, heads, H, W, d_kh)`` -> ``(N, heads, HW, HW)``."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention_layer import QueryAttention
 from .multi_head import head_width
 
 __all__ = ["SDPA_GRID_LIMIT", "SpatiallyAwareStem", "blocked_attention"]
@@ -74,7 +76,12 @@ class SpatiallyAwareStem(nn.Module):
         mixtures: number ``m`` of value matrices.
         window: attention block size.
         pool: max-pool size and stride.
+
+    The stem is an :class:`~sasa_det.layers.attention_layer.AttentionLayer`.
     """
+
+    #: the kind of attention layer (:class:`~sasa_det.layers.attention_layer.AttentionLayer`)
+    attention_kind = "attention stem"
 
     def __init__(
         self,
@@ -183,6 +190,37 @@ class SpatiallyAwareStem(nn.Module):
         flops += 2 * 2 * positions * w * w * channels
         flops += 2 * w * w * self.mixtures * channels
         return flops
+
+    def attention_map_size(self, height: int, width: int) -> tuple[int, int]:
+        """The attention runs at the input's resolution (before the max-pool): ``(height, width)``."""
+        return height, width
+
+    @torch.no_grad()
+    def attention_weights(self, x: Tensor, row: int, col: int) -> QueryAttention:
+        """The attention of pixel ``(row, col)`` of input ``x`` ``(1, C_in, H, W)``: ``weights``
+        ``(heads, H, W)``, the unscaled softmax of ``q·k`` over the pixels of the query's own
+        ``window × window`` block that lie inside the image (zero elsewhere), in float64; ``outside`` ``None``
+        (padded pixels take no part)."""
+        _, _, height, width = x.shape
+        heads, w = self.heads, self.window
+        d = self.out_channels // heads
+        r0, c0 = row - row % w, col - col % w
+        r1, c1 = min(r0 + w, height), min(c0 + w, width)
+        q = self.query(x)[0, :, row, col].reshape(heads, d).double()
+        keys = self.key(x)[0, :, r0:r1, c0:c1].reshape(heads, d, r1 - r0, c1 - c0).double()
+        logits = torch.einsum("hd,hdab->hab", q, keys)
+        block = logits.reshape(heads, -1).softmax(dim=-1).reshape(logits.shape)
+        weights = torch.zeros(heads, height, width, dtype=torch.float64, device=x.device)
+        weights[:, r0:r1, c0:c1] = block
+        return QueryAttention(weights.float(), None)
+
+    def portable_path(self) -> AbstractContextManager[str]:
+        """The stem has one path, blocked ``scaled_dot_product_attention`` in plain PyTorch: nothing to switch."""
+        return nullcontext("plain PyTorch, its only path")
+
+    def resize_position_table(self, name: str, table: Tensor) -> None:
+        """None: the position embeddings are sized by the block (``window``), not by the map."""
+        return None
 
     def extra_repr(self) -> str:
         return (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 
 from sasa_det.choices import choice
 
+from ..attention_layer import QueryAttention, attribute_set_to
 from ..multi_head import head_width
 from .registry import available_local_attention_impls, resolve_local_attention_impl
 
@@ -91,8 +93,14 @@ class LocalSelfAttention2d(nn.Module):
             ``"reference"``) can be registered with :func:`sasa_det.layers.register_local_attention_impl`.
 
     The defaults of ``kernel_size``, ``heads``, ``scaled``, ``mask_padding`` and ``impl`` are declared once,
-    in :class:`SasaOptions`.
+    in :class:`SasaOptions`. The layer is an :class:`~sasa_det.layers.attention_layer.AttentionLayer`.
     """
+
+    #: the kind of attention layer (:class:`~sasa_det.layers.attention_layer.AttentionLayer`)
+    attention_kind = "sasa"
+    #: the implementation used while exporting: ``F.unfold`` gathers, elementwise products, softmax (``"shift"``
+    #: is a hand-written ``autograd.Function`` that the ONNX exporter cannot lower)
+    portable_impl = "unfold"
 
     def __init__(
         self,
@@ -187,6 +195,55 @@ class LocalSelfAttention2d(nn.Module):
         """
         positions = height * width * self.kernel_size**2
         return 3 * 2 * positions * self.out_channels
+
+    def attention_map_size(self, height: int, width: int) -> tuple[int, int]:
+        """The attention runs at the input's resolution (before the stride's pooling): ``(height, width)``."""
+        return height, width
+
+    @torch.no_grad()
+    def attention_weights(self, x: Tensor, row: int, col: int) -> QueryAttention:
+        """The attention of query ``(row, col)`` for input ``x`` ``(1, C_in, H, W)``, per head.
+
+        Eq. 3's softmax over the ``k×k`` window around the query of ``q·k_ab + q_row·rel_row[a-i] +
+        q_col·rel_col[b-j]``, computed explicitly in float64. ``weights`` ``(heads, H, W)`` are zero outside
+        the window. With zero padding (the default) window positions outside the map are zero keys that
+        still take part in the softmax: their mass is ``outside`` ``(heads,)``, so the weights inside the
+        map sum to ``1 - outside`` (0 with ``mask_padding``).
+        """
+        _, _, height, width = x.shape
+        heads, d, size = self.heads, self.head_channels, self.kernel_size
+        radius = size // 2
+        q = self.query(x)[0, :, row, col].reshape(heads, d).double()
+        if self.scaled:
+            q = q * d**-0.5
+        keys = F.pad(self.key(x), (radius,) * 4)[0, :, row : row + size, col : col + size]
+        content = torch.einsum("hd,hdab->hab", q, keys.reshape(heads, d, size, size).double())
+        half = d // 2
+        rel_rows = q[:, :half] @ self.rel_row.double().T  # (heads, k): offset a - radius
+        rel_cols = q[:, half:] @ self.rel_col.double().T
+        logits = content + rel_rows[:, :, None] + rel_cols[:, None, :]
+        rows = torch.arange(size) + row - radius
+        cols = torch.arange(size) + col - radius
+        inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+        if self.mask_padding:
+            logits = logits.masked_fill(~inside.to(logits.device), float("-inf"))
+        window = logits.reshape(heads, -1).softmax(dim=-1).reshape(heads, size, size)
+        weights = torch.zeros(heads, height, width, dtype=torch.float64, device=x.device)
+        r0, r1 = max(row - radius, 0), min(row + radius + 1, height)
+        c0, c1 = max(col - radius, 0), min(col + radius + 1, width)
+        top, left = row - radius, col - radius  # the window's first row and column on the map
+        weights[:, r0:r1, c0:c1] = window[:, r0 - top : r1 - top, c0 - left : c1 - left]
+        outside = 1.0 - weights.sum(dim=(1, 2))
+        return QueryAttention(weights.float(), outside.clamp_min(0).float())
+
+    def portable_path(self) -> AbstractContextManager[str]:
+        """Inside the block the layer runs :attr:`portable_impl` (plain PyTorch operators)."""
+        return attribute_set_to(self, "impl", self.portable_impl)
+
+    def resize_position_table(self, name: str, table: Tensor) -> None:
+        """None: ``rel_row``/``rel_col`` are sized by the window ``k``, not by the map (another ``k`` is
+        another layer)."""
+        return None
 
     def extra_repr(self) -> str:
         return (
