@@ -60,7 +60,7 @@ def check_weights_file(path: str | os.PathLike, what: str = "checkpoint") -> Pat
     if exported is not None:
         raise CheckpointFileError(
             f"{what} {file}: is {exported}, a graph for inference that holds no trainable weights by name; give "
-            "the .ckpt it was exported from (checkpoints/best-*.ckpt or last.ckpt of the run) or a state_dict file"
+            "the .ckpt it was exported from (a checkpoint of the run that trained it) or a state_dict file"
         )
     return file
 

@@ -69,8 +69,8 @@ def train_eval(settings: dict) -> Iterator[dict]:
     if not config:
         yield {"step": "train", "skipped": "no experiment config given (train_config; tools/gpu_check.py gives one)"}
         return
-    from sasa_det.config import load_config
     from sasa_det.data.shapes import make_shapes_dataset
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.runner import evaluate, train
 
     dry = settings["dry_run"]
