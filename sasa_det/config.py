@@ -43,7 +43,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from sasa_det.backbones.presets import ResNetOptions
 from sasa_det.choices import choice, field_choices
-from sasa_det.data.datamodule import CocoDataOptions
+from sasa_det.data import CocoDataOptions
 from sasa_det.detectors.build import DetectorOptions
 from sasa_det.evaluation.coco_evaluator import EvalOptions
 from sasa_det.experiment_loggers import LoggingOptions

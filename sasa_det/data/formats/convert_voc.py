@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from sasa_det.data.coco_writer import CocoBuilder, find_image
+from sasa_det.data.formats.coco_writer import CocoBuilder, find_image
 from sasa_det.data.image_io import ImageReadError, read_image_header
 
 __all__ = ["convert_voc"]

@@ -6,8 +6,8 @@ over; done in the training process, the freed json leaves its memory fragmented,
 from it copy the pages they allocate into.
 
 :func:`load_shared_records` does it once per split and machine: the first process to ask (any rank; the others
-wait on a file lock) runs :func:`~sasa_det.data.coco_records.load_checked_coco` in a child process, which writes
-the packed records (:class:`~sasa_det.data.packed_records.PackedRecords`), the categories and the report into
+wait on a file lock) runs :func:`~sasa_det.data.coco.reader.load_checked_coco` in a child process, which writes
+the packed records (:class:`~sasa_det.data.coco.packed_records.PackedRecords`), the categories and the report into
 the check cache folder. Every process then reads them memory-mapped: one copy in the page cache, shared by
 all ranks and all their loader workers. The entry is keyed by the annotation file (path, size, modification
 time) and the settings that change the records; it is used only while every image file has the size and
@@ -27,9 +27,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from sasa_det.data.coco_records import CocoRecords, DatasetChecks, load_checked_coco
-from sasa_det.data.packed_records import PackedRecords
-from sasa_det.data.validation import DatasetReport, cache_lock
+from sasa_det.data.coco.json_checks import DatasetReport, cache_lock
+from sasa_det.data.coco.packed_records import PackedRecords
+from sasa_det.data.coco.reader import CocoRecords, DatasetChecks, load_checked_coco
 
 __all__ = ["load_shared_records"]
 
@@ -102,12 +102,12 @@ def load_shared_records(
     """``load_checked_coco(ann_file, image_dir, checks, keep_ground_truth=False, **settings)``, computed once in
     a child process and cached under ``checks.cache_folder()``; the records come back memory-mapped.
 
-    ``settings``: the other keyword arguments of :func:`~sasa_det.data.coco_records.load_checked_coco`
+    ``settings``: the other keyword arguments of :func:`~sasa_det.data.coco.reader.load_checked_coco`
     (``with_masks``, ``keep_empty``, ``min_box_size``, ``name``, ``report_dir``, ``progress``). With the cache
     off (``checks.check_cache=False``) this is ``load_checked_coco`` in this process.
 
     Raises:
-        The errors of :func:`~sasa_det.data.coco_records.load_checked_coco` (from the child, whole).
+        The errors of :func:`~sasa_det.data.coco.reader.load_checked_coco` (from the child, whole).
     """
     cache = checks.cache_folder()
     if cache is None:

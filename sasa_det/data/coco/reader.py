@@ -1,12 +1,12 @@
 """A COCO-format split read, checked and fixed into plain per-image records: :func:`load_checked_coco`.
 
-Every record is checked when a split is loaded (:mod:`sasa_det.data.validation`): the json's structure,
+Every record is checked when a split is loaded (:mod:`sasa_det.data.coco.json_checks`): the json's structure,
 types, ids and references, boxes, with masks the segmentations, and (``checks.check_images``) every image
 file: present, readable, not truncated, of the size the json says after EXIF orientation. All problems are
-collected and raised together as a :class:`~sasa_det.data.validation.DatasetError` naming file, record and
+collected and raised together as a :class:`~sasa_det.data.coco.json_checks.DatasetError` naming file, record and
 fix, or with ``on_bad_records="drop"`` the records named are removed and listed in the report.
 
-What is fixed safely is fixed and counted in the :class:`~sasa_det.data.validation.DatasetReport`:
+What is fixed safely is fixed and counted in the :class:`~sasa_det.data.coco.json_checks.DatasetReport`:
 
 - crowd annotations (``iscrowd=1``): they mark regions, not instances; COCOeval handles them itself
   from the ground truth, so they never enter a training target.
@@ -43,9 +43,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from sasa_det.choices import choice
-from sasa_det.data.image_record import ImageRecord
-from sasa_det.data.packed_records import PackedRecords
-from sasa_det.data.validation import (
+from sasa_det.data.coco.image_record import ImageRecord
+from sasa_det.data.coco.json_checks import (
     BAD_RECORD_POLICIES,
     CHECK_LEVELS,
     DatasetError,
@@ -59,6 +58,7 @@ from sasa_det.data.validation import (
     raise_if_problems,
     removed_polygon_parts,
 )
+from sasa_det.data.coco.packed_records import PackedRecords
 
 __all__ = ["CocoRecords", "DatasetChecks", "ImageRecord", "load_checked_coco", "load_coco_quietly"]
 
@@ -95,7 +95,7 @@ class CocoRecords:
 
     Attributes:
         images: one :class:`ImageRecord` per image kept, in the json's order, packed into flat arrays
-            (:class:`~sasa_det.data.packed_records.PackedRecords`: data-loader workers share them).
+            (:class:`~sasa_det.data.coco.packed_records.PackedRecords`: data-loader workers share them).
         category_ids: COCO category id of each label (index ``label - 1``), ascending.
         class_names: category names, index ``label - 1``.
         ground_truth: the COCO json after dropped records were removed and missing areas filled in; ``None``
@@ -181,7 +181,7 @@ def load_checked_coco(
             it go once the records are packed (a training split: less memory in the process and its workers).
 
     Returns:
-        The :class:`CocoRecords` and the :class:`~sasa_det.data.validation.DatasetReport` of everything fixed,
+        The :class:`CocoRecords` and the :class:`~sasa_det.data.coco.json_checks.DatasetReport` of everything fixed,
         dropped or noted (``counts`` holds the totals and what each fix removed).
 
     Raises:
