@@ -86,7 +86,7 @@ def _build(ann_file: str, image_dir: str, with_masks: bool, cache_dir: str) -> d
 
 
 def _image_check(ann_file: str, image_dir: str) -> dict[str, float]:
-    from sasa_det.data.coco.json_checks import check_image_files
+    from sasa_det.data.coco.image_file_checks import check_image_files
 
     names = [image["file_name"] for image in json.loads(Path(ann_file).read_text())["images"]]
     times = {}

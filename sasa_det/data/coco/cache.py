@@ -1,44 +1,106 @@
-"""A training split checked and indexed once, then shared: :func:`load_shared_records`.
+"""The check cache: what checking a split found, kept in one folder so that it is not done again while the files
+are unchanged.
 
-Reading, checking and packing COCO train takes about as long as ``pycocotools.COCO(path)`` and, while it runs,
-several GB of Python objects for the json. Done in every DDP rank, that is the time and memory eight times
-over; done in the training process, the freed json leaves its memory fragmented, and loader workers forked
-from it copy the pages they allocate into.
+The folder is ``data.check_cache_dir``, or :func:`default_cache_dir`. It holds two caches:
 
-:func:`load_shared_records` does it once per split and machine: the first process to ask (any rank; the others
-wait on a file lock) runs :func:`~sasa_det.data.coco.reader.load_checked_coco` in a child process, which writes
-the packed records (:class:`~sasa_det.data.coco.packed_records.PackedRecords`), the categories and the report into
-the check cache folder. Every process then reads them memory-mapped: one copy in the page cache, shared by
-all ranks and all their loader workers. The entry is keyed by the annotation file (path, size, modification
-time) and the settings that change the records; it is used only while every image file has the size and
-modification time it had when it was checked (otherwise the split is checked again).
+- **the image checks**, one json per image folder (:func:`image_check_file`): each image file's answer (its
+  header, or the error) keyed by the file's size and modification time (:func:`read_image_checks`,
+  :func:`write_image_checks`); a ``full`` answer also serves ``header``.
+- **the checked, packed records of a training split**, one folder each under ``records/``
+  (:func:`records_entry_folder`): the packed records (:class:`~sasa_det.data.coco.packed_records.PackedRecords`),
+  the categories and the report (:func:`write_records_entry`). An entry is keyed by the annotation file (path,
+  size, modification time) and the settings that change the records; it is read
+  (:func:`read_records_entry`, memory-mapped) only while every image file has the size and modification time
+  it had when it was checked.
+
+Processes (DDP ranks) that check the same image folder or split take turns under :func:`cache_lock`: the first
+checks, the others then read its answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import logging
-import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, fields
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sasa_det.data.coco.json_checks import DatasetReport, cache_lock
 from sasa_det.data.coco.packed_records import PackedRecords
-from sasa_det.data.coco.reader import CocoRecords, DatasetChecks, load_checked_coco
+from sasa_det.data.coco.report import DatasetReport
+from sasa_det.data.coco.split_records import CocoRecords
 
-__all__ = ["load_shared_records"]
+__all__ = [
+    "cache_lock",
+    "default_cache_dir",
+    "image_check_file",
+    "read_image_checks",
+    "read_records_entry",
+    "records_entry_folder",
+    "write_image_checks",
+    "write_records_entry",
+]
 
-logger = logging.getLogger(__name__)
-
-# Bump when what an entry holds changes.
+# Bump when what an image-check file holds changes.
+_IMAGE_CHECKS_VERSION = 1
+# Bump when what a records entry holds changes.
 _ENTRY_VERSION = 1
 
 
+def default_cache_dir() -> Path:
+    """Where check results are cached: ``$SASA_DET_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/sasa_det`` or ``~/.cache/sasa_det``."""
+    if os.environ.get("SASA_DET_CACHE_DIR"):
+        return Path(os.environ["SASA_DET_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sasa_det"
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock on ``path`` + ``.lock`` so that processes (DDP ranks) checking the same folder
+    take turns: the first checks, the others then read its cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): concurrent checks just repeat the work
+        yield
+        return
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------- image checks
+def image_check_file(cache_dir: str | os.PathLike, image_dir: Path) -> Path:
+    """The cache file of the image checks of ``image_dir`` (named by a digest of its absolute path)."""
+    key = hashlib.sha1(str(image_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"image_check_{key}.json"
+
+
+def read_image_checks(path: Path) -> dict[str, Any]:
+    """File name -> cached answer (``stamp``, ``decoded``, and ``header`` or ``error``); empty when the file is
+    missing, unreadable or of another version."""
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cached.get("files", {}) if cached.get("version") == _IMAGE_CHECKS_VERSION else {}
+
+
+def write_image_checks(path: Path, files: dict[str, Any]) -> None:
+    """Replace the cache file ``path`` with ``files`` (written aside, then renamed: readers never see half)."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"version": _IMAGE_CHECKS_VERSION, "files": files}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- records
 def _image_stamps(image_dir: Path, names: list[str]) -> str:
     """Digest of every image's size and modification time (missing files count too)."""
     digest = hashlib.sha1()
@@ -51,7 +113,11 @@ def _image_stamps(image_dir: Path, names: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _entry_key(ann_file: Path, image_dir: Path, checks: DatasetChecks, settings: dict[str, Any]) -> str:
+def records_entry_folder(
+    cache_dir: Path, ann_file: Path, image_dir: Path, check_images: str, on_bad_records: str, settings: dict[str, Any]
+) -> Path:
+    """The folder of the records entry of a split: keyed by the annotation file (path, size, modification time),
+    the image folder, how it is checked and the ``settings`` that change the records."""
     stat = ann_file.stat()
     described = [
         _ENTRY_VERSION,
@@ -59,31 +125,32 @@ def _entry_key(ann_file: Path, image_dir: Path, checks: DatasetChecks, settings:
         stat.st_size,
         stat.st_mtime_ns,
         str(image_dir.resolve()),
-        checks.check_images,
-        checks.on_bad_records,
+        check_images,
+        on_bad_records,
         settings,
     ]
-    return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir / "records" / hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _build_entry(folder: str, ann_file: str, image_dir: str, checks: DatasetChecks, settings: dict) -> None:
-    """Check and pack the split, write the entry to ``folder`` (run in a child process)."""
-    records, report = load_checked_coco(ann_file, image_dir, checks, keep_ground_truth=False, **settings)
-    with open(ann_file, encoding="utf-8") as f:
-        names = [image["file_name"] for image in json.load(f)["images"]] if checks.check_images != "off" else []
+def write_records_entry(
+    folder: Path, records: CocoRecords, report: DatasetReport, image_dir: Path, image_names: list[str]
+) -> None:
+    """Write the checked split to ``folder`` (written aside, then renamed), valid while the images
+    ``image_names`` keep their size and modification time."""
     tmp = Path(f"{folder}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     records.images.save(tmp / "records")
     fields = {k: v for k, v in asdict(records).items() if k not in ("images", "ground_truth")}
-    meta = {"records": fields, "report": report.to_dict(), "image_names": names}
-    meta["image_stamps"] = _image_stamps(Path(image_dir), names)
+    meta = {"records": fields, "report": report.to_dict(), "image_names": image_names}
+    meta["image_stamps"] = _image_stamps(image_dir, image_names)
     (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
 
-def _read_entry(folder: Path, image_dir: Path) -> tuple[CocoRecords, DatasetReport] | None:
-    """The entry's records and report, or ``None`` when there is none or an image changed since."""
+def read_records_entry(folder: Path, image_dir: Path) -> tuple[CocoRecords, DatasetReport] | None:
+    """The entry's records (memory-mapped) and report, or ``None`` when there is none or an image changed
+    since."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -94,42 +161,3 @@ def _read_entry(folder: Path, image_dir: Path) -> tuple[CocoRecords, DatasetRepo
     report = DatasetReport.from_dict(meta["report"])
     report.notes.append(f"checked and indexed before; read from {folder}")
     return records, report
-
-
-def load_shared_records(
-    ann_file: str | os.PathLike, image_dir: str | os.PathLike, checks: DatasetChecks, **settings: Any
-) -> tuple[CocoRecords, DatasetReport]:
-    """``load_checked_coco(ann_file, image_dir, checks, keep_ground_truth=False, **settings)``, computed once in
-    a child process and cached under ``checks.cache_folder()``; the records come back memory-mapped.
-
-    ``settings``: the other keyword arguments of :func:`~sasa_det.data.coco.reader.load_checked_coco`
-    (``with_masks``, ``keep_empty``, ``min_box_size``, ``name``, ``report_dir``, ``progress``). With the cache
-    off (``checks.check_cache=False``) this is ``load_checked_coco`` in this process.
-
-    Raises:
-        The errors of :func:`~sasa_det.data.coco.reader.load_checked_coco` (from the child, whole).
-    """
-    cache = checks.cache_folder()
-    if cache is None:
-        return load_checked_coco(ann_file, image_dir, checks, keep_ground_truth=False, **settings)
-    ann_path, image_path = Path(ann_file), Path(image_dir)
-    if not ann_path.is_file() or not image_path.is_dir():  # the checks' own error messages name them
-        return load_checked_coco(ann_file, image_dir, checks, keep_ground_truth=False, **settings)
-    key_settings = {k: settings.get(k) for k in ("with_masks", "keep_empty", "min_box_size", "name")}
-    folder = cache / "records" / _entry_key(ann_path, image_path, checks, key_settings)
-    # The child gets the plain checks (a subclass such as the data module's options would import its module).
-    plain_checks = DatasetChecks(**{f.name: getattr(checks, f.name) for f in fields(DatasetChecks)})
-    with cache_lock(folder):
-        found = _read_entry(folder, image_path)
-        if found is None:
-            logger.info("Checking and indexing %s once (a child process); the result is kept in %s", ann_path, folder)
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(1, mp_context=context) as pool:
-                pool.submit(_build_entry, str(folder), str(ann_path), str(image_path), plain_checks, settings).result()
-            found = _read_entry(folder, image_path)
-            if found is None:
-                raise RuntimeError(
-                    f"the checked records of {str(ann_path)!r} were written to {folder} but cannot be read"
-                )
-            found[1].notes.pop()  # checked just now
-    return found

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from sasa_det.data.coco.json_checks import DatasetError, DatasetReport, Problem, check_num_classes
+from sasa_det.data.coco.category_checks import check_num_classes
+from sasa_det.data.coco.problems import DatasetError, Problem
 from sasa_det.data.coco.reader import DatasetChecks, load_checked_coco
+from sasa_det.data.coco.report import DatasetReport
 
 if TYPE_CHECKING:  # the data module imports torch; checking a dataset does not need it
     from sasa_det.data.loading.coco_datamodule import CocoDataOptions
@@ -26,10 +28,10 @@ def check_dataset(
 
     ``checks`` and ``load_options`` (``with_masks``, ``name``, ``report_dir``, ``progress``) as in
     :func:`~sasa_det.data.coco.reader.load_checked_coco`; ``num_classes``, when given, must equal the number of
-    categories (:func:`~sasa_det.data.coco.json_checks.check_num_classes`).
+    categories (:func:`~sasa_det.data.coco.category_checks.check_num_classes`).
 
     Returns:
-        The split's :class:`~sasa_det.data.coco.json_checks.DatasetReport` (what would be fixed).
+        The split's :class:`~sasa_det.data.coco.report.DatasetReport` (what would be fixed).
 
     Raises:
         DatasetError: every problem found, with file, record and fix.

@@ -28,8 +28,9 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from sasa_det.data.coco.image_record import ImageRecord
-from sasa_det.data.coco.json_checks import DatasetError
-from sasa_det.data.coco.reader import CocoRecords, load_coco_quietly
+from sasa_det.data.coco.problems import DatasetError
+from sasa_det.data.coco.reader import load_coco_quietly
+from sasa_det.data.coco.split_records import CocoRecords
 from sasa_det.data.image_io import ImageReadError, load_rgb_image
 from sasa_det.data.loading.transforms import build_val_transforms
 
@@ -57,7 +58,7 @@ def _segmentation_rle(segm: Any, height: int, width: int) -> dict:
 
 
 class CocoDetectionDataset(torch.utils.data.Dataset):
-    """The images and instances of a split's :class:`~sasa_det.data.coco.reader.CocoRecords`.
+    """The images and instances of a split's :class:`~sasa_det.data.coco.split_records.CocoRecords`.
 
     Args:
         records: the checked split (:func:`~sasa_det.data.coco.reader.load_checked_coco`).

@@ -69,6 +69,35 @@ def _parse(xml_path: Path) -> tuple[dict[str, Any] | None, str | None]:
     }, None
 
 
+def _add_objects(builder: CocoBuilder, xml_path: Path, image_id: int, objects: list[dict[str, Any]]) -> int:
+    """Add the objects of one XML file to image ``image_id`` (a bad one is a problem); returns how many of
+    those added are difficult."""
+    difficult = 0
+    for obj in objects:
+        where = f"object {obj['index']} ({obj['name'] or 'no name'})"
+        xmin, ymin, xmax, ymax = obj["box"]
+        if obj["name"] not in builder.category_ids:
+            builder.problem(
+                xml_path,
+                where,
+                f"has class {obj['name']!r}, not in --classes {list(builder.category_ids)}",
+                "add the class to --classes or fix the name",
+            )
+        elif None in obj["box"]:
+            builder.problem(xml_path, where, "has no <bndbox> with numeric xmin, ymin, xmax, ymax", "fix the box")
+        elif xmax < xmin or ymax < ymin:
+            builder.problem(xml_path, where, f"has xmax < xmin or ymax < ymin ({obj['box']})", "fix the box")
+        else:
+            difficult += obj["difficult"]
+            builder.add_annotation(
+                image_id,
+                builder.category_ids[obj["name"]],
+                (xmin - 1, ymin - 1, xmax, ymax),
+                iscrowd=int(obj["difficult"]),
+            )
+    return difficult
+
+
 def convert_voc(
     annotations_dir: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -143,28 +172,7 @@ def convert_voc(
             )
             continue
         image_id = builder.add_image(image_path.relative_to(images_dir).as_posix(), header.height, header.width)
-        for obj in record["objects"]:
-            where = f"object {obj['index']} ({obj['name'] or 'no name'})"
-            xmin, ymin, xmax, ymax = obj["box"]
-            if obj["name"] not in builder.category_ids:
-                builder.problem(
-                    xml_path,
-                    where,
-                    f"has class {obj['name']!r}, not in --classes {list(builder.category_ids)}",
-                    "add the class to --classes or fix the name",
-                )
-            elif None in obj["box"]:
-                builder.problem(xml_path, where, "has no <bndbox> with numeric xmin, ymin, xmax, ymax", "fix the box")
-            elif xmax < xmin or ymax < ymin:
-                builder.problem(xml_path, where, f"has xmax < xmin or ymax < ymin ({obj['box']})", "fix the box")
-            else:
-                difficult += obj["difficult"]
-                builder.add_annotation(
-                    image_id,
-                    builder.category_ids[obj["name"]],
-                    (xmin - 1, ymin - 1, xmax, ymax),
-                    iscrowd=int(obj["difficult"]),
-                )
+        difficult += _add_objects(builder, xml_path, image_id, record["objects"])
     builder.write(out)
     return {
         "out": str(out),

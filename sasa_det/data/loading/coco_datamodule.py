@@ -12,10 +12,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from sasa_det.data.coco.cache import load_shared_records
 from sasa_det.data.coco.dataset import CocoDetectionDataset
-from sasa_det.data.coco.json_checks import DatasetReport
 from sasa_det.data.coco.reader import DatasetChecks, load_checked_coco
+from sasa_det.data.coco.report import DatasetReport
+from sasa_det.data.coco.shared_records import load_shared_records
 from sasa_det.data.loading.collate import collate_detection
 from sasa_det.data.loading.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
 from sasa_det.data.loading.transforms import build_train_transforms, build_val_transforms
@@ -91,7 +91,7 @@ class CocoDataModule(pl.LightningDataModule):
         progress: progress bar while checking images (on a terminal).
         pin_memory: pin batches for faster host-to-GPU copies (ignored without CUDA).
 
-    Building a split prints its :class:`~sasa_det.data.coco.json_checks.DatasetReport` (what was fixed,
+    Building a split prints its :class:`~sasa_det.data.coco.report.DatasetReport` (what was fixed,
     dropped or noticed, with counts and the first record ids) on global rank 0.
     """
 
