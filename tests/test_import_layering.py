@@ -2,7 +2,8 @@
 
 layers <- backbones <- detectors <- engine; data and evaluation below engine; config.py above the packages whose
 option dataclasses it composes and below the engine that reads it; the base modules (optim, choices, checkpoint
-files, logging) below everything. Imports inside functions count like any other.
+files, logging) below everything. Imports inside functions count like any other. Inside data, the wings that read,
+check and convert datasets (``coco/`` but its dataset, ``formats/``) import neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sasa_det"
@@ -141,3 +144,26 @@ def test_config_takes_only_option_dataclasses_from_the_packages_below():
         if module == "sasa_det.choices":  # how an option declares its values
             continue
         assert dataclasses.is_dataclass(value) and isinstance(value, type), f"config.py imports {module}.{name}"
+
+
+def test_the_data_checks_and_converters_import_neither_torch_nor_lightning():
+    """Checking and converting a dataset starts in a fraction of a second: every module of ``data/coco`` but the
+    dataset, and of ``data/formats``, imports without torch, torchvision or Lightning."""
+    data = PACKAGE / "data"
+    modules = [
+        _module_name(path)
+        for wing in ("coco", "formats")
+        for path in sorted((data / wing).glob("*.py"))
+        if path.name != "dataset.py"
+    ]
+    assert "sasa_det.data.coco.json_checks" in modules and "sasa_det.data.formats.convert_yolo" in modules
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'pytorch_lightning') if m in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "[]", f"importing the data checks and converters loaded {completed.stdout}"

@@ -16,7 +16,7 @@ class CocoRecords:
     """A split as records: what a dataset serves, and the ground truth that evaluation compares with.
 
     Attributes:
-        images: one :class:`ImageRecord` per image kept, in the json's order, packed into flat arrays
+        images: one :class:`~sasa_det.data.coco.image_record.ImageRecord` per image kept, in the json's order, packed into flat arrays
             (:class:`~sasa_det.data.coco.packed_records.PackedRecords`: data-loader workers share them).
         category_ids: COCO category id of each label (index ``label - 1``), ascending.
         class_names: category names, index ``label - 1``.
