@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from sasa_det.data import CocoDataModule, CocoDataOptions
-from sasa_det.data.sampling import AspectRatioGroupedSampler, orientation_groups
+from sasa_det.data.loading.sampling import AspectRatioGroupedSampler, orientation_groups
 
 
 def _batches(sampler, batch_size):

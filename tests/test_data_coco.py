@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sasa_det.data import CocoDetectionDataset, DatasetChecks, load_checked_coco
-from sasa_det.data.validation import DatasetError
+from sasa_det.data import CocoDetectionDataset, DatasetChecks, DatasetError, load_checked_coco
 
 H, W = 30, 40
 
@@ -104,7 +103,7 @@ def test_gapped_category_ids_map_to_contiguous_labels_and_back(ann_file):
 
 
 def test_targets_boxes_labels_and_filter_counts(ann_file, caplog):
-    with caplog.at_level(logging.INFO, logger="sasa_det.data.coco_records"):
+    with caplog.at_level(logging.INFO, logger="sasa_det.data.coco.reader"):
         ds, report = _load(ann_file.parent / "img", ann_file)
     assert "removed 1 degenerate boxes" in caplog.text and "ignored 1 crowd" in caplog.text
     assert report.counts["crowd_ignored"] == 1

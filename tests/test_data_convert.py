@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sasa_det.data import CocoDetectionDataset, DatasetChecks, DatasetError, load_checked_coco
-from sasa_det.data.convert_voc import convert_voc
-from sasa_det.data.convert_yolo import convert_yolo
-from sasa_det.data.split import split_coco
+from sasa_det.data import (
+    CocoDetectionDataset,
+    DatasetChecks,
+    DatasetError,
+    convert_voc,
+    convert_yolo,
+    load_checked_coco,
+    split_coco,
+)
 
 REPO = Path(__file__).parents[1]
 H, W = 40, 60
@@ -246,8 +251,7 @@ def test_voc_folder_to_a_trained_model_in_three_commands(tmp_path, capsys):
 
 
 def test_shapes_written_as_voc_convert_back_to_the_same_boxes_and_classes(tmp_path):
-    from sasa_det.data.convert_voc import convert_voc
-    from sasa_det.data.export_voc import export_voc
+    from sasa_det.data import convert_voc, export_voc
     from sasa_det.data.shapes import make_shapes_dataset
 
     paths = make_shapes_dataset(tmp_path / "shapes", num_train=6, num_val=3, image_size=64, seed=3)

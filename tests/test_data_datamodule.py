@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sasa_det.data import CocoDataModule, CocoDataOptions, collate_detection, make_shapes_dataset
-from sasa_det.data.sampling import ResumableSampler, ShardedSampler
+from sasa_det.data.loading.sampling import ResumableSampler, ShardedSampler
 
 SIZE = 64
 

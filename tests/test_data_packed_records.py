@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from sasa_det.data import CocoDetectionDataset, DatasetChecks, PackedRecords, load_checked_coco, make_shapes_dataset
-from sasa_det.data.convert_voc import convert_voc
-from sasa_det.data.export_voc import export_voc
+from sasa_det.data import (
+    CocoDetectionDataset,
+    DatasetChecks,
+    PackedRecords,
+    convert_voc,
+    export_voc,
+    load_checked_coco,
+    make_shapes_dataset,
+)
 
 
 def _load_capturing_the_plain_records(monkeypatch, ann_file, image_dir, with_masks):

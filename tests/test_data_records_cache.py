@@ -9,9 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from sasa_det.data import DatasetChecks, load_checked_coco, make_shapes_dataset
-from sasa_det.data.records_cache import load_shared_records
-from sasa_det.data.validation import DatasetError
+from sasa_det.data import DatasetChecks, DatasetError, load_checked_coco, load_shared_records, make_shapes_dataset
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 layers <- backbones <- detectors <- engine; data and evaluation below engine; config.py (the generic loader) and
 the base modules (optim, choices, checkpoint files, logging) below everything. Inside the engine the wings stack
 too: run (what a run survives) <- trainer <- tasks <- experiment (the schema) <- inference <- runner. Imports
-inside functions count like any other.
+inside functions count like any other. Inside data, the wings that read,
+check and convert datasets (``coco/`` but its dataset, ``formats/``) import neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sasa_det"
@@ -178,3 +181,26 @@ def test_the_experiment_schema_takes_only_option_dataclasses():
         if module.startswith("sasa_det.engine.run") and not dataclasses.is_dataclass(value):
             continue  # read_stored_config, inside checkpoint_config
         assert dataclasses.is_dataclass(value) and isinstance(value, type), f"experiment.py imports {module}.{name}"
+
+
+def test_the_data_checks_and_converters_import_neither_torch_nor_lightning():
+    """Checking and converting a dataset starts in a fraction of a second: every module of ``data/coco`` but the
+    dataset, and of ``data/formats``, imports without torch, torchvision or Lightning."""
+    data = PACKAGE / "data"
+    modules = [
+        _module_name(path)
+        for wing in ("coco", "formats")
+        for path in sorted((data / wing).glob("*.py"))
+        if path.name != "dataset.py"
+    ]
+    assert "sasa_det.data.coco.json_checks" in modules and "sasa_det.data.formats.convert_yolo" in modules
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'pytorch_lightning') if m in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "[]", f"importing the data checks and converters loaded {completed.stdout}"

@@ -53,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from dataclasses import replace
 
-    from sasa_det.data.check import check_dataset, check_splits
-    from sasa_det.data.coco_records import DatasetChecks
-    from sasa_det.data.validation import DatasetError
+    from sasa_det.data import DatasetChecks, DatasetError, check_dataset, check_splits
 
     try:
         if args.source.endswith((".yaml", ".yml")):  # the config imports the models (torch): only on this path

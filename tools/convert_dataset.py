@@ -57,11 +57,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sub-command, print its summary as json; returns the exit status."""
     args = parse_args(argv)
-    from sasa_det.data.validation import DatasetError
+    from sasa_det.data import DatasetError
 
     try:
         if args.command == "voc":
-            from sasa_det.data.convert_voc import convert_voc
+            from sasa_det.data import convert_voc
 
             classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
             summary = convert_voc(args.annotations, args.images, args.out, classes=classes, split_file=args.split_file)
@@ -69,11 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{summary['difficult']} difficult object(s) written as iscrowd=1 (ignored in training and evaluation)"
             )
         elif args.command == "yolo":
-            from sasa_det.data.convert_yolo import convert_yolo
+            from sasa_det.data import convert_yolo
 
             summary = convert_yolo(args.labels, args.images, args.classes, args.out)
         else:
-            from sasa_det.data.split import split_coco
+            from sasa_det.data import split_coco
 
             summary = split_coco(args.ann, args.val_fraction, args.seed, args.out_dir)
     except (DatasetError, FileNotFoundError) as err:

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     if args.voc:
         from pathlib import Path
 
-        from sasa_det.data.export_voc import export_voc
+        from sasa_det.data import export_voc
 
         voc = export_voc(
             [paths["train_ann"], paths["val_ann"]],

@@ -4,7 +4,7 @@
 the next), on a COCO-format split (typically :func:`~sasa_det.analysis.coco_sized_annotations.write_coco_sized_split`):
 
 - ``pycocotools``: ``pycocotools.COCO(ann_file)``, the baseline: seconds and peak RSS.
-- ``build``: :func:`~sasa_det.data.records_cache.load_shared_records` (how the data module loads a training
+- ``build``: :func:`~sasa_det.data.load_shared_records` (how the data module loads a training
   split) without the image check, into an empty cache: the json checks, the fixes and the packed records,
   in a child process: seconds and that child's peak RSS; then the same call again, read from the cache.
 - ``image_check``: the header check of every image, the first time (empty cache) and cached.
@@ -68,8 +68,7 @@ def _pycocotools(ann_file: str) -> dict[str, float]:
 def _build(ann_file: str, image_dir: str, with_masks: bool, cache_dir: str) -> dict[str, float]:
     import resource
 
-    from sasa_det.data.coco_records import DatasetChecks
-    from sasa_det.data.records_cache import load_shared_records
+    from sasa_det.data import DatasetChecks, load_shared_records
 
     checks = DatasetChecks(check_images="off", check_cache_dir=cache_dir)
     start = time.perf_counter()
@@ -87,7 +86,7 @@ def _build(ann_file: str, image_dir: str, with_masks: bool, cache_dir: str) -> d
 
 
 def _image_check(ann_file: str, image_dir: str) -> dict[str, float]:
-    from sasa_det.data.validation import check_image_files
+    from sasa_det.data.coco.image_file_checks import check_image_files
 
     names = [image["file_name"] for image in json.loads(Path(ann_file).read_text())["images"]]
     times = {}
@@ -113,11 +112,14 @@ def _loader(
 
     import torch
 
-    from sasa_det.data.coco import CocoDetectionDataset
-    from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
-    from sasa_det.data.collate import collate_detection
-    from sasa_det.data.records_cache import load_shared_records
-    from sasa_det.data.transforms import build_train_transforms
+    from sasa_det.data import (
+        CocoDetectionDataset,
+        DatasetChecks,
+        build_train_transforms,
+        collate_detection,
+        load_checked_coco,
+        load_shared_records,
+    )
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # more workers than CPUs: on purpose

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-from sasa_det.data.collate import check_batch_sizes
-from sasa_det.data.sampling import resumable_train_loader, sharded_val_loader
+from sasa_det.data.loading.collate import check_batch_sizes
+from sasa_det.data.loading.sampling import resumable_train_loader, sharded_val_loader
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -118,7 +118,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         num_workers: loader workers per device.
         val_batch_size: validation images per device (default: ``batch_size``).
         min_crop_scale: smallest area fraction of the training random-resized crop.
-        seed: seed of the training order and augmentations (resumable, see :mod:`sasa_det.data.sampling`).
+        seed: seed of the training order and augmentations (resumable, see :mod:`sasa_det.data.loading.sampling`).
 
     Attributes (after :meth:`setup`; ``num_classes``/``class_names`` right away):
         ``train_dataset``, ``val_dataset``, ``num_classes``, ``class_names``.

@@ -1,6 +1,6 @@
 """What a run was trained on, to tell on resume whether the training set is still the same.
 
-A checkpoint's data position (epoch, batches done, see :mod:`sasa_det.data.sampling`) indexes a
+A checkpoint's data position (epoch, batches done, see :mod:`sasa_det.data.loading.sampling`) indexes a
 permutation of the training set's images. If the set changed since the checkpoint (images added, removed
 or reordered, annotations edited), the same position means other images: the resumed run would silently
 train on a different sequence. The fingerprint is stored in every checkpoint and compared when a run

@@ -11,7 +11,7 @@ run is bounded by ``trainer.max_steps`` as well, and counts epoch ``e`` twice: a
 has at the start of the next epoch (epoch ``e`` completed, no batch of ``e + 1`` started), so every bound
 and every save point resumes the same way. Checkpoints saved mid-epoch are left as they are: Lightning
 resumes them exactly (and the data position comes from
-:class:`~sasa_det.data.sampling.ResumableDataLoader`).
+:class:`~sasa_det.data.loading.sampling.ResumableDataLoader`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from sasa_det.backbones.presets import ResNetOptions
 from sasa_det.choices import OptionError
-from sasa_det.data.datamodule import CocoDataOptions
+from sasa_det.data import CocoDataOptions
 from sasa_det.detectors.build import DetectorOptions
 from sasa_det.layers import SasaOptions
 

@@ -1,8 +1,8 @@
 """What the dataset converters share: finding images, building and writing a COCO instances dict.
 
-A converter collects every problem of its input (as :class:`~sasa_det.data.validation.Problem`)
+A converter collects every problem of its input (as :class:`~sasa_det.data.coco.problems.Problem`)
 and writes nothing unless there are none; what it writes passes
-:func:`~sasa_det.data.validation.check_coco_dict`.
+:func:`~sasa_det.data.coco.json_checks.check_coco_dict`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sasa_det.data.validation import Problem, check_coco_dict, raise_if_problems
+from sasa_det.data.coco.json_checks import check_coco_dict
+from sasa_det.data.coco.problems import Problem, raise_if_problems
 
 __all__ = ["IMAGE_EXTENSIONS", "CocoBuilder", "find_image"]
 

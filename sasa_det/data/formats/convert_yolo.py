@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sasa_det.data.coco_writer import IMAGE_EXTENSIONS, CocoBuilder
+from sasa_det.data.formats.coco_writer import IMAGE_EXTENSIONS, CocoBuilder
 from sasa_det.data.image_io import ImageReadError, read_image_header
 
 __all__ = ["convert_yolo", "read_class_names"]

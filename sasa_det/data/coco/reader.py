@@ -1,12 +1,12 @@
 """A COCO-format split read, checked and fixed into plain per-image records: :func:`load_checked_coco`.
 
-Every record is checked when a split is loaded (:mod:`sasa_det.data.validation`): the json's structure,
+Every record is checked when a split is loaded (:mod:`~sasa_det.data.coco.json_checks`, :mod:`~sasa_det.data.coco.image_file_checks`): the json's structure,
 types, ids and references, boxes, with masks the segmentations, and (``checks.check_images``) every image
 file: present, readable, not truncated, of the size the json says after EXIF orientation. All problems are
-collected and raised together as a :class:`~sasa_det.data.validation.DatasetError` naming file, record and
+collected and raised together as a :class:`~sasa_det.data.coco.problems.DatasetError` naming file, record and
 fix, or with ``on_bad_records="drop"`` the records named are removed and listed in the report.
 
-What is fixed safely is fixed and counted in the :class:`~sasa_det.data.validation.DatasetReport`:
+What is fixed safely is fixed and counted in the :class:`~sasa_det.data.coco.report.DatasetReport`:
 
 - crowd annotations (``iscrowd=1``): they mark regions, not instances; COCOeval handles them itself
   from the ground truth, so they never enter a training target.
@@ -43,26 +43,22 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from sasa_det.choices import choice
-from sasa_det.data.image_record import ImageRecord
-from sasa_det.data.packed_records import PackedRecords
-from sasa_det.data.validation import (
-    BAD_RECORD_POLICIES,
-    CHECK_LEVELS,
-    DatasetError,
-    DatasetReport,
-    Problem,
-    check_coco_dict,
-    check_image_files,
-    check_image_sizes,
-    default_cache_dir,
-    drop_bad_records,
-    raise_if_problems,
-    removed_polygon_parts,
-)
+from sasa_det.data.coco.cache import default_cache_dir
+from sasa_det.data.coco.image_file_checks import CHECK_LEVELS, check_image_files, check_image_sizes
+from sasa_det.data.coco.image_record import ImageRecord
+from sasa_det.data.coco.json_checks import check_coco_dict, drop_bad_records
+from sasa_det.data.coco.packed_records import PackedRecords
+from sasa_det.data.coco.problems import DatasetError, Problem, raise_if_problems
+from sasa_det.data.coco.report import DatasetReport
+from sasa_det.data.coco.segmentation_checks import removed_polygon_parts
+from sasa_det.data.coco.split_records import CocoRecords
 
-__all__ = ["CocoRecords", "DatasetChecks", "ImageRecord", "load_checked_coco", "load_coco_quietly"]
+__all__ = ["BAD_RECORD_POLICIES", "DatasetChecks", "load_checked_coco", "load_coco_quietly"]
 
 logger = logging.getLogger(__name__)
+
+#: What a record that fails a check does: stop the run with the list of every problem, or be dropped.
+BAD_RECORD_POLICIES = ("error", "drop")
 
 
 @dataclass
@@ -87,30 +83,6 @@ class DatasetChecks:
         if not self.check_cache:
             return None
         return Path(self.check_cache_dir) if self.check_cache_dir else default_cache_dir()
-
-
-@dataclass
-class CocoRecords:
-    """A split as records: what a dataset serves, and the ground truth that evaluation compares with.
-
-    Attributes:
-        images: one :class:`ImageRecord` per image kept, in the json's order, packed into flat arrays
-            (:class:`~sasa_det.data.packed_records.PackedRecords`: data-loader workers share them).
-        category_ids: COCO category id of each label (index ``label - 1``), ascending.
-        class_names: category names, index ``label - 1``.
-        ground_truth: the COCO json after dropped records were removed and missing areas filled in; ``None``
-            when it was not kept (a training split: only evaluation needs it).
-        ann_file, image_dir: where the split comes from (named in messages).
-        with_masks: whether the segmentations were checked and kept.
-    """
-
-    images: PackedRecords
-    category_ids: list[int]
-    class_names: list[str]
-    ground_truth: Optional[dict[str, Any]]
-    ann_file: str
-    image_dir: str
-    with_masks: bool = False
 
 
 def load_coco_quietly(ann_file: str | os.PathLike | None = None, dataset: dict | None = None) -> COCO:
@@ -181,7 +153,7 @@ def load_checked_coco(
             it go once the records are packed (a training split: less memory in the process and its workers).
 
     Returns:
-        The :class:`CocoRecords` and the :class:`~sasa_det.data.validation.DatasetReport` of everything fixed,
+        The :class:`CocoRecords` and the :class:`~sasa_det.data.coco.report.DatasetReport` of everything fixed,
         dropped or noted (``counts`` holds the totals and what each fix removed).
 
     Raises:
@@ -199,30 +171,7 @@ def load_checked_coco(
     if checks.on_bad_records not in BAD_RECORD_POLICIES:
         raise ValueError(f"on_bad_records must be one of {BAD_RECORD_POLICIES}, got {checks.on_bad_records!r}.")
     report = DatasetReport(name, str(ann_path), str(image_path))
-    data = _read_json(ann_path)
-    problems = check_coco_dict(data, ann_path, with_masks=with_masks)
-    if checks.check_images != "off" and isinstance(data.get("images"), list):
-        names = [
-            img["file_name"]
-            for img in data["images"]
-            if isinstance(img, dict) and isinstance(img.get("file_name"), str) and img["file_name"]
-        ]
-        results, report.counts["image_checks_cached"] = check_image_files(
-            image_path,
-            names,
-            level=checks.check_images,
-            cache_dir=checks.cache_folder(),
-            workers=checks.check_workers,
-            progress=progress,
-        )
-        problems += check_image_sizes(data, image_path, ann_path, results, report)
-    fatal = [p for p in problems if p.section is None]
-    if fatal or checks.on_bad_records == "error":
-        hint = "" if fatal else " (or set on_bad_records='drop' to drop these records and train on the rest)"
-        raise_if_problems(problems, str(ann_path), report_dir, hint)
-    if problems:
-        data = drop_bad_records(data, problems)
-        report.dropped = problems
+    data = _checked_json(ann_path, image_path, checks, with_masks, report, report_dir, progress)
     _fill_missing_areas(data, report)
     category_ids = sorted(cat["id"] for cat in data["categories"])
     names_by_id = {cat["id"]: str(cat.get("name", cat["id"])) for cat in data["categories"]}
@@ -254,6 +203,44 @@ def load_checked_coco(
     _note_unused_categories(records, report)
     _log_counts(ann_path.name, report.counts)
     return records, report
+
+
+def _checked_json(
+    ann_path: Path,
+    image_path: Path,
+    checks: DatasetChecks,
+    with_masks: bool,
+    report: DatasetReport,
+    report_dir: str | os.PathLike | None,
+    progress: bool,
+) -> dict:
+    """The split's json after every check (json, then image files): problems raise, or with
+    ``on_bad_records="drop"`` their records are dropped and listed in ``report``."""
+    data = _read_json(ann_path)
+    problems = check_coco_dict(data, ann_path, with_masks=with_masks)
+    if checks.check_images != "off" and isinstance(data.get("images"), list):
+        names = [
+            img["file_name"]
+            for img in data["images"]
+            if isinstance(img, dict) and isinstance(img.get("file_name"), str) and img["file_name"]
+        ]
+        results, report.counts["image_checks_cached"] = check_image_files(
+            image_path,
+            names,
+            level=checks.check_images,
+            cache_dir=checks.cache_folder(),
+            workers=checks.check_workers,
+            progress=progress,
+        )
+        problems += check_image_sizes(data, image_path, ann_path, results, report)
+    fatal = [p for p in problems if p.section is None]
+    if fatal or checks.on_bad_records == "error":
+        hint = "" if fatal else " (or set on_bad_records='drop' to drop these records and train on the rest)"
+        raise_if_problems(problems, str(ann_path), report_dir, hint)
+    if problems:
+        data = drop_bad_records(data, problems)
+        report.dropped = problems
+    return data
 
 
 def _fill_missing_areas(data: dict, report: DatasetReport) -> None:

@@ -1,9 +1,9 @@
 """The COCO-format detection / instance-segmentation dataset: checked records in, ``(image, target)`` out.
 
-The records come from :func:`sasa_det.data.coco_records.load_checked_coco`, which reads, checks and fixes a
+The records come from :func:`sasa_det.data.coco.reader.load_checked_coco`, which reads, checks and fixes a
 split; this dataset only indexes them and loads images (RGB, EXIF orientation applied,
 :mod:`sasa_det.data.image_io`) and masks. The records are packed into flat numpy arrays
-(:class:`~sasa_det.data.packed_records.PackedRecords`) and ``__getitem__`` decodes one, so data-loader
+(:class:`~sasa_det.data.coco.packed_records.PackedRecords`) and ``__getitem__`` decodes one, so data-loader
 workers keep sharing the main process's copy instead of each growing a private one; the dataset holds no
 Python object per image.
 
@@ -27,11 +27,12 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from sasa_det.data.coco_records import CocoRecords, load_coco_quietly
+from sasa_det.data.coco.image_record import ImageRecord
+from sasa_det.data.coco.problems import DatasetError
+from sasa_det.data.coco.reader import load_coco_quietly
+from sasa_det.data.coco.split_records import CocoRecords
 from sasa_det.data.image_io import ImageReadError, load_rgb_image
-from sasa_det.data.image_record import ImageRecord
-from sasa_det.data.transforms import build_val_transforms
-from sasa_det.data.validation import DatasetError
+from sasa_det.data.loading.transforms import build_val_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ def _segmentation_rle(segm: Any, height: int, width: int) -> dict:
 
 
 class CocoDetectionDataset(torch.utils.data.Dataset):
-    """The images and instances of a split's :class:`~sasa_det.data.coco_records.CocoRecords`.
+    """The images and instances of a split's :class:`~sasa_det.data.coco.split_records.CocoRecords`.
 
     Args:
-        records: the checked split (:func:`~sasa_det.data.coco_records.load_checked_coco`).
+        records: the checked split (:func:`~sasa_det.data.coco.reader.load_checked_coco`).
         transforms: a ``torchvision.transforms.v2`` callable applied as ``transforms(image, target)``
             with the image a ``tv_tensors.Image`` (uint8, 3×H×W), ``target["boxes"]`` a
             ``tv_tensors.BoundingBoxes`` (XYXY, canvas_size=(H, W)) and ``target["masks"]`` a

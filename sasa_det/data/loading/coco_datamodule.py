@@ -12,13 +12,13 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from sasa_det.data.coco import CocoDetectionDataset
-from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
-from sasa_det.data.collate import check_batch_sizes, collate_detection
-from sasa_det.data.records_cache import load_shared_records
-from sasa_det.data.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
-from sasa_det.data.transforms import build_train_transforms, build_val_transforms, check_train_resize
-from sasa_det.data.validation import DatasetReport
+from sasa_det.data.coco.dataset import CocoDetectionDataset
+from sasa_det.data.coco.reader import DatasetChecks, load_checked_coco
+from sasa_det.data.coco.report import DatasetReport
+from sasa_det.data.coco.shared_records import load_shared_records
+from sasa_det.data.loading.collate import check_batch_sizes, collate_detection
+from sasa_det.data.loading.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
+from sasa_det.data.loading.transforms import build_train_transforms, build_val_transforms, check_train_resize
 
 __all__ = ["CocoDataModule", "CocoDataOptions"]
 
@@ -33,7 +33,7 @@ def _print_report(report: DatasetReport, report_dir: str | os.PathLike | None) -
 @dataclass
 class CocoDataOptions(DatasetChecks):
     """What :class:`CocoDataModule` reads and how it loads it (the COCO part of the ``data`` config section);
-    the checks of every split come first (:class:`~sasa_det.data.coco_records.DatasetChecks`)."""
+    the checks of every split come first (:class:`~sasa_det.data.coco.reader.DatasetChecks`)."""
 
     #: training image directory (COCO format)
     train_images: Optional[str] = None
@@ -63,7 +63,7 @@ class CocoDataOptions(DatasetChecks):
     aspect_ratio_grouping: bool = False
 
     def validate(self) -> None:
-        """Batch sizes, and the training resize and flip (:func:`~sasa_det.data.transforms.check_train_resize`)."""
+        """Batch sizes, and the training resize and flip (:func:`~sasa_det.data.loading.transforms.check_train_resize`)."""
         check_batch_sizes(self.batch_size, self.val_batch_size)
         check_train_resize(self.min_sizes, self.flip_prob)
 
@@ -72,10 +72,10 @@ class CocoDataModule(pl.LightningDataModule):
     """Train and validation loaders for :class:`CocoDetectionDataset`.
 
     Batches are ``(images, targets)`` lists (see :func:`collate_detection`). The training loader is a
-    :func:`~sasa_det.data.sampling.resumable_train_loader`: the epoch's order and every image's augmentation
+    :func:`~sasa_det.data.loading.sampling.resumable_train_loader`: the epoch's order and every image's augmentation
     follow from ``seed`` alone, each rank takes its shard, and a run resumed mid-epoch continues with the
     very batches the uninterrupted run would have seen; with ``aspect_ratio_grouping`` every training batch
-    holds images of one orientation (:class:`~sasa_det.data.sampling.AspectRatioGroupedSampler`). The validation loader shards the set across ranks
+    holds images of one orientation (:class:`~sasa_det.data.loading.sampling.AspectRatioGroupedSampler`). The validation loader shards the set across ranks
     without padding (every image evaluated once). Validation images keep their original size. The trainer
     is built with ``use_distributed_sampler=False`` (these loaders shard themselves).
 
@@ -96,7 +96,7 @@ class CocoDataModule(pl.LightningDataModule):
         progress: progress bar while checking images (on a terminal).
         pin_memory: pin batches for faster host-to-GPU copies (ignored without CUDA).
 
-    Building a split prints its :class:`~sasa_det.data.validation.DatasetReport` (what was fixed,
+    Building a split prints its :class:`~sasa_det.data.coco.report.DatasetReport` (what was fixed,
     dropped or noticed, with counts and the first record ids) on global rank 0.
     """
 

@@ -8,7 +8,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from sasa_det.data.validation import DatasetError, check_coco_dict, raise_if_problems
+from sasa_det.data.coco.json_checks import check_coco_dict
+from sasa_det.data.coco.problems import DatasetError, raise_if_problems
 
 __all__ = ["split_coco"]
 

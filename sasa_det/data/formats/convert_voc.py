@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from sasa_det.data.coco_writer import CocoBuilder, find_image
+from sasa_det.data.formats.coco_writer import CocoBuilder, find_image
 from sasa_det.data.image_io import ImageReadError, read_image_header
 
 __all__ = ["convert_voc"]
@@ -67,6 +67,35 @@ def _parse(xml_path: Path) -> tuple[dict[str, Any] | None, str | None]:
         "size": (_number(size, "height"), _number(size, "width")) if size is not None else (None, None),
         "objects": objects,
     }, None
+
+
+def _add_objects(builder: CocoBuilder, xml_path: Path, image_id: int, objects: list[dict[str, Any]]) -> int:
+    """Add the objects of one XML file to image ``image_id`` (a bad one is a problem); returns how many of
+    those added are difficult."""
+    difficult = 0
+    for obj in objects:
+        where = f"object {obj['index']} ({obj['name'] or 'no name'})"
+        xmin, ymin, xmax, ymax = obj["box"]
+        if obj["name"] not in builder.category_ids:
+            builder.problem(
+                xml_path,
+                where,
+                f"has class {obj['name']!r}, not in --classes {list(builder.category_ids)}",
+                "add the class to --classes or fix the name",
+            )
+        elif None in obj["box"]:
+            builder.problem(xml_path, where, "has no <bndbox> with numeric xmin, ymin, xmax, ymax", "fix the box")
+        elif xmax < xmin or ymax < ymin:
+            builder.problem(xml_path, where, f"has xmax < xmin or ymax < ymin ({obj['box']})", "fix the box")
+        else:
+            difficult += obj["difficult"]
+            builder.add_annotation(
+                image_id,
+                builder.category_ids[obj["name"]],
+                (xmin - 1, ymin - 1, xmax, ymax),
+                iscrowd=int(obj["difficult"]),
+            )
+    return difficult
 
 
 def convert_voc(
@@ -143,28 +172,7 @@ def convert_voc(
             )
             continue
         image_id = builder.add_image(image_path.relative_to(images_dir).as_posix(), header.height, header.width)
-        for obj in record["objects"]:
-            where = f"object {obj['index']} ({obj['name'] or 'no name'})"
-            xmin, ymin, xmax, ymax = obj["box"]
-            if obj["name"] not in builder.category_ids:
-                builder.problem(
-                    xml_path,
-                    where,
-                    f"has class {obj['name']!r}, not in --classes {list(builder.category_ids)}",
-                    "add the class to --classes or fix the name",
-                )
-            elif None in obj["box"]:
-                builder.problem(xml_path, where, "has no <bndbox> with numeric xmin, ymin, xmax, ymax", "fix the box")
-            elif xmax < xmin or ymax < ymin:
-                builder.problem(xml_path, where, f"has xmax < xmin or ymax < ymin ({obj['box']})", "fix the box")
-            else:
-                difficult += obj["difficult"]
-                builder.add_annotation(
-                    image_id,
-                    builder.category_ids[obj["name"]],
-                    (xmin - 1, ymin - 1, xmax, ymax),
-                    iscrowd=int(obj["difficult"]),
-                )
+        difficult += _add_objects(builder, xml_path, image_id, record["objects"])
     builder.write(out)
     return {
         "out": str(out),

@@ -9,7 +9,7 @@ and mmdetection (``serialize_data``) do the same with one pickled byte buffer.
 
 :class:`PackedRecords` stores the numeric fields of all images column-wise (one array per field, instances of
 all images concatenated, with offsets) and the variable parts (file names, segmentations) as one byte buffer
-each plus offsets; ``records[i]`` rebuilds the ``i``-th :class:`~sasa_det.data.image_record.ImageRecord`
+each plus offsets; ``records[i]`` rebuilds the ``i``-th :class:`~sasa_det.data.coco.image_record.ImageRecord`
 exactly as it was packed. The arrays can be written to a folder and read back memory-mapped
 (:meth:`PackedRecords.save`, :meth:`PackedRecords.load`), so processes that load the same folder share one copy
 through the page cache.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sasa_det.data.image_record import ImageRecord
+from sasa_det.data.coco.image_record import ImageRecord
 
 __all__ = ["PackedRecords"]
 
@@ -58,7 +58,7 @@ def _bytes_buffer(chunks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PackedRecords(Sequence[ImageRecord]):
-    """Read-only sequence of :class:`~sasa_det.data.image_record.ImageRecord` held in flat numpy arrays.
+    """Read-only sequence of :class:`~sasa_det.data.coco.image_record.ImageRecord` held in flat numpy arrays.
 
     Build it with :meth:`pack` (from records) or :meth:`load` (from a folder written by :meth:`save`).
     ``len(records)``, ``records[i]`` (a new ``ImageRecord`` equal to the ``i``-th one packed) and iteration

@@ -1,6 +1,6 @@
 """Writing a COCO-format split as a Pascal VOC folder (``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets``).
 
-What :mod:`sasa_det.data.convert_voc` reads, so a dataset can go through the VOC path end to end: the
+What :mod:`sasa_det.data.formats.convert_voc` reads, so a dataset can go through the VOC path end to end: the
 shapes generator uses it to give new users a VOC-form dataset to try the converter and the custom-data
 recipe on. Boxes are written as VOC's 1-based inclusive pixel indices, the inverse of the converter's
 ``[xmin - 1, ymin - 1, xmax, ymax]``; crowd regions and segmentation are left out (VOC has neither).

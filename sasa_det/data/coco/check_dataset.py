@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from sasa_det.data.coco_records import DatasetChecks, load_checked_coco
-from sasa_det.data.validation import DatasetError, DatasetReport, Problem, check_num_classes
+from sasa_det.data.coco.category_checks import check_num_classes
+from sasa_det.data.coco.problems import DatasetError, Problem
+from sasa_det.data.coco.reader import DatasetChecks, load_checked_coco
+from sasa_det.data.coco.report import DatasetReport
 
 if TYPE_CHECKING:  # the data module imports torch; checking a dataset does not need it
-    from sasa_det.data.datamodule import CocoDataOptions
+    from sasa_det.data.loading.coco_datamodule import CocoDataOptions
 
 __all__ = ["check_dataset", "check_splits"]
 
@@ -25,11 +27,11 @@ def check_dataset(
     """Run every check that loading a split for training runs, on one annotation file and image folder.
 
     ``checks`` and ``load_options`` (``with_masks``, ``name``, ``report_dir``, ``progress``) as in
-    :func:`~sasa_det.data.coco_records.load_checked_coco`; ``num_classes``, when given, must equal the number of
-    categories (:func:`~sasa_det.data.validation.check_num_classes`).
+    :func:`~sasa_det.data.coco.reader.load_checked_coco`; ``num_classes``, when given, must equal the number of
+    categories (:func:`~sasa_det.data.coco.category_checks.check_num_classes`).
 
     Returns:
-        The split's :class:`~sasa_det.data.validation.DatasetReport` (what would be fixed).
+        The split's :class:`~sasa_det.data.coco.report.DatasetReport` (what would be fixed).
 
     Raises:
         DatasetError: every problem found, with file, record and fix.
