@@ -198,9 +198,16 @@ def _base_paths(raw: DictConfig, path: Path) -> list[str]:
     raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
 
 
-def _load_file(path: Path, stack: tuple[Path, ...], included_by: Optional[Path], schema: Optional[type]) -> DictConfig:
-    """Load ``path`` merged over its ``_base_`` chain as a plain mapping, each file checked against ``schema``
-    (unchecked when None); ``stack`` detects cycles."""
+def _load_file(
+    path: Path,
+    stack: tuple[Path, ...],
+    included_by: Optional[Path],
+    schema: Optional[type],
+    choices_to_check: Optional[list[tuple[DictConfig, str]]] = None,
+) -> DictConfig:
+    """Load ``path`` merged over its ``_base_`` chain as a plain mapping, each file's keys and types checked
+    against ``schema`` (unchecked when None; each file's choices are added to ``choices_to_check``, checked
+    once every key is known to exist); ``stack`` detects cycles."""
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
@@ -213,10 +220,11 @@ def _load_file(path: Path, stack: tuple[Path, ...], included_by: Optional[Path],
     if schema is not None:
         _rename_deprecated_keys(_expand_shorthands(raw, schema), str(path), schema)
         _merge_checked(OmegaConf.structured(schema), raw, str(path))  # each file valid on its own: errors name it
-        _check_choices(raw, str(path), schema)
+        if choices_to_check is not None:
+            choices_to_check.append((raw, str(path)))
     merged = OmegaConf.create({})
     for base in base_paths:
-        merged = OmegaConf.merge(merged, _load_file(path.parent / base, (*stack, path), path, schema))
+        merged = OmegaConf.merge(merged, _load_file(path.parent / base, (*stack, path), path, schema, choices_to_check))
     return OmegaConf.merge(merged, raw)
 
 
@@ -246,17 +254,27 @@ def _resolve_schema(schema: Schema, raw: DictConfig) -> type:
     return schema if dataclasses.is_dataclass(schema) else schema(raw)
 
 
-def apply_overrides(cfg: DictConfig, overrides: Optional[list[str]], schema: type) -> DictConfig:
-    """Apply ``key=value`` dot-list overrides (values parsed as YAML) to a structured config of ``schema``.
+def apply_overrides(
+    cfg: DictConfig,
+    overrides: Optional[list[str]],
+    schema: type,
+    choices_to_check: Optional[list[tuple[DictConfig, str]]] = None,
+) -> DictConfig:
+    """Apply ``key=value`` dot-list overrides (values parsed as YAML) to a structured config of ``schema``;
+    their choices are checked at once, or added to ``choices_to_check``.
 
     Raises:
-        ConfigError: an item without ``=``, an unknown key or a value of the wrong type.
+        ConfigError: an item without ``=``, an unknown key, a value of the wrong type or not among its choices.
     """
+    pending: list[tuple[DictConfig, str]] = [] if choices_to_check is None else choices_to_check
     for item in overrides or []:
         origin = f"command-line override {item!r}"
         update = _expand_shorthands(_override_node(item), schema)
         cfg = _merge_checked(cfg, _rename_deprecated_keys(update, origin, schema), origin)
-        _check_choices(update, origin, schema)
+        pending.append((update, origin))
+    if choices_to_check is None:
+        for node, origin in pending:
+            _check_choices(node, origin, schema)
     return cfg
 
 
@@ -307,9 +325,12 @@ def load_config(
     """
     chosen = schema if dataclasses.is_dataclass(schema) else schema(read_raw_config(path, overrides))
     cfg = OmegaConf.structured(chosen)
+    choices: list[tuple[DictConfig, str]] = []  # checked once every key of every file and override exists
     if path is not None:
-        cfg = _merge_checked(cfg, _load_file(Path(path), (), None, chosen), str(path))
-    cfg = apply_overrides(cfg, overrides, chosen)
+        cfg = _merge_checked(cfg, _load_file(Path(path), (), None, chosen, choices), str(path))
+    cfg = apply_overrides(cfg, overrides, chosen, choices)
+    for node, origin in choices:
+        _check_choices(node, origin, chosen)
     return validate_options(cfg, chosen)
 
 

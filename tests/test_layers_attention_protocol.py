@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from sasa_det.engine.export import export_detector
+from sasa_det.engine.inference.export import export_detector
 from torch import Tensor, nn
 
 from sasa_det.analysis.attention_maps import compute_attention_map

@@ -1,32 +1,26 @@
-"""Backbones: the bottleneck ResNet family with per-stage convolution, SASA or AA, its presets and options."""
+"""Backbones: the bottleneck ResNet family with per-stage convolution, SASA or AA, its presets and options.
 
-from sasa_det.backbones.classifier import ImageClassifier
-from sasa_det.backbones.presets import (
-    PRESETS,
-    AAOptions,
-    AttentionStemOptions,
-    ResNetOptions,
-    backbone_from_options,
-    build_backbone,
-    build_classifier,
-    list_backbones,
-)
-from sasa_det.backbones.resnet import FEATURE_NAMES, FEATURE_STRIDES, Bottleneck, ResNet
-from sasa_det.backbones.weights import load_backbone_weights
+The names below are imported from their modules on first use, so that the options load without torch.
+"""
 
-__all__ = [
-    "FEATURE_NAMES",
-    "FEATURE_STRIDES",
-    "PRESETS",
-    "AAOptions",
-    "AttentionStemOptions",
-    "Bottleneck",
-    "ImageClassifier",
-    "ResNet",
-    "ResNetOptions",
-    "backbone_from_options",
-    "build_backbone",
-    "build_classifier",
-    "list_backbones",
-    "load_backbone_weights",
-]
+from sasa_det.lazy_names import lazy_names
+
+_HOME = {
+    "FEATURE_NAMES": "resnet",
+    "FEATURE_STRIDES": "resnet",
+    "Bottleneck": "resnet",
+    "ResNet": "resnet",
+    "PRESETS": "options",
+    "AAOptions": "options",
+    "AttentionStemOptions": "options",
+    "ResNetOptions": "options",
+    "list_backbones": "options",
+    "backbone_from_options": "presets",
+    "build_backbone": "presets",
+    "build_classifier": "presets",
+    "ImageClassifier": "classifier",
+    "load_backbone_weights": "weights",
+}
+
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())

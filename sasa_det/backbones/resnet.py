@@ -30,15 +30,12 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from sasa_det.choices import OptionError
-
 __all__ = [
     "FEATURE_NAMES",
     "FEATURE_STRIDES",
     "Bottleneck",
     "ResNet",
     "SpatialOp",
-    "check_stage_options",
     "conv3x3",
     "replace_batchnorm_with_frozen",
 ]
@@ -130,18 +127,6 @@ class Bottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
-def check_stage_options(stage_ops: Sequence | None, frozen_stages: int | None) -> None:
-    """One operation per stage (4) and ``frozen_stages`` in 0..4 (0 = nothing frozen); ``None`` passes.
-
-    Raises:
-        OptionError: naming the option (``{key}`` in its message stands for the option's config key).
-    """
-    if stage_ops is not None and len(stage_ops) != 4:
-        raise OptionError("stage_ops", f"{{key}} needs one operation per stage (4), got {list(stage_ops)}")
-    if frozen_stages is not None and not 0 <= int(frozen_stages) <= 4:
-        raise OptionError("frozen_stages", f"{{key}} must be in 0..4 (0 = nothing frozen), got {frozen_stages}")
-
-
 class ResNet(nn.Module):
     """Multi-scale bottleneck ResNet feature extractor with a per-stage spatial operation.
 
@@ -197,7 +182,10 @@ class ResNet(nn.Module):
         if len(blocks) != 4 or any(b < 1 for b in blocks):
             raise ValueError(f"blocks_per_stage needs 4 positive block counts, got {list(blocks_per_stage)}")
         ops = tuple(spatial_ops) if isinstance(spatial_ops, Sequence) else (spatial_ops,) * 4
-        check_stage_options(ops, frozen_stages)
+        if len(ops) != 4:
+            raise ValueError(f"spatial_ops needs one operation per stage (4), got {len(ops)}")
+        if not 0 <= int(frozen_stages) <= 4:
+            raise ValueError(f"frozen_stages must be in 0..4 (0 = nothing frozen), got {frozen_stages}")
         if isinstance(out_features, str):
             out_features = (out_features,)
         unknown = [f for f in out_features if f not in FEATURE_NAMES]

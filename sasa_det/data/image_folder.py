@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pytorch_lightning as pl
 from PIL import Image, ImageDraw
@@ -19,7 +17,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-from sasa_det.data.loading.collate import check_batch_sizes
+from sasa_det.data.loading.options import ImageFolderDataOptions, check_batch_sizes
 from sasa_det.data.loading.sampling import resumable_train_loader, sharded_val_loader
 
 __all__ = [
@@ -83,26 +81,6 @@ def check_image_folder(root: str | os.PathLike, what: str = "image folder") -> l
             f"{what} {str(root)!r} has class folders {classes[:10]} but no image ({', '.join(_EXTENSIONS)})"
         )
     return classes
-
-
-@dataclass
-class ImageFolderDataOptions:
-    """What :class:`ImageFolderDataModule` reads: the ``data`` section of a classification config."""
-
-    #: ImageFolder training root (one sub-folder per class)
-    train_dir: Optional[str] = None
-    #: ImageFolder validation root with the same class folders
-    val_dir: Optional[str] = None
-    #: training images per device (global batch = batch_size * devices * num_nodes)
-    batch_size: int = 2
-    #: validation images per device
-    val_batch_size: int = 2
-    #: data-loader workers per device
-    num_workers: int = 2
-
-    def validate(self) -> None:
-        """Batch sizes >= 1."""
-        check_batch_sizes(self.batch_size, self.val_batch_size)
 
 
 class ImageFolderDataModule(pl.LightningDataModule):

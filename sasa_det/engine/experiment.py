@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 import sasa_det.config as generic
 from sasa_det.choices import choice
 from sasa_det.config import ConfigError
-from sasa_det.data.image_folder import ImageFolderDataOptions
+from sasa_det.data.loading.options import ImageFolderDataOptions
 from sasa_det.engine.tasks.classification_options import ClassifierOptions
 from sasa_det.engine.tasks.detection_options import (
     DetectionDataOptions,
@@ -43,7 +43,7 @@ from sasa_det.engine.tasks.detection_options import (
 from sasa_det.engine.trainer import TrainerOptions
 from sasa_det.evaluation.coco_evaluator import EvalOptions
 from sasa_det.experiment_loggers import LoggingOptions
-from sasa_det.optim import OptimSettings
+from sasa_det.optim.settings import OptimSettings
 
 __all__ = [
     "SCHEMAS",

@@ -1,25 +1,23 @@
-"""Attention building blocks of SASA (Ramachandran et al. 2019) and AA (Bello et al. 2019)."""
+"""Attention building blocks of SASA (Ramachandran et al. 2019) and AA (Bello et al. 2019).
 
-from .attention_layer import AttentionLayer, QueryAttention, attention_layers
-from .augmented_conv import AugmentedConv2d
-from .local_attention import (
-    LocalSelfAttention2d,
-    SasaOptions,
-    available_local_attention_impls,
-    register_local_attention_impl,
-    resolve_local_attention_impl,
-)
-from .spatially_aware_stem import SpatiallyAwareStem
+The names below are imported from their modules on first use, so that the options (``SasaOptions``) load
+without torch.
+"""
 
-__all__ = [
-    "AttentionLayer",
-    "AugmentedConv2d",
-    "LocalSelfAttention2d",
-    "QueryAttention",
-    "SasaOptions",
-    "SpatiallyAwareStem",
-    "attention_layers",
-    "available_local_attention_impls",
-    "register_local_attention_impl",
-    "resolve_local_attention_impl",
-]
+from sasa_det.lazy_names import lazy_names
+
+_HOME = {
+    "AttentionLayer": "attention_layer",
+    "QueryAttention": "attention_layer",
+    "attention_layers": "attention_layer",
+    "AugmentedConv2d": "augmented_conv",
+    "LocalSelfAttention2d": "local_attention.layer",
+    "SasaOptions": "local_attention.options",
+    "available_local_attention_impls": "local_attention.registry",
+    "register_local_attention_impl": "local_attention.registry",
+    "resolve_local_attention_impl": "local_attention.registry",
+    "SpatiallyAwareStem": "spatially_aware_stem",
+}
+
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())

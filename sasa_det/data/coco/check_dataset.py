@@ -11,7 +11,7 @@ from sasa_det.data.coco.reader import DatasetChecks, load_checked_coco
 from sasa_det.data.coco.report import DatasetReport
 
 if TYPE_CHECKING:  # the data module imports torch; checking a dataset does not need it
-    from sasa_det.data.loading.coco_datamodule import CocoDataOptions
+    from sasa_det.data.loading.options import CocoDataOptions
 
 __all__ = ["check_dataset", "check_splits"]
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Optional
 
 import pytorch_lightning as pl
 import torch
@@ -13,12 +11,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from sasa_det.data.coco.dataset import CocoDetectionDataset
-from sasa_det.data.coco.reader import DatasetChecks, load_checked_coco
+from sasa_det.data.coco.reader import load_checked_coco
 from sasa_det.data.coco.report import DatasetReport
 from sasa_det.data.coco.shared_records import load_shared_records
-from sasa_det.data.loading.collate import check_batch_sizes, collate_detection
+from sasa_det.data.loading.collate import collate_detection
+from sasa_det.data.loading.options import CocoDataOptions
 from sasa_det.data.loading.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
-from sasa_det.data.loading.transforms import build_train_transforms, build_val_transforms, check_train_resize
+from sasa_det.data.loading.transforms import build_train_transforms, build_val_transforms
 
 __all__ = ["CocoDataModule", "CocoDataOptions"]
 
@@ -28,44 +27,6 @@ def _print_report(report: DatasetReport, report_dir: str | os.PathLike | None) -
     """Print a split's report and write it to ``report_dir`` (global rank 0 only)."""
     where = f"\n  (written to {report.write(report_dir)})" if report_dir is not None else ""
     print(report.format() + where, flush=True)
-
-
-@dataclass
-class CocoDataOptions(DatasetChecks):
-    """What :class:`CocoDataModule` reads and how it loads it (the COCO part of the ``data`` config section);
-    the checks of every split come first (:class:`~sasa_det.data.coco.reader.DatasetChecks`)."""
-
-    #: training image directory (COCO format)
-    train_images: Optional[str] = None
-    #: training instances json
-    train_ann: Optional[str] = None
-    #: validation image directory
-    val_images: Optional[str] = None
-    #: validation instances json
-    val_ann: Optional[str] = None
-    #: training images per device (global batch = batch_size * devices * num_nodes)
-    batch_size: int = 2
-    #: validation images per device
-    val_batch_size: int = 2
-    #: data-loader workers per device
-    num_workers: int = 2
-    #: training shorter side, sampled per image (multiscale jitter)
-    min_sizes: list[int] = field(default_factory=lambda: [800])
-    #: training longest-side cap
-    max_size: int = 1333
-    #: horizontal-flip probability in training
-    flip_prob: float = 0.5
-    #: load instance masks; null = whatever the model needs (Mask R-CNN)
-    with_masks: Optional[bool] = None
-    #: keep training images without annotations
-    keep_empty_train: bool = False
-    #: training batches of one orientation (landscape / portrait), less padding; same order on resume and DDP
-    aspect_ratio_grouping: bool = False
-
-    def validate(self) -> None:
-        """Batch sizes, and the training resize and flip (:func:`~sasa_det.data.loading.transforms.check_train_resize`)."""
-        check_batch_sizes(self.batch_size, self.val_batch_size)
-        check_train_resize(self.min_sizes, self.flip_prob)
 
 
 class CocoDataModule(pl.LightningDataModule):

@@ -1,4 +1,4 @@
-"""Batches: collation for detection (images of different sizes stay a list) and the batch-size rule."""
+"""Batch collation for detection: images of different sizes stay a list."""
 
 from __future__ import annotations
 
@@ -6,21 +6,7 @@ from typing import Any
 
 import torch
 
-from sasa_det.choices import OptionError
-
-__all__ = ["check_batch_sizes", "collate_detection"]
-
-
-def check_batch_sizes(batch_size: int, val_batch_size: int | None) -> None:
-    """Training and validation images per device are >= 1 (``None``: the validation size follows training).
-
-    Raises:
-        OptionError: naming the option (``{key}`` in its message stands for its config key).
-    """
-    if batch_size < 1:
-        raise OptionError("batch_size", f"{{key}} must be >= 1, got {batch_size}")
-    if val_batch_size is not None and val_batch_size < 1:
-        raise OptionError("val_batch_size", f"{{key}} must be >= 1, got {val_batch_size}")
+__all__ = ["collate_detection"]
 
 
 def collate_detection(

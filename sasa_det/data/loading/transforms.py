@@ -18,24 +18,9 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-from sasa_det.choices import OptionError
+from sasa_det.data.loading.options import check_train_resize
 
-__all__ = ["build_train_transforms", "build_val_transforms", "check_train_resize"]
-
-
-def check_train_resize(min_sizes: Sequence[int], flip_prob: float) -> None:
-    """The training sizes and flip probability :func:`build_train_transforms` accepts.
-
-    Raises:
-        OptionError: naming the option (``{key}`` in its message stands for its config key).
-    """
-    sizes = [int(s) for s in min_sizes]
-    if not sizes or any(s <= 0 for s in sizes):
-        raise OptionError(
-            "min_sizes", f"{{key}} must list at least one positive training size, e.g. [800]; got {sizes}"
-        )
-    if not 0.0 <= flip_prob <= 1.0:
-        raise OptionError("flip_prob", f"{{key}} must be in [0, 1], got {flip_prob}")
+__all__ = ["build_train_transforms", "build_val_transforms"]
 
 
 def build_train_transforms(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sasa_det.backbones.presets import ResNetOptions
+from sasa_det.backbones.options import ResNetOptions
 from sasa_det.layers import SasaOptions
 
 __all__ = ["ClassifierOptions"]

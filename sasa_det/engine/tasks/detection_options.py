@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sasa_det.backbones.presets import ResNetOptions
+from sasa_det.backbones.options import ResNetOptions
 from sasa_det.choices import OptionError
-from sasa_det.data import CocoDataOptions
+from sasa_det.data.loading.options import CocoDataOptions
 from sasa_det.detectors.build import DetectorOptions
 from sasa_det.layers import SasaOptions
 

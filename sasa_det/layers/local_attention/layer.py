@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sasa_det.choices import choice
-
 from ..attention_layer import QueryAttention, attribute_set_to
 from ..multi_head import head_width
+from .options import SasaOptions
 from .registry import available_local_attention_impls, resolve_local_attention_impl
 
 __all__ = ["LocalSelfAttention2d", "SasaOptions"]
-
-
-@dataclass
-class SasaOptions:
-    """How every SASA layer of a network attends, whatever its width or stride: the ``sasa`` section of a
-    model's config, applied alike to backbone stages, attention pyramid and attention heads.
-
-    :meth:`factory` makes the layers; these defaults are the layer's (the paper's values).
-    """
-
-    #: implementation: "auto" (fastest for the device) | "triton" | "cpp" | "shift" | "halo" | "unfold" | registered ones
-    impl: str = choice(available_local_attention_impls, default="auto")
-    #: window k (SASA Sec. 4.1: k = 7 everywhere)
-    kernel_size: int = 7
-    #: attention heads (SASA Sec. 4.1: 8)
-    heads: int = 8
-    #: divide logits by sqrt(head width); the paper's Eq. 3 has no scaling
-    scaled: bool = False
-    #: exclude out-of-image keys from the softmax instead of zero keys/values (the paper is silent; public
-    #: reimplementations zero-pad)
-    mask_padding: bool = False
-
-    def factory(self) -> Callable[..., LocalSelfAttention2d]:
-        """``factory(in_channels, out_channels, stride=1)`` -> a :class:`LocalSelfAttention2d` with these options."""
-        return partial(LocalSelfAttention2d, **asdict(self))
 
 
 def _query_like(x: Tensor, shape: tuple[int, ...]) -> Tensor:
