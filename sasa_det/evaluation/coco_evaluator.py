@@ -348,6 +348,12 @@ class CocoEvaluator:
         self._check_type(iou_type)
         return self._evaluation(iou_type).precision
 
+    def recall(self, iou_type: str = "bbox") -> np.ndarray:
+        """COCOeval's recall array [T=10 IoUs, K classes, A=4 areas, M=3 max dets] (-1 where undefined), on rank 0."""
+        self._require_computed()
+        self._check_type(iou_type)
+        return self._evaluation(iou_type).recall
+
     def _evaluation(self, iou_type: str) -> CocoEvalResult:
         if iou_type not in self._evaluations:
             raise RuntimeError("precision arrays exist only on the rank that evaluated (rank 0) and after predictions.")
