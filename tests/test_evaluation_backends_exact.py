@@ -182,13 +182,14 @@ def test_auto_uses_hotcoco_only_for_the_iou_types_proven_exact(monkeypatch):
 
 def test_hotcoco_encodes_masks_as_pycocotools_does():
     rng = np.random.default_rng(0)
-    binary = (rng.uniform(size=(6, 37, 29)) > 0.6).astype(np.uint8)  # [N, W, H]
+    binary = (rng.uniform(size=(6, 29, 37)) > 0.6).astype(np.uint8)  # [N, H, W]
     binary[0] = 0
     binary[1] = 1
-    ours = encode_masks(binary)
-    reference = mask_utils.encode(np.asfortranarray(binary.transpose(2, 1, 0)))
-    assert [r["counts"] for r in ours] == [r["counts"] for r in reference]
-    assert [list(r["size"]) for r in ours] == [[29, 37]] * 6
+    reference = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+    for layout in (binary.transpose(1, 2, 0), np.asfortranarray(binary.transpose(1, 2, 0))):  # C and Fortran order
+        ours = encode_masks(layout)
+        assert [r["counts"] for r in ours] == [r["counts"] for r in reference]
+        assert [list(r["size"]) for r in ours] == [[29, 37]] * 6
 
 
 def test_without_hotcoco_auto_falls_back_with_one_line(monkeypatch, caplog):

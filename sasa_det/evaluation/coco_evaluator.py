@@ -397,6 +397,12 @@ class CocoEvaluator:
         if iou_type not in self.iou_types:
             raise ValueError(f"iou_type {iou_type!r} was not evaluated; this evaluator has {self.iou_types}.")
 
+    def kept_bytes(self) -> int:
+        """Bytes of the detections the evaluator holds (arrays and RLE strings): its memory over a pass."""
+        chunks = [self._merged[1]] if self._merged is not None else self._chunks
+        arrays = sum(a.nbytes for chunk in chunks for a in chunk[:4])
+        return arrays + sum(len(m["counts"]) for chunk in chunks for m in chunk.masks or ())
+
     @property
     def num_images(self) -> int:
         """Number of distinct images predicted on this rank."""

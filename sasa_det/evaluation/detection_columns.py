@@ -161,15 +161,35 @@ def _category_ids(labels: np.ndarray, label_to_category: Mapping[int, int]) -> n
 
 
 def encode_masks(binary: np.ndarray) -> list[dict[str, Any]]:
-    """Compressed RLEs (``counts`` bytes, as pycocotools writes them) of ``binary`` uint8 [N, W, H] (C order, i.e.
-    [H, W, N] in the Fortran order the encoders read): hotcoco's encoder where it is installed (the same bytes,
-    tested), else pycocotools'."""
-    fortran = binary.transpose(2, 1, 0)
+    """Compressed RLEs (``counts`` bytes, as pycocotools writes them) of the 0/1 uint8 masks ``binary`` [H, W, N]
+    (any memory layout): hotcoco's encoder where it is installed (it reads any layout; the same bytes, tested),
+    else pycocotools' (which needs the Fortran order, copied here)."""
     try:
-        from hotcoco import mask as encoder
+        from hotcoco import mask as hotcoco_mask
     except ImportError:
-        from pycocotools import mask as encoder
-    return encoder.encode(fortran)
+        from pycocotools import mask as pycocotools_mask
+
+        return pycocotools_mask.encode(np.asfortranarray(binary))
+    return hotcoco_mask.encode(binary)
+
+
+def _encoded_masks(probabilities: torch.Tensor, kept: np.ndarray, threshold: float) -> list[dict[str, Any]]:
+    """RLEs of the ``kept`` masks of one image, ``probabilities`` [N, H, W] above ``threshold``.
+
+    On an accelerator the masks are thresholded and transposed there (column-major is what RLE runs along)
+    and only the 0/1 bytes cross to the host; on the CPU numpy thresholds them (several times faster than
+    torch's comparison here) and the encoder reads them in place.
+    """
+    probabilities = probabilities.detach()
+    if probabilities.device.type != "cpu":
+        binary = probabilities[torch.from_numpy(kept).to(probabilities.device)] > threshold
+        return encode_masks(binary.transpose(1, 2).to(torch.uint8).contiguous().cpu().numpy().transpose(2, 1, 0))
+    if probabilities.dtype not in (torch.float16, torch.float32, torch.float64, torch.uint8, torch.bool):
+        probabilities = probabilities.float()
+    array = probabilities.numpy()
+    if not kept.all():
+        array = array[kept]
+    return encode_masks((array > threshold).view(np.uint8).transpose(1, 2, 0))
 
 
 def columns_from_predictions(
@@ -211,8 +231,5 @@ def columns_from_predictions(
         masks = []
         for prediction, kept in zip(predictions, np.split(keep, np.cumsum(counts)[:-1])):
             if kept.any():
-                probabilities = prediction["masks"].detach()
-                binary = probabilities[torch.from_numpy(kept).to(probabilities.device)] > mask_threshold
-                # [N, W, H] contiguous: [H, W, N] in the Fortran order the encoders read, with no copy on the host
-                masks += encode_masks(binary.transpose(1, 2).to(torch.uint8).contiguous().cpu().numpy())
+                masks += _encoded_masks(prediction["masks"], kept, mask_threshold)
     return DetectionColumns(np.asarray(image_ids, dtype=np.int64)[owner], category_ids, xywh, scores[keep], masks)
