@@ -27,6 +27,8 @@ from sasa_det.evaluation import STAT_NAMES, CocoEvaluator, coco_backends, coco_e
 from sasa_det.evaluation.detection_columns import encode_masks
 from tests.coco_hard_cases import CATEGORY_IDS, MANY, MANY_DETECTIONS, NO_DETECTIONS, NO_GROUND_TRUTH, hard_case
 
+hotcoco = pytest.importorskip("hotcoco")  # installed wherever it has a wheel (the lock file)
+
 LABEL_TO_CATEGORY = {label: category for label, category in enumerate(CATEGORY_IDS, start=1)}
 CATEGORY_TO_LABEL = {category: label for label, category in LABEL_TO_CATEGORY.items()}
 
