@@ -3,22 +3,54 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from sasa_det.analysis.benchmark_report import machine_description
-from sasa_det.analysis.eval_benchmark import benchmark_eval, format_eval_table, synthetic_coco
+from sasa_det.analysis.eval_benchmark import (
+    ANCHORS,
+    benchmark_eval,
+    format_eval_report,
+    mask_memory,
+    prediction_masks,
+    synthetic_coco,
+)
 from sasa_det.analysis.layer_benchmark import benchmark_layers, format_layer_table
 from sasa_det.analysis.model_benchmark import benchmark_models, format_model_table
 
 
 def test_eval_benchmark_backends_agree_on_synthetic_detections():
-    coco, predictions = synthetic_coco(30, seed=1)
+    coco, predictions = synthetic_coco(30, seed=1, with_masks=True)
     assert len(coco.imgs) == len(predictions) == 30 and len(coco.anns) >= 30
-    rows = benchmark_eval(30)
-    assert [row["backend"] for row in rows] == ["faster_coco_eval", "pycocotools", "pycocotools alone"]
-    assert rows[2]["time_ratio"] == 1.0 and rows[0]["seconds"] == rows[0]["update_seconds"] + rows[0]["compute_seconds"]
-    assert all(row["max_metric_difference"] <= 1e-12 for row in rows)
-    assert 0.05 < rows[0]["metrics"]["bbox/AP"] < 0.95  # jitter and false positives: not trivial
-    assert "| CocoEvaluator, faster_coco_eval |" in format_eval_table(rows, 30)
+    forms = {(type(a["segmentation"]).__name__, a["iscrowd"]) for a in coco.anns.values()}
+    assert forms == {("list", 0), ("dict", 0), ("dict", 1)}  # polygons, RLE, crowd regions
+    masks = prediction_masks(predictions[0], (480, 640))
+    assert masks.shape == (len(predictions[0]["scores"]), 1, 480, 640) and set(masks.unique().tolist()) == {
+        0.0,
+        torch.tensor(0.8).item(),
+    }
+    results = benchmark_eval(30, segm_images=12, memory_images=0)
+    for iou_type in ("bbox", "segm"):
+        rows = results[iou_type]
+        assert [(row["kind"], row["name"]) for row in rows] == [("anchor", name) for name in ANCHORS] + [
+            ("evaluator", name) for name in ("auto", "faster_coco_eval", "pycocotools")
+        ]
+        assert rows[0]["time_ratio"] == 1.0 and rows[-1]["evaluator_ratio"] == 1.0
+        assert (
+            rows[3]["backend"] == "hotcoco"
+            and rows[3]["seconds"] == rows[3]["update_seconds"] + rows[3]["compute_seconds"]
+        )
+        assert all(row["max_stat_difference"] <= 1e-12 for row in rows)
+        assert 0.05 < rows[0]["stats"][0] < 0.95  # jitter and false positives: not trivial
+    report = format_eval_report(results)
+    assert "| sasa_det evaluator, default: auto → hotcoco, hotcoco backend (update" in report
+    assert "| 12 images," in report and "segm |" in report and "target ≤ 0.05×" in report
+
+
+def test_eval_benchmark_memory_of_masks():
+    memory = mask_memory(4)  # what benchmark_eval runs in a child process
+    assert memory["masks_total"] >= memory["detections"] > 0 and memory["backend"] == "hotcoco"
+    assert 0 < memory["kept_mib"] < memory["binary_split_mib"] / 10  # RLEs, not binary masks, are kept
+    assert "Mask R-CNN-sized masks" in format_eval_report({"bbox": [], "segm": [], "memory": memory})
 
 
 def test_layer_benchmark_rows_and_ratios():

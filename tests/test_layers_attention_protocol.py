@@ -10,7 +10,6 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from sasa_det.engine.inference.export import export_detector
 from torch import Tensor, nn
 
 from sasa_det.analysis.attention_maps import compute_attention_map
@@ -18,6 +17,7 @@ from sasa_det.analysis.model_info import count_flops
 from sasa_det.backbones import build_backbone, load_backbone_weights
 from sasa_det.backbones.presets import STAGE_OPS, STEMS
 from sasa_det.detectors.build import DetectorOptions, build_detector
+from sasa_det.engine.inference.export import export_detector
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem
 from sasa_det.layers.attention_layer import AttentionLayer, QueryAttention, attention_layers, attribute_set_to
 from sasa_det.layers.export_paths import portable_attention_paths

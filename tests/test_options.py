@@ -44,7 +44,7 @@ def _write(path: Path, text: str) -> Path:
         ("data:\n  check_images: headers\n", r"data\.check_images='headers' is not one of .*did you mean 'header'"),
         (
             "eval:\n  backend: detectron2\n",
-            r"eval\.backend='detectron2' is not one of \['faster_coco_eval', 'pycocotools'\]",
+            r"eval\.backend='detectron2' is not one of \['auto', 'hotcoco', 'faster_coco_eval', 'pycocotools'\]",
         ),
         (
             "task: classification\nclassifier:\n  backbone:\n    norm: gn\n",

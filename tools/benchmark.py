@@ -4,7 +4,7 @@ python tools/benchmark.py layers [--device cpu] [--dtype float32] [--channels 64
                                  [--kernel-size 7] [--height 96] [--width 160] [--batch 1]
                                  [--repeats 5] [--json out.json]
 python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
-python tools/benchmark.py eval   [--images 5000]
+python tools/benchmark.py eval   [--images 5000] [--segm-images 300] [--memory-images 5000] [--repeats 1]
 python tools/benchmark.py data   [--work-dir data/coco_sized] [--images 118287] [--instances 860001] [--workers 4]
                                  [--batches 300] [--batch-size 4] [--no-masks] [--compare-list] [--json out.json]
 python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--path tensor_core]
@@ -116,15 +116,30 @@ def run_model(args: argparse.Namespace) -> int:
 
 
 def add_eval_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="COCO evaluation backends on synthetic detections")
-    parser.add_argument("--images", type=int, default=5000)
+    parser = subparsers.add_parser(
+        "eval", help="COCO evaluation: the evaluator's backends against pycocotools, faster-coco-eval and hotcoco alone"
+    )
+    parser.add_argument("--images", type=int, default=5000, help="images of the bbox set")
+    parser.add_argument("--segm-images", type=int, default=300, help="images of the segm set (0: skip)")
+    parser.add_argument(
+        "--memory-images", type=int, default=5000, help="images whose masks are evaluated for peak memory (0: skip)"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row (median reported)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.set_defaults(run=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from sasa_det.analysis.eval_benchmark import benchmark_eval, format_eval_table
+    import torch
 
-    print(format_eval_table(benchmark_eval(args.images), args.images))
+    from sasa_det.analysis.eval_benchmark import benchmark_eval, format_eval_report
+
+    results = benchmark_eval(args.images, args.segm_images, args.memory_images, args.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; ratios within this run")
+    print(format_eval_report(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

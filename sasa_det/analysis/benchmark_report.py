@@ -19,7 +19,7 @@ from importlib import metadata
 
 import torch
 
-from sasa_det.analysis.eval_benchmark import benchmark_eval, format_eval_table
+from sasa_det.analysis.eval_benchmark import benchmark_eval, format_eval_report
 from sasa_det.analysis.layer_benchmark import benchmark_layers, format_layer_table
 from sasa_det.analysis.measure import background_load
 from sasa_det.analysis.model_benchmark import benchmark_models, format_model_table
@@ -44,7 +44,7 @@ def machine_description(device: str) -> str:
     if device.startswith("cuda"):
         lines.append(f"- GPU: {torch.cuda.get_device_name(torch.device(device))}, CUDA {torch.version.cuda}")
     versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
-    for package in ("triton", "torchvision", "pycocotools", "faster-coco-eval"):
+    for package in ("triton", "torchvision", "pycocotools", "faster-coco-eval", "hotcoco"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
@@ -108,7 +108,8 @@ def _cpu_sections() -> list[tuple[str, Callable[[], str]]]:
 
 
 def _eval_section(num_images: int) -> str:
-    return f"### COCO evaluation backends (bbox, synthetic detections)\n\n{format_eval_table(benchmark_eval(num_images), num_images)}\n"
+    results = benchmark_eval(num_images, segm_images=300, memory_images=0)  # memory: tools/benchmark.py eval
+    return f"### COCO evaluation backends (synthetic detections)\n\n{format_eval_report(results)}\n"
 
 
 def run_all(

@@ -6,9 +6,9 @@ from sasa_det.evaluation.coco_evaluator import (
     STAT_NAMES,
     CocoEvaluator,
     EvalOptions,
-    merge_rank_results,
 )
 from sasa_det.evaluation.dataset_drawing import save_dataset_images
+from sasa_det.evaluation.detection_columns import DetectionColumns, RankResults, merge_rank_results
 from sasa_det.evaluation.error_analysis import ERROR_KINDS, ErrorAnalysis, analyze_errors, write_error_analysis
 from sasa_det.evaluation.evaluation_file import evaluation_record, read_evaluation_json, write_evaluation_json
 from sasa_det.evaluation.pr_curves import plot_pr_curves
@@ -31,11 +31,13 @@ __all__ = [
     "STAT_NAMES",
     "TestTimeAugmentation",
     "TtaOptions",
+    "DetectionColumns",
     "analyze_errors",
     "draw_detections",
     "evaluation_record",
     "merge_rank_results",
     "plot_pr_curves",
+    "RankResults",
     "read_evaluation_json",
     "save_dataset_images",
     "save_detection_grid",

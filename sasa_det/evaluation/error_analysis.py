@@ -20,6 +20,12 @@ taken in decreasing score order per image; each is
 * *background*: IoU below ``background_iou`` with every ground truth (TIDE's 0.1).
 
 ``missed`` counts each class's ground truths that no true positive took.
+
+hotcoco computes both too (``COCOeval.confusion_matrix``, ``tide_errors``); ``tests/test_evaluation_hotcoco_
+diagnostics.py`` compares them with these on the same detections. Its matrix pairs by decreasing score, not IoU,
+so the two differ where a ground truth has several detections at IoU ≥ 0.5; its TIDE counts agree on background
+and localisation errors, but TIDE ranks a class error before a duplicate and counts as missed only the objects
+no false positive explains. This module keeps the per-class table and the matrix drawn as ultralytics does.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class DetectionModule(pl.LightningModule):
         iou_types: Sequence[str] = ("bbox",),
         score_threshold: float = 0.05,
         class_names: Optional[Sequence[str]] = None,
-        eval_backend: str = "faster_coco_eval",
+        eval_backend: str = "auto",
     ):
         super().__init__()
         settings = OptimSettings(**optim) if isinstance(optim, Mapping) else optim or OptimSettings()
