@@ -41,7 +41,7 @@ from sasa_det.engine.tasks.detection_options import (
     check_detection_experiment,
 )
 from sasa_det.engine.trainer import TrainerOptions
-from sasa_det.evaluation.coco_evaluator import EvalOptions
+from sasa_det.evaluation.options import EvalOptions
 from sasa_det.experiment_loggers import LoggingOptions
 from sasa_det.optim.settings import OptimSettings
 

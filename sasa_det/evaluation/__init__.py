@@ -1,49 +1,37 @@
-"""COCO evaluation (bbox and segm, distributed-safe) and drawing of predictions."""
+"""COCO evaluation (bbox and segm, distributed-safe, through an exact COCOeval backend), its options, the error
+analysis, test-time augmentation and the drawing of predictions.
 
-from sasa_det.evaluation.coco_evaluator import (
-    COCO_BACKENDS,
-    IOU_TYPES,
-    STAT_NAMES,
-    CocoEvaluator,
-    EvalOptions,
-)
-from sasa_det.evaluation.dataset_drawing import save_dataset_images
-from sasa_det.evaluation.detection_columns import DetectionColumns, RankResults, merge_rank_results
-from sasa_det.evaluation.error_analysis import ERROR_KINDS, ErrorAnalysis, analyze_errors, write_error_analysis
-from sasa_det.evaluation.evaluation_file import evaluation_record, read_evaluation_json, write_evaluation_json
-from sasa_det.evaluation.pr_curves import plot_pr_curves
-from sasa_det.evaluation.test_time_augmentation import TestTimeAugmentation, TtaOptions
-from sasa_det.evaluation.visualize import (
-    draw_detections,
-    save_detection_grid,
-    save_png,
-    save_prediction_grid,
-    to_uint8_image,
-)
+The names below are imported from their modules on first use, so that the options load without torch.
+"""
 
-__all__ = [
-    "COCO_BACKENDS",
-    "CocoEvaluator",
-    "ERROR_KINDS",
-    "ErrorAnalysis",
-    "EvalOptions",
-    "IOU_TYPES",
-    "STAT_NAMES",
-    "TestTimeAugmentation",
-    "TtaOptions",
-    "DetectionColumns",
-    "analyze_errors",
-    "draw_detections",
-    "evaluation_record",
-    "merge_rank_results",
-    "plot_pr_curves",
-    "RankResults",
-    "read_evaluation_json",
-    "save_dataset_images",
-    "save_detection_grid",
-    "save_png",
-    "save_prediction_grid",
-    "to_uint8_image",
-    "write_error_analysis",
-    "write_evaluation_json",
-]
+from sasa_det.lazy_names import lazy_names
+
+_HOME = {
+    "COCO_BACKENDS": "options",
+    "CocoEvaluator": "coco_evaluator",
+    "DetectionColumns": "detection_columns",
+    "ERROR_KINDS": "error_analysis",
+    "ErrorAnalysis": "error_analysis",
+    "EvalOptions": "options",
+    "IOU_TYPES": "options",
+    "RankResults": "detection_columns",
+    "STAT_NAMES": "coco_evaluator",
+    "TestTimeAugmentation": "test_time_augmentation",
+    "TtaOptions": "options",
+    "analyze_errors": "error_analysis",
+    "draw_detections": "visualize",
+    "evaluation_record": "evaluation_file",
+    "merge_rank_results": "detection_columns",
+    "plot_pr_curves": "pr_curves",
+    "read_evaluation_json": "evaluation_file",
+    "save_dataset_images": "dataset_drawing",
+    "save_detection_grid": "visualize",
+    "save_png": "visualize",
+    "save_prediction_grid": "visualize",
+    "to_uint8_image": "visualize",
+    "write_error_analysis": "error_analysis",
+    "write_evaluation_json": "evaluation_file",
+}
+
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())

@@ -25,6 +25,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from sasa_det.evaluation.detection_columns import DetectionColumns, coco_result_dicts
+from sasa_det.evaluation.options import COCO_BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 #: values of ``eval.backend``: "auto" (the default), then the libraries in the order "auto" tries them
-COCO_BACKENDS = ("auto", "hotcoco", "faster_coco_eval", "pycocotools")
 #: IoU types on which hotcoco equals pycocotools on every case of the exactness tests; "auto" uses hotcoco there only
 HOTCOCO_EXACT_IOU_TYPES = frozenset({"bbox", "segm"})
 #: the oldest hotcoco the exactness tests passed with; "auto" passes over an older one

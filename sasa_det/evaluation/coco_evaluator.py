@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,6 @@ import torch
 import torch.distributed as dist
 from pycocotools.coco import COCO
 
-from sasa_det.choices import OptionError, choice
 from sasa_det.evaluation.coco_backends import (
     COCO_BACKENDS,
     CocoEvalResult,
@@ -53,7 +51,7 @@ from sasa_det.evaluation.detection_columns import (
     merge_rank_results,
     sorted_by_image,
 )
-from sasa_det.evaluation.test_time_augmentation import TtaOptions
+from sasa_det.evaluation.options import IOU_TYPES, EvalOptions
 
 logger = logging.getLogger(__name__)
 
@@ -67,40 +65,6 @@ __all__ = [
 
 #: Names of COCOeval.stats entries, in order.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-#: What :class:`CocoEvaluator` can evaluate: boxes and instance masks.
-IOU_TYPES = ("bbox", "segm")
-
-
-@dataclass
-class EvalOptions:
-    """How detections are evaluated and drawn: the ``eval`` section of an experiment config (validation during
-    training, ``tools/eval.py``, ``tools/predict.py``)."""
-
-    #: detections below this score are not evaluated (COCO practice)
-    score_threshold: float = 0.05
-    #: "bbox" / "segm"; empty = bbox, plus segm for mask_rcnn
-    iou_types: list[str] = choice(IOU_TYPES, default_factory=list)
-    #: validation images drawn with predictions after training (0 = none)
-    save_visualization: int = 4
-    #: score threshold for drawn predictions
-    draw_threshold: float = 0.5
-    #: COCOeval library: "auto" (hotcoco, else faster_coco_eval, else pycocotools) | "hotcoco" |
-    #: "faster_coco_eval" | "pycocotools"; all give pycocotools' metrics
-    backend: str = choice(COCO_BACKENDS, default="auto")
-    #: after tools/eval.py, also write the confusion matrix and false positives by kind (errors/; eval.py --errors)
-    error_analysis: bool = False
-    #: IoU at which a detection matches a ground truth in the error analysis
-    error_iou_threshold: float = 0.5
-    #: detections below this score are left out of the error analysis (ultralytics draws its matrix at 0.25)
-    error_score_threshold: float = 0.3
-    #: test-time augmentation of tools/eval.py (reported beside plain inference) and tools/predict.py
-    tta: TtaOptions = field(default_factory=TtaOptions)
-
-    def validate(self) -> None:
-        """The error analysis' thresholds lie in [0, 1]."""
-        for name in ("error_iou_threshold", "error_score_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise OptionError(name, f"{{key}} must be in [0, 1], got {getattr(self, name)}")
 
 
 def _distributed() -> bool:

@@ -26,50 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_iou
 
-from sasa_det.choices import OptionError, choice
+from sasa_det.evaluation.options import TTA_FLIPS, TTA_MERGES, TtaOptions
 
 __all__ = ["TTA_FLIPS", "TTA_MERGES", "TestTimeAugmentation", "TtaOptions", "merge_detections"]
-
-#: values of ``eval.tta.flips``
-TTA_FLIPS = ("none", "horizontal")
-#: values of ``eval.tta.merge``
-TTA_MERGES = ("wbf", "nms")
-
-
-@dataclass
-class TtaOptions:
-    """Test-time augmentation in ``tools/eval.py`` and ``tools/predict.py``: the ``eval.tta`` section. The views
-    are every (flip, scale) pair; the default, one view, is plain inference."""
-
-    #: flips, each a view: "none" | "horizontal"
-    flips: list[str] = choice(TTA_FLIPS, default_factory=lambda: ["none"])
-    #: factors of the model's resize (model.min_size / max_size), each a view: [1.0] = the model's own size
-    scales: list[float] = field(default_factory=lambda: [1.0])
-    #: how the views' detections are merged: "wbf" (weighted box fusion) | "nms" (NMS over their union)
-    merge: str = choice(TTA_MERGES, default="wbf")
-    #: IoU above which same-class boxes fuse (wbf) or suppress each other (nms)
-    iou_threshold: float = 0.55
-
-    def validate(self) -> None:
-        """At least one flip and one positive scale; the merge IoU in (0, 1]."""
-        if not self.flips or not self.scales or any(not float(s) > 0 for s in self.scales):
-            raise OptionError(
-                "scales",
-                f"{{key}}: eval.tta needs at least one flip and positive scales, got flips={list(self.flips)}, "
-                f"scales={list(self.scales)} (plain inference: flips=[none], scales=[1.0])",
-            )
-        if not 0.0 < self.iou_threshold <= 1.0:
-            raise OptionError("iou_threshold", f"{{key}} must be in (0, 1], got {self.iou_threshold}")
-
-    def views(self) -> list[tuple[str, float]]:
-        """The ``(flip, scale)`` views, scales outer."""
-        return [(flip, float(scale)) for scale in self.scales for flip in self.flips]
 
 
 def _weighted_box_fusion(boxes: Tensor, scores: Tensor, views: int, iou_threshold: float) -> tuple[Tensor, Tensor]:
