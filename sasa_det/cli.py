@@ -63,6 +63,7 @@ def run_tool(main: Callable[[], Any]) -> None:
         if not is_user_error(error) or os.environ.get(TRACEBACK_VARIABLE):
             raise
         cause = error.__cause__
-        detail = f" (cause: {cause})" if cause is not None and str(cause) not in str(error) else ""
+        said = str(cause) if cause is not None else ""
+        detail = f" (cause: {said})" if said and "\n" not in said and said not in str(error) else ""
         sys.exit(f"error: {error}{detail}")
     sys.exit(status if isinstance(status, int) else 0)

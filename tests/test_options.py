@@ -83,8 +83,8 @@ def test_every_choice_is_declared_by_the_package_that_uses_it():
     declared_in = {
         key: next(o for o in owners if field in dataclasses.fields(o)).__module__ for key, field in table.items()
     }
-    assert declared_in["model.sasa.impl"] == "sasa_det.layers.local_attention.layer"
-    assert declared_in["classifier.backbone.stem"] == "sasa_det.backbones.presets"
+    assert declared_in["model.sasa.impl"] == "sasa_det.layers.local_attention.options"
+    assert declared_in["classifier.backbone.stem"] == "sasa_det.backbones.options"
     # the experiment's own key is the only one the experiment schema declares; every other option belongs to its consumer
     assert sorted(key for key, module in declared_in.items() if module == "sasa_det.engine.experiment") == ["task"]
 

@@ -91,3 +91,23 @@ def test_wandb_without_credentials_logs_offline_with_one_line(monkeypatch, tmp_p
     ]
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert not check_trackers(LoggingOptions(loggers=["csv", "wandb"])).offline
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_bad_annotation_file_is_reported_once_in_one_error(tmp_path, split):
+    """The training split is checked in a child process (the check cache): its error comes back whole, once."""
+    import json
+
+    from sasa_det.data import make_shapes_dataset
+
+    paths = make_shapes_dataset(tmp_path / "shapes", num_train=4, num_val=2, image_size=64)
+    broken = json.loads(Path(paths[f"{split}_ann"]).read_text())
+    broken["annotations"][0]["bbox"] = [5, 5, -3, 4]
+    bad = tmp_path / f"broken_{split}.json"
+    bad.write_text(json.dumps(broken))
+    data = {**paths, f"{split}_ann": str(bad)}
+    overrides = [o for o in tiny_shapes_overrides(tmp_path / "unused", tmp_path / "run") if "data.shapes" not in o]
+    done = _tool("tools/train.py", str(DEMO_CONFIG), *overrides, *(f"data.{k}={v}" for k, v in data.items()))
+    line = _one_error_line(done)
+    assert bad.name in line
+    assert done.stderr.count("[5, 5, -3, 4]") == 1  # the problem is listed once, not again by the child

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     from torch import nn
 
-    from sasa_det.backbones.options import ResNetOptions
     from sasa_det.backbones.resnet import SpatialOp
-    from sasa_det.layers.local_attention.options import SasaOptions
+
+#: a backbone's options (:class:`~sasa_det.backbones.options.ResNetOptions`, which names this module's tables) and
+#: the SASA layers' (:class:`~sasa_det.layers.SasaOptions`)
+ResNetOptions = Any
+SasaOptions = Any
 
 __all__ = ["NORM_LAYERS", "STAGE_OPS", "STEMS", "set_fields"]
 

@@ -71,7 +71,11 @@ def load_shared_records(
             logger.info("Checking and indexing %s once (a child process); the result is kept in %s", ann_path, folder)
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(1, mp_context=context) as pool:
-                pool.submit(_build_entry, str(folder), str(ann_path), str(image_path), plain_checks, settings).result()
+                built = pool.submit(_build_entry, str(folder), str(ann_path), str(image_path), plain_checks, settings)
+                try:
+                    built.result()
+                except Exception as error:  # the child's error is whole: its traceback would only repeat it
+                    raise error.with_traceback(None) from None
             found = read_records_entry(folder, image_path)
             if found is None:
                 raise RuntimeError(

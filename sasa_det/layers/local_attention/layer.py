@@ -11,10 +11,10 @@ from torch import Tensor, nn
 
 from ..attention_layer import QueryAttention, attribute_set_to
 from ..multi_head import head_width
-from .options import SasaOptions
+from . import defaults
 from .registry import available_local_attention_impls, resolve_local_attention_impl
 
-__all__ = ["LocalSelfAttention2d", "SasaOptions"]
+__all__ = ["LocalSelfAttention2d"]
 
 
 def _query_like(x: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -64,7 +64,7 @@ class LocalSelfAttention2d(nn.Module):
             ``"reference"``) can be registered with :func:`sasa_det.layers.register_local_attention_impl`.
 
     The defaults of ``kernel_size``, ``heads``, ``scaled``, ``mask_padding`` and ``impl`` are declared once,
-    in :class:`SasaOptions`. The layer is an :class:`~sasa_det.layers.attention_layer.AttentionLayer`.
+    in :class:`~.options.SasaOptions`. The layer is an :class:`~sasa_det.layers.attention_layer.AttentionLayer`.
     """
 
     #: the kind of attention layer (:class:`~sasa_det.layers.attention_layer.AttentionLayer`)
@@ -77,12 +77,12 @@ class LocalSelfAttention2d(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = SasaOptions.kernel_size,  # Sec. 4.1: spatial extent k = 7 everywhere
-        heads: int = SasaOptions.heads,  # Sec. 4.1: 8 attention heads
+        kernel_size: int = defaults.KERNEL_SIZE,  # Sec. 4.1: spatial extent k = 7 everywhere
+        heads: int = defaults.HEADS,  # Sec. 4.1: 8 attention heads
         stride: int = 1,
-        scaled: bool = SasaOptions.scaled,  # Eq. 3: no 1/sqrt(d) scaling
-        mask_padding: bool = SasaOptions.mask_padding,  # paper silent; zero padding as in public reimplementations
-        impl: str = SasaOptions.impl,
+        scaled: bool = defaults.SCALED,  # Eq. 3: no 1/sqrt(d) scaling
+        mask_padding: bool = defaults.MASK_PADDING,  # paper silent; zero padding as in public reimplementations
+        impl: str = defaults.IMPL,
     ) -> None:
         super().__init__()
         if head_width(in_channels, out_channels, heads) % 2 != 0:

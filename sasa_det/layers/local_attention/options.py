@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from sasa_det.choices import choice
 
+from . import defaults
+
 if TYPE_CHECKING:
     from .layer import LocalSelfAttention2d
 
@@ -34,16 +36,16 @@ class SasaOptions:
     """
 
     #: implementation: "auto" (fastest for the device) | "triton" | "cpp" | "shift" | "halo" | "unfold" | registered ones
-    impl: str = choice(_implementations, default="auto")
+    impl: str = choice(_implementations, default=defaults.IMPL)
     #: window k (SASA Sec. 4.1: k = 7 everywhere)
-    kernel_size: int = 7
+    kernel_size: int = defaults.KERNEL_SIZE
     #: attention heads (SASA Sec. 4.1: 8)
-    heads: int = 8
+    heads: int = defaults.HEADS
     #: divide logits by sqrt(head width); the paper's Eq. 3 has no scaling
-    scaled: bool = False
+    scaled: bool = defaults.SCALED
     #: exclude out-of-image keys from the softmax instead of zero keys/values (the paper is silent; public
     #: reimplementations zero-pad)
-    mask_padding: bool = False
+    mask_padding: bool = defaults.MASK_PADDING
 
     def factory(self) -> Callable[..., LocalSelfAttention2d]:
         """``factory(in_channels, out_channels, stride=1)`` -> a :class:`LocalSelfAttention2d` with these options."""
