@@ -105,6 +105,12 @@ class BestCheckpoint(ModelCheckpoint):
         )
         self.run_dir = run_dir
 
+    @property
+    def state_key(self) -> str:
+        """Lightning's key of this callback's state in a checkpoint: ``ModelCheckpoint``'s, so that checkpoints
+        written before this class existed resume with their best checkpoint known."""
+        return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         if self.best_model_path and not self.run_dir.owns(self.best_model_path):
