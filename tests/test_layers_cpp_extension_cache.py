@@ -81,6 +81,10 @@ def test_the_key_follows_source_flags_and_torch_not_the_folder(tmp_path, monkeyp
     assert extension_build("tiny", first, ["-O3"], [], root=tmp_path).directory != build.directory
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "elsewhere"))
     assert extension_build("tiny", first, ["-O3"], []).directory.parent == tmp_path / "elsewhere"
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
+    from torch.utils import cpp_extension
+
+    assert cpp_extension_cache.build_root() == Path(cpp_extension.get_default_build_root())
 
 
 def test_an_unfinished_build_is_not_taken_as_current(tmp_path, monkeypatch):

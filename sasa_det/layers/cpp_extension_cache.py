@@ -38,9 +38,16 @@ BUILT_MARKER = "built"
 
 def build_root() -> Path:
     """Where builds go: ``TORCH_EXTENSIONS_DIR`` if set, else torch's default (``~/.cache/torch_extensions``)."""
-    from torch.utils import cpp_extension
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    try:  # what cpp_extension.get_default_build_root() returns, without importing it (0.4 s: it imports setuptools)
+        from torch._appdirs import user_cache_dir
 
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+        return Path(os.path.realpath(user_cache_dir(appname="torch_extensions")))
+    except ImportError:
+        from torch.utils import cpp_extension
+
+        return Path(cpp_extension.get_default_build_root())
 
 
 @dataclass(frozen=True)
