@@ -197,6 +197,8 @@ def test_torchscript_file_loads_with_the_package_loader_in_a_fresh_process(tmp_p
     assert load_exported(tmp_path / "model.pt")(image)[0].shape == expected[0].shape
     with pytest.raises(FileNotFoundError, match="no exported model"):
         load_exported(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="written by torch.save.*tools/export.py"):
+        load_exported(tmp_path / "image.pt")  # a tensor saved with torch.save, as a checkpoint is
 
 
 @pytest.mark.slow

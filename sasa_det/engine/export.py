@@ -11,9 +11,9 @@ coordinates::
 
 Resizing (``model.min_size``/``max_size``), normalisation, anchors, box decoding, the score threshold, the
 top-k and NMS all run inside the graph; the resize is recorded with PyTorch's rounding of the scaled size
-(:mod:`sasa_det.detectors.traced_resize`), so every image size gets PyTorch's resized size. Height and width are
-dynamic axes of the ONNX graph; the batch is one image, because torchvision's per-image post-processing is a Python loop over the batch that tracing unrolls
-(run images one after another, or a batch through PyTorch). TorchScript is a trace: Python control flow is
+(:mod:`sasa_det.detectors.traced_resize`), so every image size gets PyTorch's resized size. Height and width
+are dynamic axes of the ONNX graph; the batch is one image, because torchvision's per-image post-processing is
+a Python loop over the batch that tracing unrolls (run images one after another, or a batch through PyTorch). TorchScript is a trace: Python control flow is
 recorded for the traced image, so :func:`export_checkpoint` checks other sizes too and reports what it finds.
 Load an exported file with :func:`load_exported` (``sasa_det.load_exported``): a TorchScript file needs
 ``import torchvision`` before ``torch.jit.load``, which registers the operators it calls (``torchvision::nms``).
@@ -146,10 +146,20 @@ def load_torchscript(path: str | os.PathLike, map_location: str | torch.device =
 
 
 def exported_format(path: str | os.PathLike) -> str:
-    """``"torchscript"`` (a zip archive, as ``torch.jit.save`` writes) or ``"onnx"`` (anything else)."""
+    """``"torchscript"`` (a zip archive with TorchScript code, as ``torch.jit.save`` writes) or ``"onnx"``
+    (anything else). Raises FileNotFoundError, and ValueError for a zip archive without code (a checkpoint or
+    state dict written by ``torch.save``)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no exported model at {path}")
-    return "torchscript" if zipfile.is_zipfile(path) else "onnx"
+    if not zipfile.is_zipfile(path):
+        return "onnx"
+    with zipfile.ZipFile(path) as archive:
+        if not any("/code/" in name for name in archive.namelist()):
+            raise ValueError(
+                f"{path} is a file written by torch.save (a checkpoint or state dict), not an export; "
+                "export a checkpoint with tools/export.py"
+            )
+    return "torchscript"
 
 
 def load_exported(path: str | os.PathLike, fmt: Optional[str] = None) -> ExportedRun:
@@ -337,7 +347,7 @@ def export_checkpoint(
         check_images: image files for the check (default: three synthetic images of different sizes).
         sweep: ``(low, high)``: check on every height and every width from ``low`` to ``high``
             (:func:`sweep_image_sizes`), the check images (or synthetic ones) resized to each size in turn.
-        progress: ``progress(done, total)`` after each checked image.
+        progress: ``progress(done, total)`` as the check goes (see :func:`check_export`).
 
     Raises ValueError (a classification checkpoint, an unknown format), ImageReadError (a check image),
     MissingExtra (ONNX without the ``onnx`` extra) before anything is written.
