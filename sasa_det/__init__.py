@@ -1,14 +1,12 @@
 """Object detection and instance segmentation with self-attention backbones on PyTorch Lightning.
 
-``sasa_det.Predictor`` is imported on first use, so ``import sasa_det`` stays light (no torch).
+``sasa_det.Predictor`` and ``sasa_det.load_exported`` (running an ONNX or TorchScript export) are imported on
+first use, so ``import sasa_det`` stays light (no torch).
 """
 
-__all__ = ["Predictor"]
+from sasa_det.lazy_names import lazy_names
 
+_HOME = {"Predictor": "engine.inference.predictor", "load_exported": "engine.inference.export"}
 
-def __getattr__(name: str):
-    if name == "Predictor":
-        from sasa_det.engine.inference.predictor import Predictor
-
-        return Predictor
-    raise AttributeError(f"module 'sasa_det' has no attribute {name!r}")
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())

@@ -14,7 +14,7 @@ from sasa_det.analysis.eval_benchmark import (
     prediction_masks,
     synthetic_coco,
 )
-from sasa_det.analysis.layer_benchmark import benchmark_layers, format_layer_table
+from sasa_det.analysis.layer_benchmark import benchmark_layers, format_layer_progress, format_layer_table
 from sasa_det.analysis.model_benchmark import benchmark_models, format_model_table
 
 
@@ -63,6 +63,43 @@ def test_layer_benchmark_rows_and_ratios():
     assert "sasa" in format_layer_table(rows, "cpu")
 
 
+def test_layer_benchmark_reports_each_case_as_it_finishes(monkeypatch):
+    from sasa_det.analysis import layer_benchmark
+    from sasa_det.analysis.measure import IsolatedProcessDied
+
+    seen = []
+    shape = dict(channels=16, heads=2, kernel_size=3, height=8, width=12, repeats=1, warmup=0, isolate=False)
+    rows = benchmark_layers(**shape, cases=["sasa", "sasa_cuda_core"], progress=lambda *a: seen.append(a))
+    assert [(row["name"], done, total) for row, done, total in seen] == [
+        ("conv3x3", 1, 3),
+        ("sasa", 2, 3),
+        ("sasa_cuda_core", 3, 3),
+    ]
+    assert "ms fwd+bwd" in format_layer_progress(rows[1], 2, 3, 1.0) and "skipped" in format_layer_progress(
+        rows[2], 3, 3, 1.0
+    )
+
+    # a case whose process dies (the out-of-memory killer) is reported as such, and the others still run
+    def dies(fn, name, settings):
+        if name == "sasa":
+            raise IsolatedProcessDied("the process running _run_case died without a result")
+        return fn(name, settings)
+
+    monkeypatch.setattr(layer_benchmark, "run_isolated", dies)
+    rows = benchmark_layers(**{**shape, "isolate": True}, cases=["sasa"])
+    assert "died without a result" in rows[1]["skipped"] and rows[0]["time_ms"] > 0
+
+
+def test_a_fresh_process_that_dies_is_an_error_not_a_wait():
+    import os
+
+    from sasa_det.analysis.measure import IsolatedProcessDied, run_isolated
+
+    assert run_isolated(abs, -3) == 3
+    with pytest.raises(IsolatedProcessDied, match="died without a result"):
+        run_isolated(os._exit, 9)  # as the out-of-memory killer ends a process: no result, no exception
+
+
 def test_model_benchmark_against_torchvision():
     rows = benchmark_models(height=64, width=64, repeats=1, warmup=0, cases=["retinanet_resnet50"], isolate=False)
     assert [row["name"] for row in rows] == ["torchvision_retinanet_resnet50", "retinanet_resnet50"]
@@ -93,6 +130,10 @@ def test_aa_rows_are_sized_by_the_path_that_will_run(monkeypatch):
     assert layer_benchmark._attention_bytes("aa", settings) == dense  # the probe failed: the dense mask runs
     assert layer_benchmark._attention_bytes("aa_pooled", settings) == 4 * 8 * (64 * 64) ** 2 * 2
     assert layer_benchmark._attention_bytes("aa", {**settings, "device": "cpu"}) == dense  # no FlexAttention off CUDA
+    # CPU SDPA runs unequal head widths on its math path (measured: 159 MiB at 32×40, the padded case 17 MiB)
+    assert layer_benchmark._attention_bytes("aa_no_rel", {**settings, "device": "cpu"}) == dense
+    assert layer_benchmark._attention_bytes("aa_no_rel", settings) == 0
+    assert layer_benchmark._attention_bytes("aa_no_rel_padded", {**settings, "device": "cpu"}) == 0
     rows = layer_benchmark.benchmark_layers(
         channels=16,
         heads=2,

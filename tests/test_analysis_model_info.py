@@ -92,6 +92,29 @@ def test_tool_prints_a_table(capsys):
         tool.main(["resnet18"])
 
 
+def test_tool_measures_the_model_a_config_builds(capsys):
+    from sasa_det.config import load_config
+    from sasa_det.engine.tasks import get_task
+    from tests.helpers import DEMO_CONFIG, REPO, load_tool
+
+    tool = load_tool("model_info")
+    assert tool.main([str(DEMO_CONFIG), "model.backbone.base_width=8"]) == 0
+    printed = capsys.readouterr().out
+    # the reference: the demo's detector built as training builds it, with the same override
+    cfg = load_config(DEMO_CONFIG, ["model.backbone.base_width=8"])
+    model = get_task("detection").build_module(cfg).model
+    assert f"shapes_demo (retinanet, 3 classes)  {count_parameters(model) / 1e6:.2f}" in printed
+    assert "image 128x128" in printed  # the demo's evaluation size
+    # a config that leaves the classes to the training data is measured with one, and says so
+    assert tool.main([str(REPO / "configs" / "custom" / "retinanet_small_cpu.yaml"), "--image-size", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "(retinanet, 1 class)" in printed and "image 64x64" in printed
+    assert "model.num_classes is null" in printed and "model.num_classes=K" in printed
+    # a typo in an override is one error line
+    assert tool.main([str(DEMO_CONFIG), "model.fpn_chanels=32"]) == 2
+    assert "did you mean 'fpn_channels'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n, (_, f) in PAPER_VALUES.items() if f is not None])
 def test_flops_and_params_match_the_papers_tables(name):

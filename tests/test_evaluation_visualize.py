@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sasa_det.evaluation import draw_detections, save_detection_grid, to_uint8_image
-from sasa_det.evaluation.visualize import MIN_DRAWN_SIDE
+from sasa_det.evaluation.visualize import _PALETTE, MIN_DRAWN_SIDE
 
 
 def _prediction(score=0.9):
@@ -23,9 +23,11 @@ def _prediction(score=0.9):
 
 
 def test_draw_detections_marks_box_mask_and_a_label_tag_only():
-    image = torch.zeros(3, 30, 40)
-    drawn = draw_detections(image, _prediction(), class_names=["a", "b"], min_side=0)
-    assert drawn.dtype == torch.uint8 and drawn.shape == (3, 30, 40)
+    image = torch.zeros(3, 30, 60)  # wide enough for the outlined tag to start at the box's left edge
+    prediction = _prediction()
+    prediction["masks"] = torch.nn.functional.pad(prediction["masks"], (0, 20))
+    drawn = draw_detections(image, prediction, class_names=["a", "b"], min_side=0)
+    assert drawn.dtype == torch.uint8 and drawn.shape == (3, 30, 60)
     changed = (drawn != 0).any(0)
     assert changed[12, 10:22].all() and changed[12:20, 10].all()  # box outline
     assert changed[15, 15]  # mask fill
@@ -53,9 +55,24 @@ def _drawn_pixels(box: list[float]) -> torch.Tensor:
 def test_labels_sit_on_a_tag_above_the_box_or_below_it_never_over_the_object():
     changed = _drawn_pixels([50.0, 80.0, 150.0, 150.0])
     assert not changed[82:149, 52:149].any()  # the object inside the box stays visible
-    assert changed[60:79, 50:60].any() and not changed[151:, :].any()  # the tag is above the box
+    assert changed[60:79, 50:60].any() and not changed[152:, :].any()  # the tag is above the box (and its outline)
     changed = _drawn_pixels([50.0, 0.0, 150.0, 60.0])
     assert not changed[2:59, 52:149].any() and changed[61:80, 50:60].any()  # no room above: below the box
+
+
+@pytest.mark.parametrize("label", range(1, len(_PALETTE) + 1))
+def test_boxes_and_labels_stay_visible_on_a_background_of_their_own_colour(label):
+    colour = _PALETTE[label - 1]
+    background = torch.tensor(colour, dtype=torch.uint8)[:, None, None].expand(3, 120, 160).contiguous()
+    prediction = {"boxes": torch.tensor([[40.0, 50.0, 120.0, 100.0]]), "labels": torch.tensor([label])}
+    drawn = draw_detections(background, prediction, ["class"], min_side=0)
+    differs = (drawn.int() - background.int()).abs().amax(0) > 100  # clearly visible against the background
+    # every side of the box has a line of another colour along its whole length, outside and inside the box
+    assert differs[49, 40:121].all() and differs[101, 40:121].all() and differs[50:101, 39].all()
+    assert differs[50:101, 121].all() and differs[52, 42:119].all() and differs[52:99, 42].all()
+    # the tag above the box: its outline and its text stand out
+    tag = differs[:48, 40:]
+    assert tag.sum() > 50 and tag.any(1).sum() >= 8, "the label tag is invisible"
 
 
 def test_low_scores_are_not_drawn_and_targets_without_scores_are():

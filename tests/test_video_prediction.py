@@ -37,6 +37,7 @@ def test_video_gives_annotated_video_and_per_frame_json(tiny_detection_run, tmp_
     from PIL import Image
 
     from sasa_det.engine.inference.predictor import Predictor
+    from sasa_det.evaluation.visualize import draw_detections
 
     val = sorted((Path(tiny_detection_run["output_dir"]).parent / "shapes" / "val").glob("*.png"))
     images = [np.asarray(Image.open(val[i % len(val)]).convert("RGB")) for i in range(FRAMES)]
@@ -50,7 +51,8 @@ def test_video_gives_annotated_video_and_per_frame_json(tiny_detection_run, tmp_
     assert [f["frame"] for f in record["frames"]] == list(range(FRAMES))
     assert record["fps"] == 5.0 and (record["width"], record["height"]) == (64, 64)
     drawn = _decoded(tmp_path / "out" / "clip_detections.mp4")
-    assert len(drawn) == FRAMES and drawn[0].shape == (64, 64, 3)
+    # a small video is drawn enlarged as a small image is, so its labels are as legible
+    assert len(drawn) == FRAMES and drawn[0].shape == (64 * 8, 64 * 8, 3)
     # the detections of each frame are the Predictor's on that decoded frame, one frame at a time
     predictor = Predictor(checkpoint, score_threshold=0.01)
     frames = _decoded(video)
@@ -60,6 +62,10 @@ def test_video_gives_annotated_video_and_per_frame_json(tiny_detection_run, tmp_
         assert entry["labels"] == result["labels"].tolist()
         torch.testing.assert_close(torch.tensor(entry["boxes"]).reshape(-1, 4), result["boxes"], atol=0.01, rtol=0)
         torch.testing.assert_close(torch.tensor(entry["scores"]), result["scores"], atol=1e-4, rtol=0)
+    # each annotated frame is the image drawing of that frame's detections (up to the codec's loss)
+    image = torch.from_numpy(frames[0]).permute(2, 0, 1)
+    expected = draw_detections(image, predictor(frames[0]), predictor.class_names, 0.01).permute(1, 2, 0).numpy()
+    assert np.abs(drawn[0].astype(float) - expected).mean() < 8
 
 
 def test_missing_video_is_named_before_the_model_loads(tmp_path):

@@ -1,8 +1,10 @@
 """Benchmarks from the command line.
 
-python tools/benchmark.py layers [--device cpu] [--dtype float32] [--channels 64] [--heads 8]
-                                 [--kernel-size 7] [--height 96] [--width 160] [--batch 1]
-                                 [--repeats 5] [--json out.json]
+python tools/benchmark.py layers [--full] [--device cpu] [--dtype float32] [--channels 64] [--heads 8]
+                                 [--kernel-size 7] [--height 48] [--width 80] [--batch 1]
+                                 [--repeats 3] [--json out.json]
+       (a line per case as it finishes; the defaults take about 2 minutes on a 2-core CPU, --full a 96×160
+       map with 5 timed steps per case)
 python tools/benchmark.py model  [--device cpu] [--dtype float32] [--height 256] [--width 256] [--batch 1]
 python tools/benchmark.py eval   [--images 5000] [--segm-images 300] [--memory-images 5000] [--repeats 1]
 python tools/benchmark.py data   [--work-dir data/coco_sized] [--images 118287] [--instances 860001] [--workers 4]
@@ -21,6 +23,10 @@ from pathlib import Path
 
 from sasa_det.cli import run_tool
 
+#: ``layers`` settings by default (about 2 minutes on a 2-core CPU) and with ``--full`` (the map of the report).
+LAYERS_QUICK = {"height": 48, "width": 80, "repeats": 3}
+LAYERS_FULL = {"height": 96, "width": 160, "repeats": 5}
+
 
 def add_layers_parser(subparsers) -> None:
     parser = subparsers.add_parser("layers", help="forward+backward time and peak memory of the attention layers")
@@ -29,10 +35,11 @@ def add_layers_parser(subparsers) -> None:
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kernel-size", type=int, default=7)
-    parser.add_argument("--height", type=int, default=96)
-    parser.add_argument("--width", type=int, default=160)
+    parser.add_argument("--full", action="store_true", help="the full sweep: a 96×160 map, 5 timed steps per case")
+    parser.add_argument("--height", type=int, help="map height (default 48; 96 with --full)")
+    parser.add_argument("--width", type=int, help="map width (default 80; 160 with --full)")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per case (median reported)")
+    parser.add_argument("--repeats", type=int, help="timed steps per case, median reported (default 3; 5 with --full)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per case")
     parser.add_argument("--cases", nargs="+", metavar="CASE", help="subset of rows (names as in the table)")
     parser.add_argument("--max-attention-gib", type=float, default=4.0, help="skip AA cases needing more")
@@ -47,11 +54,26 @@ def _check_cases(names, cases) -> None:
 
 
 def run_layers(args: argparse.Namespace) -> int:
+    import time
+
     import torch
 
-    from sasa_det.analysis.layer_benchmark import LAYER_CASES, benchmark_layers, format_layer_table
+    from sasa_det.analysis.layer_benchmark import (
+        LAYER_CASES,
+        benchmark_layers,
+        format_layer_progress,
+        format_layer_table,
+    )
 
     _check_cases(args.cases, LAYER_CASES)
+    for key, value in (LAYERS_FULL if args.full else LAYERS_QUICK).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    start = time.perf_counter()
+
+    def progress(row: dict, done: int, total: int) -> None:
+        print(format_layer_progress(row, done, total, time.perf_counter() - start), file=sys.stderr, flush=True)
+
     results = benchmark_layers(
         device=args.device,
         dtype=args.dtype,
@@ -65,6 +87,7 @@ def run_layers(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         cases=args.cases,
         max_attention_bytes=int(args.max_attention_gib * 2**30),
+        progress=progress,
     )
     print(
         f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} CPU threads; "

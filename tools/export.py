@@ -5,13 +5,16 @@ Examples::
     python tools/export.py outputs/shapes_demo/checkpoints/last.ckpt --format onnx --output shapes_demo.onnx
     python tools/export.py model.ckpt --format torchscript --output model.pt --images a.jpg b.jpg
     python tools/export.py model.ckpt --output model.onnx --score-threshold 0.3 model.min_size=800
+    python tools/export.py model.ckpt --output model.onnx --images val/*.png --sweep 64:160
 
 The exported graph takes one float32 [3, H, W] RGB image in 0..1 (any H and W) and returns boxes [D, 4]
 (x1, y1, x2, y2 in the image's pixels), scores [D], labels [D] (and masks for Mask R-CNN): resizing and
 post-processing (score threshold, NMS, top-k) are inside. SASA layers are exported on their plain-PyTorch
 "unfold" path, AA layers on "sdpa", the attention stem on its only path. After writing, the file is run
 (onnxruntime on the CPU, or torch.jit.load) on the --images (default: three synthetic images of different
-sizes) and compared with PyTorch; the exit status is 1 when max |Δ| exceeds the stated tolerance.
+sizes; --sweep: every height and width of a range) and compared with PyTorch; the exit status is 1 when a
+detection count differs or max |Δ| exceeds the stated tolerance. Load the file with sasa_det.load_exported(path)
+(a TorchScript file needs `import torchvision` before torch.jit.load).
 Arguments after the checkpoint are key=value overrides of the stored config. ONNX needs the onnx extra.
 """
 
@@ -38,7 +41,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="candidate score threshold inside the graph (default: the detector's, 0.05 unless configured)",
     )
     parser.add_argument("--images", nargs="*", default=[], help="images to check the export on")
+    parser.add_argument(
+        "--sweep",
+        metavar="LOW:HIGH",
+        type=_size_range,
+        help="check on every height and every width from LOW to HIGH (3 images per side: square, taller, wider), "
+        "the --images (or synthetic ones) resized to each size in turn",
+    )
     return parser.parse_intermixed_args(argv)
+
+
+def _size_range(text: str) -> tuple[int, int]:
+    """``"64:160"`` -> ``(64, 160)``."""
+    try:
+        low, high = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH in pixels, e.g. 64:160, got {text!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LOW <= HIGH, got {text!r}")
+    return low, high
 
 
 def main(argv: Sequence[str] | None = None):
@@ -53,9 +74,20 @@ def main(argv: Sequence[str] | None = None):
     from sasa_det.engine.inference.export import export_checkpoint
     from sasa_det.optional_extra import MissingExtra
 
+    def progress(done: int, total: int) -> None:
+        if done % 50 == 0:
+            print(f"checked {done}/{total} images", file=sys.stderr, flush=True)
+
     try:
         report = export_checkpoint(
-            args.checkpoint, args.output, args.format, args.overrides, args.score_threshold, args.images
+            args.checkpoint,
+            args.output,
+            args.format,
+            args.overrides,
+            args.score_threshold,
+            args.images,
+            sweep=args.sweep,
+            progress=progress,
         )
     except MissingExtra as err:
         print(f"error: {err}", file=sys.stderr)
@@ -66,6 +98,11 @@ def main(argv: Sequence[str] | None = None):
     print(f"{report.arch} exported to {report.output} ({report.format}); attention paths: {paths}")
     print(f"outputs: {', '.join(report.output_names)}; score threshold {report.score_threshold:g}")
     print(report.check.summary())
+    if report.format == "torchscript":
+        print(
+            f'load it with sasa_det.load_exported("{report.output}"); a bare torch.jit.load needs '
+            "`import torchvision` first (it registers torchvision::nms, which the graph calls)"
+        )
     if not report.check.passed():
         print("error: the exported model disagrees with PyTorch beyond the tolerance", file=sys.stderr)
         sys.exit(1)

@@ -79,6 +79,11 @@ class _DenseDetectorPart(nn.Module):
         return self.detector.head(features)
 
 
+def dense_detector_part(detector: nn.Module) -> nn.Module:
+    """The part of ``detector`` whose cost the image size determines (see :class:`_DenseDetectorPart`)."""
+    return _DenseDetectorPart(detector)
+
+
 def measure_detector(
     name: str,
     arch: str = "retinanet",
@@ -97,7 +102,7 @@ def measure_detector(
     model = preset_detection_model(
         arch, num_classes, backbone_overrides=overrides, min_size=image_size, max_size=image_size, **build_kwargs
     ).eval()
-    flops: FlopCount = count_flops(_DenseDetectorPart(model), torch.zeros(1, 3, image_size, image_size))
+    flops: FlopCount = count_flops(dense_detector_part(model), torch.zeros(1, 3, image_size, image_size))
     return ModelInfo(name, count_parameters(model), flops, image_size, paper_params_m, paper_flops_b)
 
 

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sasa_det.analysis.measure import median_seconds, peak_memory_bytes, run_isolated
+from sasa_det.analysis.measure import IsolatedProcessDied, median_seconds, peak_memory_bytes, run_isolated
 from sasa_det.layers import AugmentedConv2d, LocalSelfAttention2d, SpatiallyAwareStem, resolve_local_attention_impl
 from sasa_det.layers.local_attention.triton_autotune import autotune_report, map_class
 from sasa_det.layers.local_attention.triton_configs import kernel_family
 from sasa_det.layers.relative_flex_attention import flex_attention_available, flex_attention_report, padded_width
 
-__all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_table"]
+__all__ = ["BenchmarkCase", "LAYER_CASES", "benchmark_layers", "format_layer_progress", "format_layer_table"]
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,10 @@ def flex_runs(device: str) -> bool:
 
 def _attention_bytes(name: str, settings: dict) -> int:
     """Rough size of the (HW)² attention tensors an AA case needs (logits, weights and their grads); 0 for
-    the paths that form none (FlexAttention, SDPA's fused kernels without a mask)."""
+    the paths that form none (FlexAttention, SDPA's fused kernels without a mask). Off CUDA, SDPA's fused kernel
+    needs the queries' and values' head widths equal, so ``aa_no_rel`` (whose widths differ) forms them too."""
     dense = name == "aa_sdpa" or (name in ("aa", "aa_pooled") and not flex_runs(settings["device"]))
+    dense = dense or (name == "aa_no_rel" and not settings["device"].startswith("cuda"))
     if not dense:
         return 0
     height, width = settings["height"], settings["width"]
@@ -226,6 +228,7 @@ def benchmark_layers(
     cases: list[str] | None = None,
     max_attention_bytes: int = 4 * 2**30,
     isolate: bool | None = None,
+    progress: Callable[[dict, int, int], None] | None = None,
 ) -> list[dict]:
     """Measure the cases of :data:`LAYER_CASES` (or the named subset) in one run.
 
@@ -238,6 +241,8 @@ def benchmark_layers(
         max_attention_bytes: AA cases whose (HW)² attention tensors would exceed this are skipped.
         isolate: run each case in a fresh subprocess (default: on CPU, where it is needed for the
             peak-RSS measurement).
+        progress: called as ``progress(row, done, total)`` when each case has finished (or was skipped),
+            ``row`` as returned below but without the ratios.
 
     Returns:
         One dict per case: ``name``, ``description``, ``baseline``, ``input``, ``time_ms``,
@@ -265,16 +270,23 @@ def benchmark_layers(
         "warmup": warmup,
     }
     results: dict[str, dict] = {}
-    for case in selected:
+    for done, case in enumerate(selected, 1):
         row = asdict(case)
         needed = _attention_bytes(case.name, settings)
         if case.cuda_only and not device.startswith("cuda"):
             row["skipped"] = "runs on CUDA only"
         elif needed > max_attention_bytes:
             row["skipped"] = f"needs ~{needed / 2**30:.1f} GiB of attention tensors"
+        elif isolate:
+            try:
+                row.update(run_isolated(_run_case, case.name, settings))
+            except IsolatedProcessDied as error:
+                row["skipped"] = str(error)
         else:
-            row.update(run_isolated(_run_case, case.name, settings) if isolate else _run_case(case.name, settings))
+            row.update(_run_case(case.name, settings))
         results[case.name] = row
+        if progress is not None:
+            progress(row, done, len(selected))
     for row in results.values():
         base = results.get(row["baseline"], {})
         if "time_ms" in row and "time_ms" in base:
@@ -304,3 +316,12 @@ def format_layer_table(results: list[dict], device: str) -> str:
             f"{row['description']}"
         )
     return "\n".join(lines)
+
+
+def format_layer_progress(row: dict, done: int, total: int, seconds: float) -> str:
+    """One line for a case that has just finished: ``[done/total, elapsed] name: time, memory (path)``."""
+    head = f"[{done}/{total}, {seconds:.0f} s] {row['name']}"
+    if "skipped" in row:
+        return f"{head}: skipped ({row['skipped']})"
+    path = f" ({row['path']})" if row.get("path") else ""
+    return f"{head}: {row['time_ms']:.1f} ms fwd+bwd, peak {row['peak_mib']:.1f} MiB{path}"

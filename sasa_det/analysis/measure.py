@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.context
 import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
 
-__all__ = ["background_load", "median_seconds", "peak_memory_bytes", "run_isolated", "synchronize"]
+__all__ = [
+    "IsolatedProcessDied",
+    "background_load",
+    "median_seconds",
+    "peak_memory_bytes",
+    "run_isolated",
+    "synchronize",
+]
 
 
 def synchronize(device: torch.device) -> None:
@@ -63,11 +73,34 @@ def median_seconds(step: Callable[[], Any], device: torch.device, warmup: int, r
     return statistics.median(times)
 
 
+class IsolatedProcessDied(RuntimeError):
+    """The fresh process of :func:`run_isolated` ended without a result (killed, e.g. for lack of memory)."""
+
+
+def _fresh_process_context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` where there is one (a server that has imported torch once forks each fresh process, so
+    none pays torch's import), else ``spawn``."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
 def run_isolated(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a fresh spawned process (``fn`` must be importable); returns its result."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(fn, args)
+    """``fn(*args)`` in a fresh process (``fn`` must be importable); returns its result.
+
+    Raises :class:`IsolatedProcessDied` when the process dies without one (the out-of-memory killer ends a case
+    that needs more memory than the machine has), instead of waiting for it forever.
+    """
+    context = _fresh_process_context()
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["torch", fn.__module__])
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool as error:
+            raise IsolatedProcessDied(
+                f"the process running {fn.__name__}{args!r:.80} died without a result (killed for lack of memory?)"
+            ) from error
 
 
 def _train_convolutions_forever(threads: int) -> None:

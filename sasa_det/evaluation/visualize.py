@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageColor, ImageDraw, ImageFont
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
+from torchvision.utils import draw_segmentation_masks, make_grid
 
 __all__ = [
     "MIN_DRAWN_SIDE",
@@ -57,15 +57,30 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _contrast(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black for a light colour, white for a dark one (by luma): the outline and text drawn on ``colour``."""
+    red, green, blue = colour
+    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
+
+
+def _outlined_box(pen: ImageDraw.ImageDraw, box: Sequence[float], colour: tuple[int, int, int], width: int) -> None:
+    """A ``width``-pixel box in ``colour`` between two 1-pixel lines of its contrast colour, so that it stays
+    visible on a background of its own colour (a green class on grass)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    x2, y2 = max(x1, x2), max(y1, y2)
+    pen.rectangle((x1 - 1, y1 - 1, x2 + 1, y2 + 1), outline=_contrast(colour), width=width + 2)
+    pen.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+
+
 def _label_position(box: Sequence[float], text_size: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
     """Top-left of a label: above the box, else below it, else inside its top edge; kept inside the image."""
     x1, y1, _, y2 = box
     text_w, text_h = text_size
     width, height = image_size
-    if y1 - text_h - 1 >= 0:
-        y = y1 - text_h - 1
-    elif y2 + text_h + 1 <= height:
-        y = y2 + 1
+    if y1 - text_h - 2 >= 0:  # clear of the box's 1-pixel outline
+        y = y1 - text_h - 2
+    elif y2 + text_h + 2 <= height:
+        y = y2 + 2
     else:
         y = y1 + 1
     x = min(max(0, x1), max(0, width - text_w))
@@ -92,8 +107,10 @@ def draw_detections(
         min_side: an image whose longer side is shorter is enlarged by the smallest whole factor that
             reaches it (nearest neighbour) before drawing; 0 draws at the image's own size.
 
-    Labels ("name score") sit on a filled tag above their box, or below it, or inside its top edge when the
-    image has no room above or below, so they do not cover the object.
+    Boxes are drawn in their class colour between two 1-pixel lines of a contrasting colour (black or white), and
+    labels ("name score") in that contrasting colour on a tag of the class colour outlined the same way, so both
+    stay visible on a background of the class colour. A tag sits above its box, or below it, or inside its top
+    edge when the image has no room above or below, so it does not cover the object.
 
     Returns:
         uint8 [3, s·H, s·W] with ``s`` the enlargement factor (1 for images of at least ``min_side``).
@@ -121,19 +138,19 @@ def draw_detections(
         if scale > 1:
             masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
         canvas = draw_segmentation_masks(canvas, masks, alpha=0.4, colors=colours)
-    canvas = draw_bounding_boxes(canvas, boxes[index], colors=colours, width=box_width)
     picture = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     pen = ImageDraw.Draw(picture)
+    for i, colour in zip(index, colours):
+        _outlined_box(pen, boxes[i].tolist(), colour, box_width)
     font = _font(max(10, min(18, max(picture.size) // 40)))
     for i, colour in zip(index, colours):
         name = class_names[labels[i] - 1] if class_names and 0 < labels[i] <= len(class_names) else str(labels[i])
         text = f"{name} {scores[i]:.2f}" if scores is not None else name
         left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
-        size = (right - left + 2, bottom - top + 2)
+        size = (right - left + 4, bottom - top + 4)
         x, y = _label_position(boxes[i].tolist(), size, picture.size)
-        pen.rectangle((x, y, x + size[0] - 1, y + size[1] - 1), fill=colour)
-        dark = sum(colour) > 382  # dark text on light tags
-        pen.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0) if dark else (255, 255, 255), font=font)
+        pen.rectangle((x, y, x + size[0] - 1, y + size[1] - 1), fill=colour, outline=_contrast(colour))
+        pen.text((x + 2 - left, y + 2 - top), text, fill=_contrast(colour), font=font)
     return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
 
 

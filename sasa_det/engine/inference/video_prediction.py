@@ -3,8 +3,9 @@
 Frames are read and written with PyAV (FFmpeg's libraries; the ``video`` extra). A camera is opened by index:
 ``/dev/video<i>`` through v4l2 on Linux, the ``avfoundation`` device ``<i>`` on macOS. Frames go through the
 :class:`~sasa_det.engine.inference.predictor.Predictor` ``batch_size`` at a time; each is drawn with its detections and
-encoded into ``<name>_detections.mp4`` (H.264, the source's frame rate), and its detections are collected into
-``<name>_detections.json``::
+encoded into ``<name>_detections.mp4`` (H.264, the source's frame rate; frames whose longer side is under
+:data:`~sasa_det.evaluation.visualize.MIN_DRAWN_SIDE` are drawn enlarged by a whole factor, as images are, so their
+labels are as legible), and its detections, in the source's pixels, are collected into ``<name>_detections.json``::
 
     {"source": ..., "fps": 25.0, "width": W, "height": H, "class_names": [...], "score_threshold": 0.5,
      "frames": [{"frame": 0, "time": 0.0, "boxes": [[x1, y1, x2, y2], ...], "scores": [...],
@@ -158,11 +159,12 @@ def predict_video(
             images = [torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0 for _, _, rgb in batch]
             results = predictor.predict_tensors(images)
             for (index, time, rgb), image, result in zip(batch, images, results):
-                drawn = draw_detections(image, result, predictor.class_names, predictor.score_threshold, min_side=0)
+                drawn = draw_detections(image, result, predictor.class_names, predictor.score_threshold)
                 if encoder is None:
                     height, width = rgb.shape[:2]
                     encoder = output.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=rate)
-                    encoder.width, encoder.height = width - width % 2, height - height % 2  # yuv420p: even sides
+                    drawn_height, drawn_width = drawn.shape[1:]  # small frames are drawn enlarged, as images are
+                    encoder.width, encoder.height = drawn_width - drawn_width % 2, drawn_height - drawn_height % 2
                     encoder.pix_fmt = "yuv420p"
                 array = np.ascontiguousarray(drawn.permute(1, 2, 0).numpy()[: encoder.height, : encoder.width])
                 for packet in encoder.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):

@@ -1,13 +1,16 @@
 """SASA windowed attention on CPU as a compiled loop (``impl="cpp"``, what ``impl="auto"`` picks on CPU).
 
-The C++ source (``csrc/local_attention_cpu.cpp``) is compiled once per torch version on first use with
-:func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are needed; the build, about 30 s, is
-cached under ``TORCH_EXTENSIONS_DIR``). Each training step enters torch's intra-op thread pool three times
-(forward; backward by queries; backward by keys) instead of once per window offset. A task is one image
-row: its k² rows of logits stay in cache, every loop runs contiguously along the row (vectorised), and
-no (k², d, H, W) temporaries are formed; only the (N·heads, k², H, W) attention weights are kept for the
-backward. When the
-extension cannot be built the layer falls back to the ``"shift"`` path (a warning says why).
+The C++ source (``csrc/local_attention_cpu.cpp``) is compiled on first use with
+:func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are needed; the build takes about 30 s) into a
+folder under ``TORCH_EXTENSIONS_DIR`` named by a hash of the source, the flags, torch and Python
+(:mod:`sasa_det.layers.cpp_extension_cache`): checkouts with the same source share one build, and a current
+build is imported without invoking the compiler. When the extension cannot be built the layer falls back to the
+``"shift"`` path (a warning says why).
+
+Each training step enters torch's intra-op thread pool three times (forward; backward by queries; backward by
+keys) instead of once per window offset. A task is one image row: its k² rows of logits stay in cache, every
+loop runs contiguously along the row (vectorised), and no (k², d, H, W) temporaries are formed; only the
+(N·heads, k², H, W) attention weights are kept for the backward.
 
 Half-precision inputs (CPU autocast) are computed in float32 and returned in their dtype.
 """
@@ -16,24 +19,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from sasa_det.layers.cpp_extension_cache import extension_build, load_extension
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["cpp_extension_available", "local_attention_cpp", "supports_cpp"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "local_attention_cpu.cpp"
+_PREFIX = "sasa_local_attention_cpu"
 _extension = None
 _failure: str | None = None
 
 
-def _build_options() -> list[tuple[str, list[str], list[str]]]:
-    """(name suffix, compile flags, link flags) to try in order: with OpenMP first, then without.
+def _build_options() -> list[tuple[list[str], list[str]]]:
+    """(compile flags, link flags) to try in order: with OpenMP first, then without.
 
     ``-fopenmp`` makes ``at::parallel_for`` use torch's intra-op threads: the extension binds to the
     ``libgomp.so.1`` torch has already loaded, so one OpenMP runtime serves both. No ``-ffast-math``:
@@ -42,10 +47,7 @@ def _build_options() -> list[tuple[str, list[str], list[str]]]:
     """
     capability = torch.backends.cpu.get_cpu_capability()  # what torch itself dispatches to here
     isa = ["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else []
-    return [
-        (f"{capability}_omp", ["-O3", "-fopenmp", *isa], ["-fopenmp"]),
-        (f"{capability}_serial", ["-O3", *isa], []),
-    ]
+    return [(["-O3", "-fopenmp", *isa], ["-fopenmp"]), (["-O3", *isa], [])]
 
 
 def _put_ninja_on_path() -> None:
@@ -61,20 +63,25 @@ def _put_ninja_on_path() -> None:
 
 
 def _load_extension():
-    """The compiled module, building it on first call; ``None`` (and a logged warning) if it cannot be built."""
+    """The compiled module, building it on first call; ``None`` (and a logged warning) if it cannot be built.
+
+    A current build of either option (:mod:`sasa_det.layers.cpp_extension_cache`) is imported as it is; only
+    when there is none is one built, with OpenMP first.
+    """
     global _extension, _failure
     if _extension is None and _failure is None:
-        from torch.utils import cpp_extension
-
-        _put_ninja_on_path()
+        builds = [(extension_build(_PREFIX, _SOURCE, *flags), *flags) for flags in _build_options()]
+        current = [option for option in builds if option[0].is_current]
+        if not current:
+            _put_ninja_on_path()
+            logger.info(
+                "Building the SASA CPU extension in %s (about 30 s, once per source and torch version).",
+                builds[0][0].directory,
+            )
         errors = []
-        logger.info("Loading the SASA CPU extension (built once per torch version, about 30 s the first time).")
-        for suffix, cflags, ldflags in _build_options():
-            name = "sasa_local_attention_cpu_" + re.sub(r"\W", "_", f"{torch.__version__}_{suffix}")
+        for build, cflags, ldflags in current + [option for option in builds if option not in current]:
             try:
-                _extension = cpp_extension.load(
-                    name=name, sources=[str(_SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False
-                )
+                _extension, _ = load_extension(build, _SOURCE, cflags, ldflags)
                 break
             except Exception as error:  # no compiler, no ninja, no libmvec, read-only cache, ...
                 errors.append(f"{type(error).__name__}: {error}")
