@@ -6,7 +6,6 @@ first use, so ``import sasa_det`` stays light (no torch).
 
 from sasa_det.lazy_names import lazy_names
 
-_HOME = {"Predictor": "engine.inference.predictor", "load_exported": "engine.inference.export"}
-
-__all__ = sorted(_HOME)
-__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())
+__all__, __getattr__, __dir__ = lazy_names(
+    __name__, globals(), {"engine.inference.predictor": "Predictor", "engine.inference.export": "load_exported"}
+)

@@ -10,9 +10,13 @@ from typing import Any
 __all__ = ["lazy_names"]
 
 
-def lazy_names(package: str, homes: Mapping[str, str], namespace: dict[str, Any]) -> tuple[Callable, Callable]:
-    """``(__getattr__, __dir__)`` for the package ``package`` whose name ``n`` lives in ``package.homes[n]``;
-    a name once imported is kept in the package's ``namespace``."""
+def lazy_names(
+    package: str, namespace: dict[str, Any], modules: Mapping[str, str]
+) -> tuple[list[str], Callable, Callable]:
+    """``(__all__, __getattr__, __dir__)`` of the package ``package``: ``modules`` maps a module of the package
+    (relative, dotted) to the names it provides, separated by spaces; a name once imported is kept in the
+    package's ``namespace``."""
+    homes = {name: module for module, names in modules.items() for name in names.split()}
 
     def __getattr__(name: str) -> Any:
         if name in homes:
@@ -24,4 +28,4 @@ def lazy_names(package: str, homes: Mapping[str, str], namespace: dict[str, Any]
     def __dir__() -> list[str]:
         return sorted(set(namespace) | set(homes))
 
-    return __getattr__, __dir__
+    return sorted(homes), __getattr__, __dir__

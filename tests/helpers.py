@@ -86,3 +86,35 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def resumable_run_overrides(
+    shapes_root, out, *, num_train: int, num_val: int, side: int, stage_ops: str, val_batch: int, workers: int
+) -> list[str]:
+    """Config overrides of the demo config for the fault and resume tests: a ``side``-px shapes set with random
+    multiscale (``side - 8`` or ``side - 16`` to ``side``) and flips, which a resumed run must replay exactly;
+    an 8-wide ResNet-26 with ``stage_ops``, a validation every epoch, every step logged, no drawing."""
+    smaller = side - 8 if side <= 48 else side - 16
+    return [
+        f"output_dir={out}",
+        f"data.shapes.root={shapes_root}",
+        f"data.shapes.num_train={num_train}",
+        f"data.shapes.num_val={num_val}",
+        f"data.shapes.image_size={side}",
+        f"data.min_sizes=[{smaller},{side}]",
+        f"data.max_size={side}",
+        "data.batch_size=2",
+        f"data.val_batch_size={val_batch}",
+        f"data.num_workers={workers}",
+        f"model.backbone={{name: resnet26, base_width: 8, stage_ops: {stage_ops}}}",
+        "model.fpn_channels=32",
+        f"model.min_size={side}",
+        f"model.max_size={side}",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "eval.save_visualization=0",
+        "optim.warmup_steps=2",
+    ]

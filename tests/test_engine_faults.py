@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import resumable_run_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
 STEPS_PER_EPOCH = 4  # 8 training images, batch 2
@@ -43,31 +45,9 @@ FAULTS = {
 
 
 def _overrides(shapes: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        f"output_dir={out}",
-        f"data.shapes.root={shapes}",
-        "data.shapes.num_train=8",
-        "data.shapes.num_val=2",
-        "data.shapes.image_size=48",
-        "data.min_sizes=[40,48]",  # random multiscale and flips: the resumed run must replay them exactly
-        "data.max_size=48",
-        "data.batch_size=2",
-        "data.val_batch_size=2",
-        "data.num_workers=0",
-        "model.backbone={name: resnet26, base_width: 8, stage_ops: [conv, conv, conv, sasa]}",
-        "model.fpn_channels=32",
-        "model.num_classes=null",  # taken from the data; the same command plus --resume must be accepted
-        "model.min_size=48",
-        "model.max_size=48",
-        "trainer.check_val_every_n_epoch=1",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
-        "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1",
-        "eval.save_visualization=0",
-        "optim.warmup_steps=2",
-        *extra,
-    ]
+    small = dict(num_train=8, num_val=2, side=48, stage_ops="[conv, conv, conv, sasa]", val_batch=2, workers=0)
+    # model.num_classes=null: taken from the data; the same command plus --resume must be accepted
+    return [*resumable_run_overrides(shapes, out, **small), "model.num_classes=null", *extra]
 
 
 def _run(fault: str, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import resumable_run_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "shapes_demo.yaml"
 BATCHES_PER_EPOCH = 6  # 12 training images, batch 2
@@ -20,33 +22,9 @@ MAX_STEPS = 10  # ends mid-epoch (epoch 1, batch 4 of 6), between validations
 
 
 def _overrides(shapes: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        f"output_dir={out}",
-        f"data.shapes.root={shapes}",
-        "data.shapes.num_train=12",
-        "data.shapes.num_val=4",
-        "data.shapes.image_size=64",
-        "data.min_sizes=[48,64]",  # random multiscale and flips: the resumed run must replay them exactly
-        "data.max_size=64",
-        "data.batch_size=2",
-        "data.val_batch_size=4",
-        "data.num_workers=1",
-        "model.backbone={name: resnet26, base_width: 8, stage_ops: [conv, conv, sasa, aa]}",
-        "model.fpn_channels=32",
-        "model.min_size=64",
-        "model.max_size=64",
-        f"trainer.max_steps={MAX_STEPS}",
-        "trainer.max_epochs=-1",
-        "trainer.check_val_every_n_epoch=1",
-        "trainer.checkpoint_every_n_steps=3",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
-        "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1",
-        "eval.save_visualization=0",
-        "optim.warmup_steps=2",
-        *extra,
-    ]
+    run = dict(num_train=12, num_val=4, side=64, stage_ops="[conv, conv, sasa, aa]", val_batch=4, workers=1)
+    steps = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", "trainer.checkpoint_every_n_steps=3"]
+    return [*resumable_run_overrides(shapes, out, **run), *steps, *extra]
 
 
 def _env(**extra: str) -> dict:

@@ -121,15 +121,8 @@ def run_model(args: argparse.Namespace) -> int:
     from sasa_det.analysis.model_benchmark import MODEL_CASES, benchmark_models, format_model_table
 
     _check_cases(args.cases, MODEL_CASES)
-    results = benchmark_models(
-        device=args.device,
-        dtype=args.dtype,
-        height=args.height,
-        width=args.width,
-        batch=args.batch,
-        repeats=args.repeats,
-        cases=args.cases,
-    )
+    settings = ("device", "dtype", "height", "width", "batch", "repeats", "cases")
+    results = benchmark_models(**{name: getattr(args, name) for name in settings})
     print(
         f"torch {torch.__version__}, device {args.device}, {args.dtype}, batch {args.batch} of "
         f"{args.height}×{args.width}; ratios vs torchvision's RetinaNet in the same run"
@@ -159,10 +152,15 @@ def run_eval(args: argparse.Namespace) -> int:
 
     results = benchmark_eval(args.images, args.segm_images, args.memory_images, args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; ratios within this run")
-    print(format_eval_report(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    return _report(format_eval_report(results), results, args.json)
+
+
+def _report(table: str, results: dict, json_path: Path | None) -> int:
+    """Print a benchmark's table and write its figures to ``json_path`` when given; exit status 0."""
+    print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2))
     return 0
 
 
@@ -194,11 +192,7 @@ def run_data(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         compare_list=args.compare_list,
     )
-    print(format_data_report(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return _report(format_data_report(results), results, args.json)
 
 
 def add_kernels_parser(subparsers) -> None:

@@ -9,22 +9,15 @@
 * :mod:`sasa_det.engine.experiment` -- the experiment schema (the sections' owners composed) and its loader.
 * :mod:`sasa_det.engine.inference` -- the predictor, prediction files, video, export.
 * :mod:`sasa_det.engine.runner` -- ``train`` / ``evaluate`` / ``predict``, which only assemble the wings.
-
-The names below are imported from their modules on first use, so ``import sasa_det.engine`` loads nothing.
 """
 
 from sasa_det.lazy_names import lazy_names
 
-_HOME = {
-    "train": "runner",
-    "evaluate": "runner",
-    "predict": "runner",
-    "load_config": "experiment",
-    "config_from_dict": "experiment",
-    "Predictor": "inference.predictor",
-    "load_module": "inference.loading",
-    "RunDirectory": "run.run_directory",
+_PROVIDED_BY = {
+    "runner": "train evaluate predict",
+    "experiment": "load_config config_from_dict",
+    "inference.predictor": "Predictor",
+    "inference.loading": "load_module",
+    "run.run_directory": "RunDirectory",
 }
-
-__all__ = sorted(_HOME)
-__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())
+__all__, __getattr__, __dir__ = lazy_names(__name__, globals(), _PROVIDED_BY)

@@ -1,25 +1,11 @@
 """Optimizers and learning-rate schedules the LightningModules configure (:mod:`.optimization`), and their
 options (:mod:`.settings`: ``OptimSettings``, the ``optim`` section, which loads without torch).
-
-The names below are imported from their modules on first use.
 """
 
 from sasa_det.lazy_names import lazy_names
 
-_HOME = {
-    "OPTIMIZERS": "settings",
-    "OptimSettings": "settings",
-    "SCHEDULES": "settings",
-    "build_optimizer": "optimization",
-    "build_scheduler": "optimization",
-    "configure_optimization": "optimization",
-    "lr_multiplier": "optimization",
-    "no_weight_decay_names": "optimization",
-    "parameter_groups": "optimization",
-    "scaled_lr": "optimization",
-    "schedule_lengths": "optimization",
-    "training_steps": "optimization",
+_PROVIDED_BY = {
+    "settings": "OPTIMIZERS OptimSettings SCHEDULES",
+    "optimization": "build_optimizer build_scheduler configure_optimization lr_multiplier no_weight_decay_names parameter_groups scaled_lr schedule_lengths training_steps",
 }
-
-__all__ = sorted(_HOME)
-__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())
+__all__, __getattr__, __dir__ = lazy_names(__name__, globals(), _PROVIDED_BY)

@@ -45,6 +45,16 @@ class OutsideRunDirectory(PermissionError):
     """A run directory was asked to write, replace or delete a path outside its folder (refused)."""
 
 
+class _InRun:
+    """A path of the layout, relative to a run's folder: ``RunDirectory(root).<name>`` is ``root/<parts>``."""
+
+    def __init__(self, *parts: str):
+        self.parts = parts
+
+    def __get__(self, run: RunDirectory | None, owner: type) -> Any:
+        return self if run is None else run.root.joinpath(*self.parts)
+
+
 class RunDirectory:
     """The folder of one run (or one evaluation) and its layout (see the module docstring).
 
@@ -67,26 +77,34 @@ class RunDirectory:
         return f"RunDirectory({str(self.root)!r})"
 
     # ------------------------------------------------------------------ the layout
-    @property
-    def config_file(self) -> Path:
-        """The resolved config of the run (``config.yaml``): ``tools/train.py --resume DIR`` reads it."""
-        return self.root / "config.yaml"
-
-    @property
-    def train_log(self) -> Path:
-        return self.root / "train.log"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / ".run.lock"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.root / self.CHECKPOINTS
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints_dir / self.LAST_CHECKPOINT
+    #: the resolved config of the run: ``tools/train.py --resume DIR`` reads the checkpoints' copy of it
+    config_file = _InRun("config.yaml")
+    #: everything the run logged (rank 0)
+    train_log = _InRun("train.log")
+    #: held while a training runs in the folder (:mod:`~sasa_det.engine.run.run_lock`)
+    lock_file = _InRun(".run.lock")
+    checkpoints_dir = _InRun(CHECKPOINTS)
+    last_checkpoint = _InRun(CHECKPOINTS, LAST_CHECKPOINT)
+    #: Lightning's CSV metrics (``CSV_LOGS``), continued on resume
+    csv_metrics = _InRun(CSV_LOGS[0], f"version_{CSV_LOGS[1]}", "metrics.csv")
+    tensorboard_dir = _InRun(TENSORBOARD_LOGS[0], f"version_{TENSORBOARD_LOGS[1]}")
+    #: the local MLflow store when ``logging.mlflow_tracking_uri`` is not set
+    mlflow_store = _InRun("mlflow.db")
+    #: what ``model.init_from`` loaded, skipped and missed
+    init_from_report = _InRun("init_from_report.json")
+    #: the final weights' validation metrics (an evaluation's metrics)
+    metrics_file = _InRun("metrics.json")
+    #: an evaluation with test-time augmentation: the plain pass's metrics
+    plain_metrics_file = _InRun("metrics_plain.json")
+    per_class_file = _InRun("per_class.md")
+    #: per-class AP rows and precision/recall curves
+    evaluation_file = _InRun("evaluation.json")
+    coco_summary_file = _InRun("coco_summary.txt")
+    #: the confusion matrix and false positives by kind
+    errors_dir = _InRun("errors")
+    predictions_png = _InRun("predictions.png")
+    #: ``tools/analyze.py``'s plots (training curves, per-class AP, PR curves)
+    analysis_dir = _InRun("analysis")
 
     def best_checkpoint(self, epoch: int, step: int) -> Path:
         """The best checkpoint's file for ``epoch`` and global ``step`` (as Lightning names it)."""
@@ -111,60 +129,8 @@ class RunDirectory:
         """Temporary checkpoint files left by writes that were killed half way."""
         return sorted(self.checkpoints_dir.glob(".*.ckpt.tmp-*"))
 
-    @property
-    def csv_metrics(self) -> Path:
-        name, version = self.CSV_LOGS
-        return self.root / name / f"version_{version}" / "metrics.csv"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        name, version = self.TENSORBOARD_LOGS
-        return self.root / name / f"version_{version}"
-
-    @property
-    def mlflow_store(self) -> Path:
-        return self.root / "mlflow.db"
-
-    @property
-    def init_from_report(self) -> Path:
-        return self.root / "init_from_report.json"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def plain_metrics_file(self) -> Path:
-        """An evaluation with test-time augmentation: the plain pass's metrics."""
-        return self.root / "metrics_plain.json"
-
-    @property
-    def per_class_file(self) -> Path:
-        return self.root / "per_class.md"
-
-    @property
-    def evaluation_file(self) -> Path:
-        return self.root / "evaluation.json"
-
-    @property
-    def coco_summary_file(self) -> Path:
-        return self.root / "coco_summary.txt"
-
     def detections_file(self, iou_type: str) -> Path:
         return self.root / f"detections_{iou_type}.json"
-
-    @property
-    def errors_dir(self) -> Path:
-        return self.root / "errors"
-
-    @property
-    def predictions_png(self) -> Path:
-        return self.root / "predictions.png"
-
-    @property
-    def analysis_dir(self) -> Path:
-        """``tools/analyze.py``'s plots of the run (training curves, per-class AP, PR curves)."""
-        return self.root / "analysis"
 
     def data_report(self, split: str) -> Path:
         """The data checks' report of ``split`` (``.json``; the text beside it as ``.txt``)."""

@@ -22,13 +22,7 @@ from sasa_det.engine.tasks.detection_options import DetectionModelOptions
 from sasa_det.engine.tasks.task import DataPath, Task
 from sasa_det.layers import SasaOptions
 
-__all__ = [
-    "DetectionTask",
-    "build_detection_model",
-    "coco_data_options",
-    "iou_types_for",
-    "preset_detection_model",
-]
+__all__ = ["DetectionTask", "build_detection_model", "coco_data_options", "iou_types_for", "preset_detection_model"]
 
 logger = logging.getLogger(__name__)
 

@@ -9,19 +9,13 @@ kernels) are chosen through :mod:`.registry`.
 * :mod:`.torch_paths` -- ``"unfold"``, ``"shift"``, ``"halo"`` in plain PyTorch.
 * :mod:`.cpu` (+ ``csrc/``) -- ``"cpp"``, the CPU default.
 * :mod:`.triton_launch`, :mod:`.triton_kernels` -- ``"triton"``, the CUDA default.
-
-The names below are imported from their modules on first use.
 """
 
 from sasa_det.lazy_names import lazy_names
 
-_HOME = {
-    "LocalSelfAttention2d": "layer",
-    "SasaOptions": "options",
-    "available_local_attention_impls": "registry",
-    "register_local_attention_impl": "registry",
-    "resolve_local_attention_impl": "registry",
+_PROVIDED_BY = {
+    "layer": "LocalSelfAttention2d",
+    "options": "SasaOptions",
+    "registry": "available_local_attention_impls register_local_attention_impl resolve_local_attention_impl",
 }
-
-__all__ = sorted(_HOME)
-__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())
+__all__, __getattr__, __dir__ = lazy_names(__name__, globals(), _PROVIDED_BY)
