@@ -28,7 +28,7 @@ BELOW = {
     "evaluation": {"base", "data"},
     "engine": {"base", "layers", "backbones", "detectors", "data", "evaluation"},
     "analysis": {"base", "layers", "backbones", "detectors", "data", "evaluation", "engine"},
-    "package": {"engine"},
+    "package": {"base", "engine"},
 }
 PACKAGES = {"layers", "backbones", "detectors", "data", "evaluation", "engine", "analysis"}
 
