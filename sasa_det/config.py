@@ -294,13 +294,13 @@ def _validate_tree(value: Any, prefix: str) -> None:
 
 
 def validate_options(cfg: DictConfig, schema: type) -> DictConfig:
-    """Check what the type system cannot: every choice, then each option dataclass's ranges and the
-    combinations its ``validate()`` checks (sections first, the whole config last); returns ``cfg``.
+    """Check what the type system cannot: each option dataclass's ranges and the combinations its
+    ``validate()`` checks (sections first, the whole config last); returns ``cfg``. (The choices of each file
+    and override are checked as they are read; the schema's defaults are valid by construction.)
 
     Raises:
         ConfigError: naming the key, the bad value and the accepted values.
     """
-    _check_choices(cfg, "config", schema)
     _validate_tree(OmegaConf.to_object(cfg), "")
     return cfg
 

@@ -8,6 +8,8 @@ from omegaconf import OmegaConf
 from sasa_det.config import ConfigError, config_to_dict, save_config
 from sasa_det.engine.experiment import config_from_dict, load_config
 
+REPO = Path(__file__).resolve().parents[1]
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -204,3 +206,30 @@ def test_data_paths_of_an_evaluation_are_checked_for_the_validation_split_only(t
     get_task("detection").check_data_paths(cfg, splits=("val",))
     with pytest.raises(ConfigError, match="data.train_ann=.*gone.json': no such file"):
         get_task("detection").check_data_paths(cfg)
+
+
+def test_a_config_is_read_and_checked_without_torch():
+    """A misspelt key, a value out of range or a wrong type is reported before torch loads (the option
+    dataclasses sit in modules that import no torch); `optim.learning_rate` is answered with `lr`."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from sasa_det.config import ConfigError\n"
+        "from sasa_det.engine.experiment import load_config\n"
+        "load_config('configs/shapes_demo.yaml')\n"
+        "for bad in ('optim.learning_rate=0.1', 'model.backbone.frozen_stages=9', 'trainer.max_steps=many'):\n"
+        "    try:\n"
+        "        load_config('configs/shapes_demo.yaml', [bad])\n"
+        "    except ConfigError as error:\n"
+        "        print(error)\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'pytorch_lightning') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert "unknown config key 'optim.learning_rate'; did you mean 'lr'?" in lines[0]
+    assert "model.backbone.frozen_stages must be in 0..4" in lines[1]
+    assert "trainer.max_steps" in lines[2]
+    assert lines[-1] == "[]", f"loading a config imported {lines[-1]}"
