@@ -51,7 +51,7 @@ from sasa_det.evaluation.detection_columns import (
     merge_rank_results,
     sorted_by_image,
 )
-from sasa_det.evaluation.options import IOU_TYPES, EvalOptions
+from sasa_det.evaluation.options import IOU_TYPES, SCORE_THRESHOLD, EvalOptions
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class CocoEvaluator:
         coco_gt: COCO,
         label_to_category: Mapping[int, int],
         iou_types: Sequence[str] = ("bbox",),
-        score_threshold: float = 0.05,
+        score_threshold: float = SCORE_THRESHOLD,
         mask_threshold: float = 0.5,
         backend: str = "auto",
     ) -> None:

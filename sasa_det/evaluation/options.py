@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 from sasa_det.choices import OptionError, choice
 
-__all__ = ["COCO_BACKENDS", "IOU_TYPES", "TTA_FLIPS", "TTA_MERGES", "EvalOptions", "TtaOptions"]
+__all__ = ["COCO_BACKENDS", "IOU_TYPES", "SCORE_THRESHOLD", "TTA_FLIPS", "TTA_MERGES", "EvalOptions", "TtaOptions"]
+
+#: detections scoring below this are not evaluated (COCO practice)
+SCORE_THRESHOLD = 0.05
 
 #: IoU types COCOeval evaluates
 IOU_TYPES = ("bbox", "segm")
@@ -57,7 +60,7 @@ class EvalOptions:
     training, ``tools/eval.py``, ``tools/predict.py``)."""
 
     #: detections below this score are not evaluated (COCO practice)
-    score_threshold: float = 0.05
+    score_threshold: float = SCORE_THRESHOLD
     #: "bbox" / "segm"; empty = bbox, plus segm for mask_rcnn
     iou_types: list[str] = choice(IOU_TYPES, default_factory=list)
     #: validation images drawn with predictions after training (0 = none)

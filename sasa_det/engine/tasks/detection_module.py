@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from sasa_det.evaluation.options import SCORE_THRESHOLD
 from sasa_det.optim import OptimSettings, configure_optimization
 
 __all__ = ["DetectionModule"]
@@ -54,7 +55,7 @@ class DetectionModule(pl.LightningModule):
         model: nn.Module,
         optim: OptimSettings | Mapping[str, Any] | None = None,
         iou_types: Sequence[str] = ("bbox",),
-        score_threshold: float = 0.05,
+        score_threshold: float = SCORE_THRESHOLD,
         class_names: Optional[Sequence[str]] = None,
         eval_backend: str = "auto",
     ):
