@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sasa_det.data.coco.category_checks import check_num_classes
 from sasa_det.data.coco.problems import DatasetError, Problem
 from sasa_det.data.coco.reader import DatasetChecks, load_checked_coco
 from sasa_det.data.coco.report import DatasetReport
-
-if TYPE_CHECKING:  # the data module imports torch; checking a dataset does not need it
-    from sasa_det.data.loading.options import CocoDataOptions
 
 __all__ = ["check_dataset", "check_splits"]
 
@@ -42,12 +39,13 @@ def check_dataset(
 
 
 def check_splits(
-    options: CocoDataOptions,
+    options: Any,
     num_classes: int | None = None,
     progress: bool = True,
     report_dir: str | os.PathLike | None = None,
 ) -> list[DatasetReport]:
-    """Check the train and validation splits that ``options`` name (as the data module would load them).
+    """Check the train and validation splits that ``options`` name (as the data module would load them);
+    ``options`` is a :class:`~sasa_det.data.loading.options.CocoDataOptions` (its checks and the four paths).
 
     Problems of both splits are collected before raising.
 
