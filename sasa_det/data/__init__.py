@@ -4,8 +4,9 @@ image-folder classification data.
 The package is in wings by job:
 
 - :mod:`~sasa_det.data.coco`: reading and checking COCO-format data (the json checks per section, the image
-  checks, the report, the check cache, the packed records) and the dataset that serves the records;
-- :mod:`~sasa_det.data.loading`: the data module, the resumable and sharded samplers, collation, transforms;
+  checks, the report, the check cache, the packed records);
+- :mod:`~sasa_det.data.loading`: the dataset that serves the records, the data module and its options, the
+  resumable and sharded samplers, collation, transforms;
 - :mod:`~sasa_det.data.formats`: VOC / YOLO converters, the COCO writer, VOC export, the train/val split;
 - :mod:`~sasa_det.data.image_io` (how every image is read), :mod:`~sasa_det.data.shapes` (the synthetic shapes
   set) and :mod:`~sasa_det.data.image_folder` (image-folder classification data).
@@ -14,7 +15,7 @@ The package is in wings by job:
 from sasa_det.lazy_names import lazy_names
 
 _PROVIDED_BY = {
-    "coco.dataset": "CocoDetectionDataset",
+    "loading.dataset": "CocoDetectionDataset",
     "coco.split_records": "CocoRecords",
     "coco.reader": "DatasetChecks load_checked_coco load_coco_quietly",
     "coco.image_record": "ImageRecord",

@@ -10,11 +10,11 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from sasa_det.data.coco.dataset import CocoDetectionDataset
 from sasa_det.data.coco.reader import load_checked_coco
 from sasa_det.data.coco.report import DatasetReport
 from sasa_det.data.coco.shared_records import load_shared_records
 from sasa_det.data.loading.collate import collate_detection
+from sasa_det.data.loading.dataset import CocoDetectionDataset
 from sasa_det.data.loading.options import CocoDataOptions
 from sasa_det.data.loading.sampling import orientation_groups, resumable_train_loader, sharded_val_loader
 from sasa_det.data.loading.transforms import build_train_transforms, build_val_transforms
