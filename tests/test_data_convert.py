@@ -182,7 +182,7 @@ def test_split_is_seeded_and_complete(tmp_path):
 
 
 def test_voc_folder_to_a_trained_model_in_three_commands(tmp_path, capsys):
-    """convert, split, train: the README's three commands, on a 10-image VOC folder, a few steps."""
+    """convert, split, train: the three commands of docs/custom_data.md, on a 10-image VOC folder, a few steps."""
     root = _voc_folder(tmp_path / "voc", count=10)
     convert = runpy.run_path(str(REPO / "tools" / "convert_dataset.py"))["main"]
     assert (
