@@ -93,7 +93,7 @@ def test_tool_prints_a_table(capsys):
 
 
 def test_tool_measures_the_model_a_config_builds(capsys):
-    from sasa_det.config import load_config
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.tasks import get_task
     from tests.helpers import DEMO_CONFIG, REPO, load_tool
 

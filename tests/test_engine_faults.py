@@ -277,6 +277,7 @@ def test_another_runs_checkpoints_are_only_read_by_resume_and_init_from(uninterr
     started = _overrides(tmp_path / "shapes", tmp_path / "init", "trainer.max_epochs=-1", "trainer.max_steps=1")
     from_last = _run("none", [*started, f"model.init_from={source / 'checkpoints' / 'last.ckpt'}"])
     assert from_last.returncode == 0, from_last.stderr[-3000:]
-    assert "init_from" in (tmp_path / "init" / "init_from_report.json").read_text()
+    report = json.loads((tmp_path / "init" / "init_from_report.json").read_text())
+    assert report["source"] == str(source / "checkpoints" / "last.ckpt") and report["loaded"]
     assert _file_hashes(source) == before
     assert list((tmp_path / "from_best" / "checkpoints").glob("best-*.ckpt"))  # the new run has its own best

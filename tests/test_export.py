@@ -258,7 +258,7 @@ def test_missing_extra_names_it(monkeypatch):
 def trained_demo_run(tmp_path_factory) -> dict:
     """The demo config trained for 150 steps on 300 shapes images (about a minute on a CPU): its checkpoint and
     validation images."""
-    from sasa_det.config import load_config
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.runner import train
 
     root = tmp_path_factory.mktemp("trained_demo")

@@ -65,18 +65,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     configure_logging()
     import json
 
-    from sasa_det.checkpoint_file import CheckpointFileError
-    from sasa_det.config import ConfigError
+    from sasa_det.cli import is_user_error
     from sasa_det.engine.experiment import config_from_dict, load_config
 
-    try:
+    try:  # the config is read and checked before torch loads
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         from sasa_det.engine.run.resume import resolve_resume
 
         cfg, resume_from = resolve_resume(cfg, list(args.overrides), args.resume, config_from_dict)
-    except (ConfigError, CheckpointFileError, FileNotFoundError, ValueError) as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         sys.exit(f"error: {err}")
-    from sasa_det.engine.run.checkpoint_io import CheckpointWriteError
     from sasa_det.engine.run.run_directory import RunDirectory
     from sasa_det.engine.run.signals import TrainingInterrupted
     from sasa_det.engine.runner import train
@@ -85,8 +85,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     go_on = resume_command(cfg.output_dir)
     try:
         result = train(cfg, resume_from=resume_from)  # checks the data paths before it writes anything
-    except (ConfigError, CheckpointWriteError) as err:
-        sys.exit(f"error: {err}")
     except TrainingInterrupted as stop:
         hint = "" if stop.requeued else f"; continue with: {go_on}"
         print(f"{stop}{hint}", file=sys.stderr, flush=True)
@@ -100,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"error: a data loader worker died ({str(err).splitlines()[0]}), usually killed for lack of memory. "
             f"{last} (if written) is intact: lower data.num_workers or give the job more memory, then {go_on}"
         )
+    except Exception as err:  # a config, data, weights or disk problem: one line naming it (CheckpointWriteError...)
+        if not is_user_error(err):
+            raise
+        sys.exit(f"error: {err}")
     print(json.dumps(result, indent=2), flush=True)
     if result.get("already_finished"):
         print(result["already_finished"], file=sys.stderr, flush=True)

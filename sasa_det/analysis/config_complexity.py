@@ -35,7 +35,7 @@ def measure_config(
 
     Raises ConfigError (a bad config or override) and FileNotFoundError (no such config).
     """
-    from sasa_det.config import load_config
+    from sasa_det.engine.experiment import load_config
     from sasa_det.engine.tasks import get_task
 
     cfg = load_config(config, list(overrides))

@@ -79,13 +79,13 @@ def read_stored_config(path: str | os.PathLike) -> tuple[dict, dict]:
     Raises:
         CheckpointFileError: unreadable file. ValueError: no config inside (not written by ``tools/train.py``).
     """
-    from sasa_det.checkpoint_file import read_checkpoint_file
+    from sasa_det.checkpoint_file import CheckpointFileError, read_checkpoint_file
     from sasa_det.engine.run.checkpoints import CONFIG_KEY
 
     checkpoint = read_checkpoint_file(path)
     stored = checkpoint.get(CONFIG_KEY) if isinstance(checkpoint, dict) else None
     if stored is None:
-        raise ValueError(
+        raise CheckpointFileError(
             f"checkpoint {path}: holds no experiment config, so it was not written by tools/train.py; "
             "to start from its weights use model.init_from=PATH (or classifier.init_from) instead"
         )
