@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Choices", "OptionError", "choice", "field_choices"]
+__all__ = ["Choices", "OptionError", "choice", "field_choices", "has_choices"]
 
 #: The values a field may take: a sequence, or a function returning one (for registries that grow at run time).
 Choices = Sequence[Any] | Callable[[], Sequence[Any]]
@@ -27,6 +27,11 @@ def choice(choices: Choices, default: Any = dataclasses.MISSING, default_factory
     """A dataclass field whose value (or every entry of its list value) is one of ``choices``; ``None`` always
     passes (the field's "not set")."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={_KEY: choices})
+
+
+def has_choices(item: dataclasses.Field) -> bool:
+    """Whether ``item`` declares its values, without asking a registry for them."""
+    return item.metadata.get(_KEY) is not None
 
 
 def field_choices(item: dataclasses.Field) -> list[Any] | None:

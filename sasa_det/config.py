@@ -38,7 +38,7 @@ from typing import Any, Optional, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from sasa_det.choices import OptionError, field_choices
+from sasa_det.choices import OptionError, field_choices, has_choices
 
 __all__ = [
     "ConfigError",
@@ -76,7 +76,7 @@ def _option_fields(schema: type, prefix: str = "") -> Iterator[tuple[str, datacl
 
 def choice_table(schema: type) -> dict[str, dataclasses.Field]:
     """Keys whose option declares its values (:func:`sasa_det.choices.choice`) -> the option's field."""
-    return {key: item for key, item, _ in _option_fields(schema) if field_choices(item) is not None}
+    return {key: item for key, item, _ in _option_fields(schema) if has_choices(item)}
 
 
 def _renamed_keys(schema: type) -> dict[str, str]:

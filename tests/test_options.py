@@ -263,7 +263,7 @@ def test_load_checked_coco_gives_plain_records_and_a_report_without_a_dataset(tm
 
 
 def test_the_dataset_knows_no_json_checks_or_reports():
-    source = (PACKAGE / "data" / "coco" / "dataset.py").read_text(encoding="utf-8")
+    source = (PACKAGE / "data" / "loading" / "dataset.py").read_text(encoding="utf-8")
     imported = {
         alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom) for alias in node.names
     }

@@ -1,31 +1,17 @@
 """Detectors: torchvision's RetinaNet / Faster R-CNN / Mask R-CNN over our backbones, and the SASA attention
-pyramid and heads. :func:`build_detector` is the entry point."""
+pyramid and heads. :func:`build_detector` is the entry point; the options import without torch."""
 
-from sasa_det.detectors.attention_fpn import AttentionFeaturePyramidNetwork, AttentionLastLevelP6P7
-from sasa_det.detectors.attention_retinanet_head import (
-    AttentionRetinaNetClassificationHead,
-    AttentionRetinaNetHead,
-    AttentionRetinaNetRegressionHead,
-)
-from sasa_det.detectors.backbone_with_fpn import BackboneWithFPN, backbone_with_fpn, build_fpn
-from sasa_det.detectors.build import ARCHS, BACKBONE_FEATURES, DetectorOptions, build_detector
-from sasa_det.detectors.rcnn import rcnn_from_backbone
-from sasa_det.detectors.retinanet import ForegroundRetinaNet, retinanet_from_backbone
+from sasa_det.lazy_names import lazy_names
 
-__all__ = [
-    "ARCHS",
-    "BACKBONE_FEATURES",
-    "AttentionFeaturePyramidNetwork",
-    "AttentionLastLevelP6P7",
-    "AttentionRetinaNetClassificationHead",
-    "AttentionRetinaNetHead",
-    "AttentionRetinaNetRegressionHead",
-    "BackboneWithFPN",
-    "DetectorOptions",
-    "ForegroundRetinaNet",
-    "backbone_with_fpn",
-    "build_detector",
-    "build_fpn",
-    "rcnn_from_backbone",
-    "retinanet_from_backbone",
-]
+_PROVIDED_BY = {
+    "attention_fpn": "AttentionFeaturePyramidNetwork AttentionLastLevelP6P7",
+    "attention_retinanet_head": (
+        "AttentionRetinaNetClassificationHead AttentionRetinaNetHead AttentionRetinaNetRegressionHead"
+    ),
+    "backbone_with_fpn": "BackboneWithFPN backbone_with_fpn build_fpn",
+    "options": "ARCHS BACKBONE_FEATURES DetectorOptions",
+    "build": "build_detector",
+    "rcnn": "rcnn_from_backbone",
+    "retinanet": "ForegroundRetinaNet retinanet_from_backbone",
+}
+__all__, __getattr__, __dir__ = lazy_names(__name__, globals(), _PROVIDED_BY)

@@ -36,10 +36,9 @@ from torchvision.models.detection.retinanet import (
     RetinaNetRegressionHead,
 )
 
+from sasa_det.detectors.options import HEAD_NORMS
 from sasa_det.layers import LocalSelfAttention2d
 
-#: Normalisation after each attention layer of the towers (the paper is silent; see the module docstring).
-HEAD_NORMS = ("group", "none")
 GROUP_NORM_GROUPS = 32  # as torchvision's RetinaNet v2 heads
 
 

@@ -17,10 +17,9 @@ from torchvision.ops.feature_pyramid_network import (
 )
 
 from sasa_det.detectors.attention_fpn import AttentionFeaturePyramidNetwork, AttentionLastLevelP6P7
+from sasa_det.detectors.options import FPN_KINDS
 from sasa_det.layers import LocalSelfAttention2d
 
-#: Pyramids :func:`build_fpn` makes: torchvision's, or the SASA paper's with attention for every 3×3 conv.
-FPN_KINDS = ("conv", "attention")
 EXTRA_LEVELS = ("p6p7", "maxpool")
 
 

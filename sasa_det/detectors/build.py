@@ -1,30 +1,21 @@
 """``build_detector``: the one place that turns detector options into a torchvision detection model."""
 
 import inspect
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.models.detection.retinanet import RetinaNet
 
-from sasa_det.choices import choice
-from sasa_det.detectors.attention_retinanet_head import HEAD_NORMS
-from sasa_det.detectors.backbone_with_fpn import FPN_KINDS
 from sasa_det.detectors.class_agnostic_nms import apply_class_agnostic_nms
-from sasa_det.detectors.rcnn import RCNN_FEATURES, rcnn_from_backbone
-from sasa_det.detectors.retinanet import HEAD_KINDS, RETINANET_FEATURES, retinanet_from_backbone
+from sasa_det.detectors.options import ARCHS, BACKBONE_FEATURES, SIZE_DIVISIBLE, DetectorOptions, known_arch
+from sasa_det.detectors.rcnn import rcnn_from_backbone
+from sasa_det.detectors.retinanet import retinanet_from_backbone
 from sasa_det.layers import SasaOptions
 
-__all__ = ["ARCHS", "BACKBONE_FEATURES", "SIZE_DIVISIBLE", "DetectorOptions", "build_detector"]
-
-ARCHS = ("retinanet", "faster_rcnn", "mask_rcnn")
-SIZE_DIVISIBLE = 32  # torchvision's GeneralizedRCNNTransform pads batches to a multiple of 32
-#: The backbone features each architecture's pyramid reads.
-BACKBONE_FEATURES = {"retinanet": RETINANET_FEATURES, "faster_rcnn": RCNN_FEATURES, "mask_rcnn": RCNN_FEATURES}
+__all__ = ["ARCHS", "BACKBONE_FEATURES", "SIZE_DIVISIBLE", "DetectorOptions", "build_detector"]  # options re-exported
 
 _TORCHVISION_CLASS = {"retinanet": RetinaNet, "faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN}
 # Arguments the builder sets itself: they cannot come through detector_kwargs.
@@ -37,12 +28,6 @@ _RCNN_ALIASES = {
 }
 # GeneralizedRCNNTransform options that torchvision's detectors forward through **kwargs.
 _TRANSFORM_ARGS = {"size_divisible", "fixed_size", "_skip_resize"}
-
-
-def _known_arch(arch: str) -> str:
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
-    return arch
 
 
 def _allowed_detector_kwargs(arch: str) -> set[str]:
@@ -81,43 +66,6 @@ def _check_sizes(min_size: int | Sequence[int], max_size: int) -> tuple[int, ...
     return sizes
 
 
-@dataclass
-class DetectorOptions:
-    """What :func:`build_detector` puts on a backbone: the detection part of a model's config (``model.*``)."""
-
-    #: "retinanet" | "faster_rcnn" | "mask_rcnn"
-    arch: str = choice(ARCHS, default="retinanet")
-    #: "conv" (torchvision FPN) | "attention" (SASA paper's attention FPN)
-    fpn: str = choice(FPN_KINDS, default="conv")
-    #: "conv" (torchvision heads) | "attention" (SASA paper's attention heads; RetinaNet)
-    head: str = choice(HEAD_KINDS, default="conv")
-    #: FPN width (SASA paper Sec. 4.2: d = 256)
-    fpn_channels: int = 256
-    #: RetinaNet heads: "none" | "group" (GroupNorm); null = conv head none, attention head group
-    head_norm: Optional[str] = choice(HEAD_NORMS, default=None)
-    #: evaluation resize: shorter side (torchvision GeneralizedRCNNTransform)
-    min_size: int = 800
-    #: evaluation resize: longest side cap
-    max_size: int = 1333
-    #: passed to the torchvision detector (e.g. detections_per_img)
-    detector_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: NMS across classes after the per-class NMS: one box per object when classes exclude each other
-    class_agnostic_nms: bool = False
-
-    def predicts_masks(self) -> bool:
-        """Whether the detector predicts instance masks (and trains on them): Mask R-CNN."""
-        return self.arch == "mask_rcnn"
-
-    def backbone_features(self) -> tuple[str, ...]:
-        """The features the backbone must return for this architecture (``out_features``)."""
-        return BACKBONE_FEATURES[_known_arch(self.arch)]
-
-    def backbone_image_size(self) -> int:
-        """The largest input side the backbone sees: ``max_size`` rounded up to the batch padding (32), what
-        AA relative tables are sized for."""
-        return math.ceil(self.max_size / SIZE_DIVISIBLE) * SIZE_DIVISIBLE
-
-
 def build_detector(
     options: DetectorOptions, num_classes: int, backbone: nn.Module, sasa: SasaOptions | None = None
 ) -> nn.Module:
@@ -145,7 +93,7 @@ def build_detector(
     ``model(images) -> list of {"boxes" [D, 4] xyxy, "scores" [D], "labels" [D] (1..K)[, "masks" [D, 1, H, W]]}``
     in the input images' coordinates. ``images`` is a list of ``[3, H, W]`` tensors in 0..1.
     """
-    arch = _known_arch(options.arch)
+    arch = known_arch(options.arch)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be the number of foreground classes (an int >= 1), got {num_classes!r}")
     if options.head == "attention" and arch != "retinanet":

@@ -16,9 +16,10 @@ from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
 from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
+from sasa_det.detectors.options import RCNN_FEATURES
 from sasa_det.layers import LocalSelfAttention2d
 
-RCNN_FEATURES = ("C2", "C3", "C4", "C5")
+
 ROI_LEVELS = ["P2", "P3", "P4", "P5"]  # pyramid levels RoIs are pooled from (P6 feeds the RPN only)
 
 

@@ -16,13 +16,10 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
-from sasa_det.detectors.attention_retinanet_head import GROUP_NORM_GROUPS, HEAD_NORMS, AttentionRetinaNetHead
+from sasa_det.detectors.attention_retinanet_head import GROUP_NORM_GROUPS, AttentionRetinaNetHead
 from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
+from sasa_det.detectors.options import HEAD_KINDS, HEAD_NORMS, RETINANET_FEATURES
 from sasa_det.layers import LocalSelfAttention2d
-
-RETINANET_FEATURES = ("C3", "C4", "C5")  # RetinaNet skips P2 (too many anchors); P6, P7 are extra levels
-#: RetinaNet heads: torchvision's conv heads, or the SASA paper's attention heads.
-HEAD_KINDS = ("conv", "attention")
 
 
 class ForegroundRetinaNet(RetinaNet):

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from sasa_det.backbones.options import ResNetOptions
 from sasa_det.choices import OptionError
 from sasa_det.data.loading.options import CocoDataOptions
-from sasa_det.detectors.build import DetectorOptions
+from sasa_det.detectors.options import DetectorOptions
 from sasa_det.layers import SasaOptions
 
 __all__ = ["DetectionDataOptions", "DetectionModelOptions", "ShapesConfig", "check_detection_experiment"]
