@@ -19,7 +19,6 @@ from sasa_det.detectors.backbone_with_fpn import backbone_with_fpn
 from sasa_det.detectors.options import RCNN_FEATURES
 from sasa_det.layers import LocalSelfAttention2d
 
-
 ROI_LEVELS = ["P2", "P3", "P4", "P5"]  # pyramid levels RoIs are pooled from (P6 feeds the RPN only)
 
 
