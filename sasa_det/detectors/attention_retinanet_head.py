@@ -36,6 +36,7 @@ from torchvision.models.detection.retinanet import (
     RetinaNetRegressionHead,
 )
 
+from sasa_det.detectors.attention_input_norm import attention_core
 from sasa_det.detectors.options import HEAD_NORMS
 from sasa_det.layers import LocalSelfAttention2d
 
@@ -52,7 +53,8 @@ def attention_tower(
     """``num_layers`` blocks ``[attention_layer(channels → channels), (GroupNorm), ReLU]``.
 
     ``[N, channels, H, W]`` → ``[N, channels, H, W]``. Block ``i`` is ``tower[i]``; its attention is
-    ``tower[i][0]``, whose value projection is initialised N(0, ``value_init_std``).
+    ``tower[i][0]`` (or that layer's ``attention`` when the factory normalises inputs), whose value projection is
+    initialised N(0, ``value_init_std``).
     """
     if norm not in HEAD_NORMS:
         raise ValueError(f"unknown head norm {norm!r}; choose one of {HEAD_NORMS}")
@@ -64,7 +66,7 @@ def attention_tower(
     blocks = []
     for _ in range(num_layers):
         attention = attention_layer(channels, channels)
-        nn.init.normal_(attention.value.weight, std=value_init_std)
+        nn.init.normal_(attention_core(attention).value.weight, std=value_init_std)
         layers: list[nn.Module] = [attention]
         if norm == "group":
             layers.append(nn.GroupNorm(GROUP_NORM_GROUPS, channels))

@@ -9,6 +9,7 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.models.detection.retinanet import RetinaNet
 
+from sasa_det.detectors.attention_input_norm import with_input_norm
 from sasa_det.detectors.class_agnostic_nms import apply_class_agnostic_nms
 from sasa_det.detectors.options import ARCHS, BACKBONE_FEATURES, SIZE_DIVISIBLE, DetectorOptions, known_arch
 from sasa_det.detectors.rcnn import rcnn_from_backbone
@@ -106,10 +107,18 @@ def build_detector(
     kwargs = _check_detector_kwargs(arch, options.detector_kwargs)
     kwargs.setdefault("_skip_resize", True)
     kwargs.update(min_size=_check_sizes(options.min_size, options.max_size), max_size=options.max_size)
-    attention_layer = (sasa or SasaOptions()).factory()
+    attention_layer = with_input_norm((sasa or SasaOptions()).factory(), options.attention_norm)
     if arch == "retinanet":
         model = retinanet_from_backbone(
-            backbone, num_classes + 1, options.fpn, options.head, channels, options.head_norm, attention_layer, **kwargs
+            backbone,
+            num_classes + 1,
+            options.fpn,
+            options.head,
+            channels,
+            options.head_norm,
+            attention_layer,
+            options.head_value_init_std,
+            **kwargs,
         )
     else:
         masks = options.predicts_masks()

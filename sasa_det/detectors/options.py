@@ -9,6 +9,7 @@ from sasa_det.choices import choice
 
 __all__ = [
     "ARCHS",
+    "ATTENTION_NORMS",
     "BACKBONE_FEATURES",
     "FPN_KINDS",
     "HEAD_KINDS",
@@ -27,6 +28,8 @@ FPN_KINDS = ("conv", "attention")
 HEAD_KINDS = ("conv", "attention")
 #: normalisation in the RetinaNet head towers
 HEAD_NORMS = ("group", "none")
+#: normalisation of each attention layer's input in the attention pyramid and heads (see attention_input_norm)
+ATTENTION_NORMS = ("none", "layer")
 RETINANET_FEATURES = ("C3", "C4", "C5")  # RetinaNet skips P2 (too many anchors); P6, P7 are extra levels
 RCNN_FEATURES = ("C2", "C3", "C4", "C5")
 #: The backbone features each architecture's pyramid reads.
@@ -63,6 +66,11 @@ class DetectorOptions:
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
     #: NMS across classes after the per-class NMS: one box per object when classes exclude each other
     class_agnostic_nms: bool = False
+    #: attention pyramid and heads: "layer" normalises each attention layer's input (LayerNorm over channels);
+    #: "none" feeds it as is (the paper is silent; un-normalised inputs saturate the softmax, see docs/zoo.md)
+    attention_norm: str = choice(ATTENTION_NORMS, default="layer")
+    #: attention heads: std of the value projections' init (SASA paper Sec. 4.2: N(0, 0.01))
+    head_value_init_std: float = 0.01
 
     def predicts_masks(self) -> bool:
         """Whether the detector predicts instance masks (and trains on them): Mask R-CNN."""

@@ -51,6 +51,7 @@ def retinanet_from_backbone(
     fpn_channels: int = 256,
     head_norm: str | None = None,
     attention_layer: Callable[..., nn.Module] = LocalSelfAttention2d,
+    head_value_init_std: float = 0.01,
     **retinanet_kwargs: Any,
 ) -> ForegroundRetinaNet:
     """:class:`ForegroundRetinaNet` (torchvision's ``RetinaNet``) over ``body`` with a P3–P7 pyramid.
@@ -66,6 +67,7 @@ def retinanet_from_backbone(
             none for the conv head (torchvision's v1 ``retinanet_resnet50_fpn``), group for the attention head.
         attention_layer: ``attention_layer(in_channels, out_channels, stride=1)`` makes every attention layer of
             the attention pyramid and heads (default: the SASA layer with the paper's values).
+        head_value_init_std: std of the attention heads' value projections at init (SASA paper Sec. 4.2: 0.01).
         **retinanet_kwargs: passed to torchvision's ``RetinaNet`` (``min_size``, ``max_size``, ``score_thresh``,
             ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``_skip_resize``, ...).
 
@@ -82,7 +84,12 @@ def retinanet_from_backbone(
     num_anchors = model.anchor_generator.num_anchors_per_location()[0]
     if head == "attention":
         model.head = AttentionRetinaNetHead(
-            fpn_channels, num_anchors, num_classes, attention_layer=attention_layer, norm=head_norm or "group"
+            fpn_channels,
+            num_anchors,
+            num_classes,
+            attention_layer=attention_layer,
+            norm=head_norm or "group",
+            value_init_std=head_value_init_std,
         )
     elif head_norm == "group":
         # torchvision's v2 head: GroupNorm(32) after every tower conv; trains much faster from scratch.
