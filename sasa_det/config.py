@@ -18,7 +18,8 @@ is read (naming the key, the file, the valid choices and the closest one); range
 the config is assembled, by each option dataclass's own ``validate()`` (:class:`sasa_det.choices.OptionError`).
 A string given for a section whose dataclass has a ``name`` field is shorthand for ``{name: value}``
 (``model.backbone: resnet50``). A key that was renamed (an option dataclass's ``renamed_keys``) is still
-read, with a ``FutureWarning`` naming its new key.
+read, with a ``FutureWarning`` naming its new key. A stored config (a checkpoint's) that predates a key gets the
+value it trained with (an option dataclass's ``added_keys``), not the key's default today.
 
 The schema may depend on the config itself (the experiment's ``task`` selects its sections): pass a function
 from the raw, unchecked config to the schema.
@@ -104,6 +105,19 @@ def _rename_deprecated_keys(node: DictConfig, origin: str, schema: type) -> Dict
         warnings.warn(f"{origin}: {old} is deprecated; use {new}", FutureWarning, stacklevel=2)
         OmegaConf.update(node, new, value, force_add=True)
     return node
+
+
+def _fill_added_keys(stored: DictConfig, schema: type) -> DictConfig:
+    """Give keys added after ``stored`` was written (absent from a section it holds) the value that reproduces
+    what it trained, from the ``added_keys`` that option dataclasses declare (in place; returns ``stored``)."""
+    for key, _, kind in _option_fields(schema):
+        section = OmegaConf.select(stored, key, default=None)
+        if not isinstance(section, DictConfig):
+            continue
+        for leaf, former in getattr(kind, "added_keys", {}).items():
+            if leaf not in section:
+                section[leaf] = former
+    return stored
 
 
 def _check_choices(node: DictConfig, origin: str, schema: type) -> None:
@@ -344,6 +358,7 @@ def config_from_dict(data: dict, overrides: Optional[list[str]] = None, *, schem
     stored = OmegaConf.create(data)
     chosen = _resolve_schema(schema, stored)
     stored = _rename_deprecated_keys(_expand_shorthands(stored, chosen), "stored config", chosen)
+    stored = _fill_added_keys(stored, chosen)
     cfg = _merge_checked(OmegaConf.structured(chosen), stored, "stored config")
     _check_choices(stored, "stored config", chosen)
     cfg = apply_overrides(cfg, overrides, chosen)

@@ -233,3 +233,16 @@ def test_a_config_is_read_and_checked_without_torch():
     assert "model.backbone.frozen_stages must be in 0..4" in lines[1]
     assert "trainer.max_steps" in lines[2]
     assert lines[-1] == "[]", f"loading a config imported {lines[-1]}"
+
+
+def test_a_stored_config_that_predates_a_key_gets_the_value_it_trained_with():
+    """``model.attention_norm`` came after configs were stored: a checkpoint's config without it rebuilds the
+    un-normalised attention pyramid it trained (its weights have no norm layers); new configs normalise."""
+    from sasa_det.engine.experiment import config_from_dict
+
+    cfg = load_config("configs/shapes_demo.yaml", ["model.fpn=attention"])
+    assert cfg.model.attention_norm == "layer"
+    stored = OmegaConf.to_container(cfg, resolve=True)
+    assert config_from_dict(stored).model.attention_norm == "layer"
+    del stored["model"]["attention_norm"]
+    assert config_from_dict(stored).model.attention_norm == "none"

@@ -3,7 +3,7 @@ config is read and checked before any model module is imported."""
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from sasa_det.choices import choice
 
@@ -71,6 +71,9 @@ class DetectorOptions:
     attention_norm: str = choice(ATTENTION_NORMS, default="layer")
     #: attention heads: std of the value projections' init (SASA paper Sec. 4.2: N(0, 0.01))
     head_value_init_std: float = 0.01
+
+    #: keys added after configs were stored -> the value a stored config without them trained with
+    added_keys: ClassVar[dict[str, Any]] = {"attention_norm": "none"}
 
     def predicts_masks(self) -> bool:
         """Whether the detector predicts instance masks (and trains on them): Mask R-CNN."""
