@@ -85,13 +85,12 @@ def test_wrong_type_names_key_and_file(tmp_path):
         load_config(exp)
 
 
-def test_override_errors():
-    with pytest.raises(ConfigError, match="optim.lrr"):
-        load_config(None, ["optim.lrr=0.1"])
-    with pytest.raises(ConfigError, match="key=value"):
-        load_config(None, ["optim.lr"])
-    with pytest.raises(ConfigError, match="optim.lr"):
-        load_config(None, ["optim.lr=fast"])
+@pytest.mark.parametrize(
+    ("override", "named"), [("optim.lrr=0.1", "optim.lrr"), ("optim.lr", "key=value"), ("optim.lr=fast", "optim.lr")]
+)
+def test_override_errors(override, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(None, [override])
 
 
 def test_include_cycle_is_detected(tmp_path):

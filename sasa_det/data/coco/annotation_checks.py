@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sasa_det.data.coco.json_values import all_finite_numbers, is_int, is_number, no_integer_id
+from sasa_det.data.coco.json_values import all_finite_numbers, is_number, records_with_ids
 from sasa_det.data.coco.problems import Problem
 from sasa_det.data.coco.segmentation_checks import segmentation_problem
 
@@ -39,11 +39,7 @@ def annotation_problems(
     """
     problems = []
     ann_positions: dict[int, list[int]] = defaultdict(list)
-    for index, ann in enumerate(annotations):
-        if not isinstance(ann, dict) or not is_int(ann.get("id")):
-            problems.append(no_integer_id(file, "annotations", index, ann))
-            continue
-        ann_positions[ann["id"]].append(index)
+    for index, ann in records_with_ids(annotations, file, "annotations", problems, ann_positions):
         img = images.get(ann.get("image_id"))
         findings = _reference_findings(ann, image_positions, category_ids) + _value_findings(ann)
         findings += _box_findings(ann.get("bbox"), img)

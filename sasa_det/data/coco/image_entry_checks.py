@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sasa_det.data.coco.json_values import is_int, no_integer_id
+from sasa_det.data.coco.json_values import is_int, records_with_ids
 from sasa_det.data.coco.problems import Problem
 
 __all__ = ["image_entry_problems"]
@@ -26,11 +26,7 @@ def image_entry_problems(images: list, file: str) -> tuple[list[Problem], dict[i
     valid: dict[int, dict] = {}
     id_positions: dict[int, list[int]] = defaultdict(list)
     file_positions: dict[str, list[int]] = defaultdict(list)
-    for index, img in enumerate(images):
-        if not isinstance(img, dict) or not is_int(img.get("id")):
-            problems.append(no_integer_id(file, "images", index, img))
-            continue
-        id_positions[img["id"]].append(index)
+    for index, img in records_with_ids(images, file, "images", problems, id_positions):
         if isinstance(img.get("file_name"), str) and img["file_name"]:
             file_positions[img["file_name"]].append(index)
         found = _entry_problems(img, index, file)

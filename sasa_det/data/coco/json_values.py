@@ -4,11 +4,12 @@ of a record without an integer id."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from sasa_det.data.coco.problems import Problem
 
-__all__ = ["all_finite_numbers", "all_natural_numbers", "is_int", "is_number", "no_integer_id"]
+__all__ = ["all_finite_numbers", "all_natural_numbers", "is_int", "is_number", "no_integer_id", "records_with_ids"]
 
 
 def is_int(value: Any) -> bool:
@@ -48,3 +49,16 @@ def no_integer_id(file: str, section: str, index: int, record: Any) -> Problem:
         section,
         index,
     )
+
+
+def records_with_ids(
+    records: list, file: str, section: str, problems: list[Problem], positions: dict[int, list[int]]
+) -> Iterator[tuple[int, dict]]:
+    """``(index, record)`` for each record of ``section`` that is a dict with an integer ``id``; the others become
+    problems (appended to ``problems``), and ``positions`` gathers every id's positions in the list."""
+    for index, record in enumerate(records):
+        if not isinstance(record, dict) or not is_int(record.get("id")):
+            problems.append(no_integer_id(file, section, index, record))
+            continue
+        positions[record["id"]].append(index)
+        yield index, record
