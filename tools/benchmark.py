@@ -11,6 +11,10 @@ python tools/benchmark.py data   [--work-dir data/coco_sized] [--images 118287] 
                                  [--batches 300] [--batch-size 4] [--no-masks] [--compare-list] [--json out.json]
 python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--path tensor_core]
                                   [--json out.json]
+python tools/benchmark.py finetune [--config configs/custom/retinanet_small_cpu.yaml] [--steps 600]
+                                   [--starts scratch demo] [--out outputs/finetune_letters] [--json out.json]
+       (the recipe for one's own data on a generated two-class VOC set of letters, from each starting point;
+       `demo` needs `make demo` first)
 python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
 """
 
@@ -271,6 +275,33 @@ def run_all_benchmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_finetune_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune", help="the recipe for one's own data on a held-out letters set, from scratch and from the demo"
+    )
+    parser.add_argument(
+        "--config", default="configs/custom/retinanet_small_cpu.yaml", help="the recipe (an experiment config)"
+    )
+    parser.add_argument("--steps", type=int, default=600, help="training steps of every run (equal budget)")
+    parser.add_argument(
+        "--starts", nargs="+", default=["scratch", "demo"], help="starting points: scratch, demo (model.init_from)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("outputs/finetune_letters"), help="data and runs go here")
+    parser.add_argument("overrides", nargs="*", help="further key=value overrides of every run")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.set_defaults(run=run_finetune)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from sasa_det.analysis.finetune_benchmark import STARTS, finetune_table, run_finetune_benchmark
+
+    unknown = [start for start in args.starts if start not in STARTS]
+    if unknown:
+        raise SystemExit(f"error: unknown --starts {unknown}; choose among {list(STARTS)}")
+    rows = run_finetune_benchmark(args.config, args.out, args.steps, args.starts, args.overrides)
+    return _report(finetune_table(rows), {"rows": rows}, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -279,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     add_eval_parser(subparsers)
     add_data_parser(subparsers)
     add_kernels_parser(subparsers)
+    add_finetune_parser(subparsers)
     add_all_parser(subparsers)
     args = parser.parse_args(argv)
     from sasa_det.logging_setup import configure_logging
