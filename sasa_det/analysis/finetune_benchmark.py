@@ -52,7 +52,8 @@ def _draw_letters(canvas: Image.Image, rng: np.random.Generator) -> list[tuple[s
             inside = box[2] < _IMAGE_SIZE[0] and box[3] < _IMAGE_SIZE[1]
             if inside and all(box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1] for _, b in placed):
                 colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-                outline = tuple(255 - c for c in colour)
+                light = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 128
+                outline = (0, 0, 0) if light else (255, 255, 255)  # the stroke contrasts with the fill
                 draw.text((x, y), letter, font=font, fill=colour, stroke_width=2, stroke_fill=outline)
                 placed.append((letter, box))
                 break
