@@ -95,3 +95,40 @@ def test_the_train_tool_knows_the_demo_config():
     import tools.train
 
     assert tools.train.DEMO_CONFIG.resolve() == Path(DEMO_CONFIG).resolve() and tools.train.DEMO_CONFIG.is_file()
+
+
+def test_a_run_started_from_demo_records_the_file_and_what_it_set_by_part(tmp_path, monkeypatch, capsys):
+    """A tiny training with ``model.init_from=demo`` (the demo run holding a backbone state dict) and the same
+    file as ``model.backbone.weights``: the stored config names the file, the report holds both, by part."""
+    import json
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from sasa_det.backbones import ResNetOptions
+    from sasa_det.backbones.presets import backbone_from_options
+    from sasa_det.engine.experiment import load_config
+    from sasa_det.engine.runner import train
+    from tests.helpers import tiny_shapes_overrides
+
+    monkeypatch.chdir(tmp_path)
+    demo = RunDirectory(tmp_path / "outputs" / "shapes_demo")
+    demo.checkpoints_dir.mkdir(parents=True)
+    options = ResNetOptions(name="resnet26", base_width=8, stage_ops=("conv", "conv", "sasa", "aa"), image_size=64)
+    torch.save(backbone_from_options(options).state_dict(), demo.last_checkpoint)
+    overrides = tiny_shapes_overrides(tmp_path / "shapes", tmp_path / "run", num_train=4, num_val=2)
+    overrides += ["model.init_from=demo", f"model.backbone.weights={demo.last_checkpoint}", "eval.save_visualization=0"]
+    result = train(load_config(str(DEMO_CONFIG), overrides), demo_config=DEMO_CONFIG)
+    run = RunDirectory(result["output_dir"])
+    stored = OmegaConf.load(run.config_file)
+    assert Path(stored.model.init_from).resolve() == demo.last_checkpoint.resolve()
+    report = json.loads(run.init_from_report.read_text())
+    assert report["placement"].startswith("backbone")
+    lines = [part["line"] for part in report["parts"]]
+    assert lines[:3] == ["stem: loaded 5/5", "stage1: loaded 20/20", "stage2: loaded 35/35"]  # 1 and 2 blocks
+    assert any(line.startswith("stage3 attention layers: loaded ") for line in lines)  # the file has them
+    assert any(line.startswith("head.classification_head: loaded 0/") for line in lines)
+    backbone_lines = [part["line"] for part in report["backbone_weights"]["parts"]]
+    assert backbone_lines[:2] == ["stem: loaded 5/5", "stage1: loaded 20/20"]
+    shown = capsys.readouterr().out
+    assert "model.init_from weights" in shown and "backbone weights" in shown

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -167,9 +168,17 @@ def _start_files(
         log_to_file(run_dir.train_log)
         run_dir.write_text(run_dir.config_file, config_yaml(cfg))
     section = cfg[task.model_section]
-    if section.init_from and not resumed:
-        network, backbone_prefix = task.network(module)
-        initialize_from(network, section.init_from, backbone_prefix, run_dir if trainer.is_global_zero else None)
+    if resumed:
+        return
+    network, backbone_prefix = task.network(module)
+    record: dict[str, Any] = {}
+    if section.init_from:
+        record = asdict(initialize_from(network, section.init_from, backbone_prefix, show=trainer.is_global_zero))
+    backbone = network.get_submodule(backbone_prefix.rstrip(".")) if backbone_prefix else network
+    if section.backbone.weights and getattr(backbone, "weights_report", None):
+        record["backbone_weights"] = backbone.weights_report  # what backbone.weights set, by part
+    if record and trainer.is_global_zero:
+        run_dir.write_json(run_dir.init_from_report, record)
 
 
 def _train(cfg: DictConfig, run_dir: RunDirectory, resume_from: Optional[str | os.PathLike]) -> dict[str, Any]:
