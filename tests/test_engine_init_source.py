@@ -99,7 +99,8 @@ def test_the_train_tool_knows_the_demo_config():
 
 def test_a_run_started_from_demo_records_the_file_and_what_it_set_by_part(tmp_path, monkeypatch, capsys):
     """A tiny training with ``model.init_from=demo`` (the demo run holding a backbone state dict) and the same
-    file as ``model.backbone.weights``: the stored config names the file, the report holds both, by part."""
+    file as ``model.backbone.weights``: the stored config names the file, the report holds both, by part; the
+    predictions picture draws the validation image beside its ground truth."""
     import json
 
     import torch
@@ -117,7 +118,7 @@ def test_a_run_started_from_demo_records_the_file_and_what_it_set_by_part(tmp_pa
     options = ResNetOptions(name="resnet26", base_width=8, stage_ops=("conv", "conv", "sasa", "aa"), image_size=64)
     torch.save(backbone_from_options(options).state_dict(), demo.last_checkpoint)
     overrides = tiny_shapes_overrides(tmp_path / "shapes", tmp_path / "run", num_train=4, num_val=2)
-    overrides += ["model.init_from=demo", f"model.backbone.weights={demo.last_checkpoint}", "eval.save_visualization=0"]
+    overrides += ["model.init_from=demo", f"model.backbone.weights={demo.last_checkpoint}"]
     result = train(load_config(str(DEMO_CONFIG), overrides), demo_config=DEMO_CONFIG)
     run = RunDirectory(result["output_dir"])
     stored = OmegaConf.load(run.config_file)
@@ -132,3 +133,7 @@ def test_a_run_started_from_demo_records_the_file_and_what_it_set_by_part(tmp_pa
     assert backbone_lines[:2] == ["stem: loaded 5/5", "stage1: loaded 20/20"]
     shown = capsys.readouterr().out
     assert "model.init_from weights" in shown and "backbone weights" in shown
+    from PIL import Image
+
+    drawn = Image.open(result["predictions_png"])  # one 64-px validation image, enlarged 8x, beside its ground truth
+    assert drawn.size == (2 * 512, 512)  # a grid of one image has no border

@@ -18,7 +18,8 @@ A training run lives in one folder (``output_dir``); an evaluation writes into a
     coco_summary.txt         COCOeval's printed summary (evaluations)
     detections_<iou>.json    COCO results (evaluations)
     errors/                  confusion matrix and false positives by kind (eval.error_analysis)
-    predictions.png          validation images with the final model's detections (detection)
+    predictions.png          validation images, each beside its ground truth (left) with the final model's
+                             detections (right) (detection)
     analysis/                training curves, per-class AP and PR curves drawn by tools/analyze.py
 
 :class:`RunDirectory` spells this layout (this module is the one place its file names are written) and is
