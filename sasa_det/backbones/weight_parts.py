@@ -57,7 +57,8 @@ def _area(key: str, backbone_prefix: str) -> str:
         if first.startswith("layer") and first[len("layer") :].isdigit():
             return f"stage{first[len('layer') :]}"
         return first
-    return ".".join(key.split(".")[:2][: max(1, len(key.split(".")) - 1)])
+    modules = key.split(".")[:-1]  # the tensor's module path, without the tensor's own name
+    return ".".join(modules[:2]) or key
 
 
 def weights_by_part(
