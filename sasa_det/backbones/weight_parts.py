@@ -80,9 +80,11 @@ def weights_by_part(
     )
     loaded, reinitialised = set(loaded), set(reinitialised)
     parts: dict[tuple[str, bool], PartCount] = {}
+    areas: dict[str, int] = {}  # first seen first: the model's order, then the file's parts it lacks
 
     def part_of(key: str) -> PartCount:
         area, is_attention = _area(key, backbone_prefix), key.startswith(attention)
+        areas.setdefault(area, len(areas))
         name = f"{area} attention layers" if is_attention else area
         return parts.setdefault((area, is_attention), PartCount(name, attention=is_attention))
 
@@ -96,7 +98,7 @@ def weights_by_part(
     for key in unused:
         if not key.endswith("num_batches_tracked"):
             part_of(key).unused += 1
-    return list(parts.values())
+    return [parts[place] for place in sorted(parts, key=lambda place: (areas[place[0]], place[1]))]
 
 
 def format_parts(parts: list[PartCount], indent: str = "  ") -> str:
