@@ -54,6 +54,12 @@ def check_weights_file(path: str | os.PathLike, what: str = "checkpoint") -> Pat
         raise CheckpointFileError(f"{what} {file}: no such file; check the path")
     if file.is_dir():
         raise CheckpointFileError(f"{what} {file}: is a folder; give the .ckpt/.pth file inside it")
+    if file.suffix == ".safetensors":
+        raise CheckpointFileError(
+            f"{what} {file}: a safetensors file, which this package does not read (safetensors is not among its "
+            'dependencies); save it as a state dict first: python -c "import sys, torch, safetensors.torch as st; '
+            'torch.save(st.load_file(sys.argv[1]), sys.argv[2])" FILE.safetensors FILE.pth'
+        )
     if file.stat().st_size == 0:
         raise CheckpointFileError(f"{what} {file}: the file is empty (an interrupted copy or save?); use another copy")
     exported = _exported_model_kind(file)

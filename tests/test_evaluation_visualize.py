@@ -96,3 +96,39 @@ def test_grid_of_images_with_different_sizes(tmp_path):
     assert grid.shape == (2 * height + 3 * 2, 2 * width + 3 * 2, 3)
     with pytest.raises(ValueError, match="as many predictions"):
         save_detection_grid(images, predictions[:1], tmp_path / "x.png")
+
+
+def test_prediction_grid_draws_each_image_beside_its_ground_truth_so_misses_show(tmp_path):
+    from sasa_det.evaluation import save_prediction_grid
+
+    class MissesEverything(torch.nn.Module):
+        """A detector that finds nothing (one low-scoring box below the threshold)."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            box = {
+                "boxes": torch.tensor([[2.0, 2.0, 9.0, 9.0]]),
+                "labels": torch.tensor([1]),
+                "scores": torch.tensor([0.1]),
+            }
+            return [dict(box) for _ in images]
+
+    side = MIN_DRAWN_SIDE  # drawn at its own size
+    truth = {"boxes": torch.tensor([[100.0, 120.0, 300.0, 260.0]]), "labels": torch.tensor([3])}
+    dataset = [(torch.zeros(3, side, side), truth), (torch.zeros(3, side, side), truth)]
+    path = save_prediction_grid(
+        MissesEverything(), dataset, tmp_path / "predictions.png", count=2, class_names=list("abc")
+    )
+    grid = np.asarray(Image.open(path))
+    assert grid.shape == (side + 2 * 2, 2 * (2 * side) + 3 * 2, 3)  # one row of two pairs, each twice as wide
+    gt_panel, prediction_panel = grid[2 : 2 + side, 2 : 2 + side], grid[2 : 2 + side, 2 + side : 2 + 2 * side]
+    colour = np.array(_PALETTE[3 - 1])  # label 3's colour
+    on_box = (gt_panel == colour).all(-1)
+    assert on_box[120, 100:300].any() and on_box[120:260, 100].any()  # the ground-truth box's outline
+    assert not on_box[:100].any()  # nothing drawn above it apart from its tag
+    assert not (prediction_panel != 0).any()  # the detector's one box is below the threshold: the miss shows
+    plain = save_prediction_grid(MissesEverything(), dataset, tmp_path / "plain.png", count=2, ground_truth=False)
+    assert np.asarray(Image.open(plain)).shape == (side + 4, 2 * side + 3 * 2, 3)

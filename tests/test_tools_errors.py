@@ -57,6 +57,15 @@ def test_an_exported_model_as_init_from_is_named_before_anything_is_written(tmp_
     assert not out.exists()
 
 
+def test_an_unknown_zoo_row_as_init_from_is_one_line_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    overrides = tiny_shapes_overrides(tmp_path / "shapes", out)
+    done = _tool("tools/train.py", str(DEMO_CONFIG), *overrides, "model.init_from=zoo:no_such_row")
+    line = _one_error_line(done)
+    assert "model.init_from=zoo:no_such_row: no zoo row 'no_such_row' under outputs/zoo (" in line
+    assert not out.exists()
+
+
 def test_evaluating_on_data_of_other_classes_is_refused_before_inference(tiny_detection_run, tmp_path):
     from sasa_det.data import make_shapes_dataset
 

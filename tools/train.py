@@ -21,8 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sasa_det.cli import run_tool, tool_parser
+
+#: The demo's config: ``model.init_from=demo`` starts from the checkpoint of the run it writes.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -84,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     last = RunDirectory(cfg.output_dir).last_checkpoint
     go_on = resume_command(cfg.output_dir)
     try:
-        result = train(cfg, resume_from=resume_from)  # checks the data paths before it writes anything
+        # checks the data paths before it writes anything
+        result = train(cfg, resume_from=resume_from, demo_config=DEMO_CONFIG)
     except TrainingInterrupted as stop:
         hint = "" if stop.requeued else f"; continue with: {go_on}"
         print(f"{stop}{hint}", file=sys.stderr, flush=True)

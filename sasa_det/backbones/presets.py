@@ -10,6 +10,7 @@ what a stage, the stem and the norms can be.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
@@ -27,6 +28,7 @@ from sasa_det.backbones.resnet import (
     ResNet,
 )
 from sasa_det.backbones.stage_ops import NORM_LAYERS, STAGE_OPS, STEMS, set_fields
+from sasa_det.backbones.weight_parts import format_parts, parts_record, weights_by_part
 from sasa_det.backbones.weights import load_backbone_weights
 from sasa_det.layers import SasaOptions
 
@@ -105,7 +107,20 @@ def backbone_from_options(
 
 
 def _load_weights(backbone: ResNet, path: str) -> None:
+    """Load ``backbone.weights``, print what was set by part and keep that report as ``backbone.weights_report``
+    (the runner writes it into the run's ``init_from_report.json``)."""
     missing, unexpected = load_backbone_weights(backbone, path)
+    skipped = set(missing)
+    loaded = [k for k in backbone.state_dict() if k not in skipped and not k.endswith("num_batches_tracked")]
+    parts = weights_by_part(backbone, loaded, unused=unexpected)
+    backbone.weights_report = {
+        "source": str(path),
+        "parts": parts_record(parts),
+        "missing": list(missing),
+        "unused": list(unexpected),
+    }
+    if os.environ.get("RANK", "0") == "0":  # once per training, not once per process
+        print(f"backbone weights {path}, by part:\n{format_parts(parts)}", flush=True)
     if missing or unexpected:
         logger.warning(
             "backbone weights %s: %d missing keys %s, %d unexpected keys %s",

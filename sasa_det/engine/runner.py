@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +27,7 @@ from sasa_det.config import config_to_dict, config_yaml
 from sasa_det.engine.experiment import without_initial_weights
 from sasa_det.engine.run.data_fingerprint import check_training_data, training_set_fingerprint
 from sasa_det.engine.run.init_from import initialize_from
+from sasa_det.engine.run.init_source import is_short_name, resolve_init_source
 from sasa_det.engine.run.loggers import build_loggers, check_trackers, log_final_metrics, log_resolved_config
 from sasa_det.engine.run.resume import finished_run
 from sasa_det.engine.run.resume_position import ResumePoint, read_resume_point
@@ -68,7 +70,11 @@ def _finish(
     return metrics
 
 
-def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    resume_from: Optional[str | os.PathLike] = None,
+    demo_config: Optional[str | os.PathLike] = None,
+) -> dict[str, Any]:
     """Train the experiment ``cfg`` (from :func:`sasa_det.engine.experiment.load_config`, or
     :func:`sasa_det.engine.run.resume.resolve_resume` when continuing a run).
 
@@ -77,6 +83,8 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
         resume_from: a checkpoint to continue from (optimizer, schedule, epoch, step, data position and random
             state continue; ``init_from`` and backbone weights are not applied again). It is only read: a
             checkpoint of another run leaves that run's files as they were.
+        demo_config: the demo's experiment config, for ``init_from: demo``
+            (:mod:`~sasa_det.engine.run.init_source`; ``tools/train.py`` gives the repository's).
 
     Every DDP rank runs this function; files are written by global rank 0.
 
@@ -95,6 +103,7 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     """
     get_task(cfg.task).check_data_paths(cfg)
     if resume_from is None:
+        cfg = _resolve_initial_weights(cfg, demo_config)
         _check_initial_weights(cfg)
     logging_options = check_trackers(OmegaConf.to_object(cfg.logging))
     cfg = copy.deepcopy(cfg)
@@ -103,6 +112,19 @@ def train(cfg: DictConfig, resume_from: Optional[str | os.PathLike] = None) -> d
     # One training per output_dir: global rank 0 holds its lock (the other ranks are that training's).
     with RunLock(run_dir) if is_first_process() else contextlib.nullcontext():
         return _train(cfg, run_dir, resume_from)
+
+
+def _resolve_initial_weights(cfg: DictConfig, demo_config: Optional[str | os.PathLike]) -> DictConfig:
+    """``cfg`` with a short ``init_from`` name (``demo``, ``zoo:<row>[/seed<k>]``) replaced by its checkpoint's
+    path, so the run's stored config names the file used."""
+    section = get_task(cfg.task).model_section
+    value = cfg[section].init_from
+    if not is_short_name(value):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg[section].init_from = resolve_init_source(value, f"{section}.init_from", demo_config)
+    logger.info("%s.init_from=%s: %s", section, value, cfg[section].init_from)
+    return cfg
 
 
 def _check_initial_weights(cfg: DictConfig) -> None:
@@ -146,9 +168,17 @@ def _start_files(
         log_to_file(run_dir.train_log)
         run_dir.write_text(run_dir.config_file, config_yaml(cfg))
     section = cfg[task.model_section]
-    if section.init_from and not resumed:
-        network, backbone_prefix = task.network(module)
-        initialize_from(network, section.init_from, backbone_prefix, run_dir if trainer.is_global_zero else None)
+    if resumed:
+        return
+    network, backbone_prefix = task.network(module)
+    record: dict[str, Any] = {}
+    if section.init_from:
+        record = asdict(initialize_from(network, section.init_from, backbone_prefix, show=trainer.is_global_zero))
+    backbone = network.get_submodule(backbone_prefix.rstrip(".")) if backbone_prefix else network
+    if section.backbone.weights and getattr(backbone, "weights_report", None):
+        record["backbone_weights"] = backbone.weights_report  # what backbone.weights set, by part
+    if record and trainer.is_global_zero:
+        run_dir.write_json(run_dir.init_from_report, record)
 
 
 def _train(cfg: DictConfig, run_dir: RunDirectory, resume_from: Optional[str | os.PathLike]) -> dict[str, Any]:

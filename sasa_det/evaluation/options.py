@@ -63,7 +63,7 @@ class EvalOptions:
     score_threshold: float = SCORE_THRESHOLD
     #: "bbox" / "segm"; empty = bbox, plus segm for mask_rcnn
     iou_types: list[str] = choice(IOU_TYPES, default_factory=list)
-    #: validation images drawn with predictions after training (0 = none)
+    #: validation images drawn after training, each beside its ground truth, in predictions.png (0 = none)
     save_visualization: int = 4
     #: score threshold for drawn predictions
     draw_threshold: float = 0.5

@@ -1,4 +1,5 @@
-"""Drawing predictions (boxes, labels, scores, masks) on images and saving them as a PNG grid."""
+"""Drawing predictions (boxes, labels, scores, masks) on images and saving them as a PNG grid, each image beside
+its ground truth."""
 
 from __future__ import annotations
 
@@ -154,24 +155,42 @@ def draw_detections(
     return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
 
 
+def _ground_truth(target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A dataset target as something :func:`draw_detections` draws in full (boxes, labels, masks; no scores)."""
+    return {key: target[key] for key in ("boxes", "labels", "masks") if target.get(key) is not None}
+
+
 def save_detection_grid(
     images: Sequence[torch.Tensor],
     predictions: Sequence[Mapping[str, torch.Tensor]],
     path: str | os.PathLike,
     class_names: Sequence[str] | None = None,
     score_threshold: float = 0.5,
-    nrow: int = 4,
+    nrow: int | None = None,
+    targets: Sequence[Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Draw each image's detections and save them as one PNG grid (smaller images are zero-padded
-    to the largest). Returns the written path."""
-    if len(images) != len(predictions) or not images:
+    to the largest). Returns the written path.
+
+    With ``targets`` (each image's ground truth: ``boxes`` in its pixels, ``labels``, optional ``masks``),
+    each image is drawn as a pair: on the left its ground truth, on the right its detections scoring at least
+    ``score_threshold``, side by side (twice the width), so that missed objects show. ``nrow``: images
+    (pairs) per row, 4 by default (2 for pairs)."""
+    if len(images) != len(predictions) or not images or (targets is not None and len(targets) != len(images)):
         raise ValueError(
-            f"need as many predictions as images (and at least one), got {len(images)} and {len(predictions)}."
+            f"need as many predictions (and targets, when given) as images, and at least one image; got "
+            f"{len(images)} images, {len(predictions)} predictions"
+            + ("" if targets is None else f", {len(targets)} targets")
+            + "."
         )
     drawn = [draw_detections(img, pred, class_names, score_threshold) for img, pred in zip(images, predictions)]
+    if targets is not None:
+        truth = [draw_detections(img, _ground_truth(target), class_names) for img, target in zip(images, targets)]
+        drawn = [torch.cat([left, right], dim=2) for left, right in zip(truth, drawn)]
     height = max(d.shape[1] for d in drawn)
     width = max(d.shape[2] for d in drawn)
     padded = [F.pad(d, (0, width - d.shape[2], 0, height - d.shape[1])) for d in drawn]
+    nrow = nrow or (2 if targets is not None else 4)
     return save_png(make_grid(torch.stack(padded), nrow=nrow, padding=2), path)
 
 
@@ -183,9 +202,12 @@ def save_prediction_grid(
     count: int,
     score_threshold: float = 0.5,
     class_names: Sequence[str] | None = None,
+    ground_truth: bool = True,
 ) -> Path | None:
     """Run ``model`` (a detector taking a list of ``[3, H, W]`` images) on the first ``count`` images of
-    ``dataset`` (items ``(image, target)``) and save them with their detections as one PNG grid.
+    ``dataset`` (items ``(image, target)``) and save them with their detections as one PNG grid; with
+    ``ground_truth``, each image as a pair: its ground truth on the left, the detections on the right
+    (:func:`save_detection_grid`).
 
     Returns the path, or None when there is nothing to draw. ``model`` is left in the mode it was in.
     """
@@ -196,8 +218,12 @@ def save_prediction_grid(
     was_training = model.training
     model.eval()
     try:
-        images = [dataset[i][0] for i in range(count)]
+        items = [dataset[i] for i in range(count)]
+        images = [item[0] for item in items]
         predictions = [{k: v.cpu() for k, v in p.items()} for p in model([im.to(device) for im in images])]
     finally:
         model.train(was_training)
-    return save_detection_grid(images, predictions, path, class_names=class_names, score_threshold=score_threshold)
+    targets = [item[1] for item in items] if ground_truth else None
+    return save_detection_grid(
+        images, predictions, path, class_names=class_names, score_threshold=score_threshold, targets=targets
+    )

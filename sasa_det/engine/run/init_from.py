@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from sasa_det.backbones.weight_parts import parts_record, weights_by_part
 from sasa_det.backbones.weights import adapt_relative_tables, find_backbone_prefix
 from sasa_det.checkpoint_file import CheckpointFileError, read_checkpoint_file, tensors_of
 from sasa_det.engine.run.run_directory import RunDirectory
@@ -47,6 +48,8 @@ class InitReport:
         missing: model keys the file does not provide.
         unused: file keys (under the chosen prefix) the model has no place for.
         resized: AA relative tables resized to the model's length.
+        parts: the same by part of the model (stem, stages, their attention layers, heads, the file's
+            tensors without a place), each with its line (:mod:`~sasa_det.backbones.weight_parts`).
     """
 
     source: str
@@ -56,13 +59,19 @@ class InitReport:
     missing: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
+    parts: list[dict] = field(default_factory=list)
+
+    def by_part(self) -> str:
+        """One line per part of the model: what the file set there."""
+        return "\n".join(f"  {part['line']}" for part in self.parts)
 
     def summary(self, limit: int = 12) -> str:
         """A human-readable report: counts, then the skipped keys with both shapes and the first missing ones."""
         lines = [
             f"init_from {self.source} ({self.placement}): loaded {len(self.loaded)} tensors, "
             f"skipped {len(self.skipped)} (shape differs, re-initialised), missing {len(self.missing)} "
-            f"(kept their initialisation), unused {len(self.unused)}, resized {len(self.resized)} AA tables"
+            f"(kept their initialisation), unused {len(self.unused)}, resized {len(self.resized)} AA tables",
+            self.by_part(),
         ]
         for key, (theirs, ours) in list(self.skipped.items())[:limit]:
             lines.append(f"  skipped {key}: file {tuple(theirs)} vs model {tuple(ours)}")
@@ -132,6 +141,8 @@ def load_matching_weights(
     report.missing = [
         k for k in own if k not in loadable and k not in report.skipped and not k.endswith("num_batches_tracked")
     ]
+    parts = weights_by_part(model, report.loaded, report.skipped, report.unused, backbone_prefix or "")
+    report.parts = parts_record(parts)
     return report
 
 
@@ -140,9 +151,11 @@ def initialize_from(
     path: str | os.PathLike,
     backbone_prefix: Optional[str] = None,
     run_dir: Optional[RunDirectory] = None,
+    show: bool = True,
 ) -> InitReport:
-    """Initialise ``model`` from the weights file ``path`` (only read), print the report's summary and write
-    the full report into the run directory (``init_from_report.json``, when given).
+    """Initialise ``model`` from the weights file ``path`` (only read), print what it set by part (``show``;
+    the full summary is logged) and write the full report into the run directory (``init_from_report.json``,
+    when given).
 
     Raises:
         CheckpointFileError: the file is missing, truncated, not a checkpoint or unsafe to load.
@@ -156,6 +169,8 @@ def initialize_from(
     if not report.loaded:
         raise CheckpointFileError(f"{what} {path}: no tensor of the file fits the model\n{report.summary()}")
     logger.info("%s", report.summary())
+    if show:
+        print(f"{what} {path}, by part:\n{report.by_part()}", flush=True)
     if run_dir is not None:
         run_dir.write_json(run_dir.init_from_report, asdict(report))
     return report

@@ -11,14 +11,16 @@ A training run lives in one folder (``output_dir``); an evaluation writes into a
     logs/version_0/          CSV metrics (metrics.csv, continued on resume) and hparams.yaml
     tensorboard/version_0/   TensorBoard events (logging.loggers; also wandb/, mlflow.db)
     data_report_<split>.txt  what the data checks fixed or dropped (and .json)
-    init_from_report.json    what model.init_from loaded, skipped and missed (when set)
+    init_from_report.json    what model.init_from and model.backbone.weights loaded, skipped and missed, by
+                             part of the network (when set)
     metrics.json             the final weights' validation metrics (metrics_plain.json: without TTA)
     per_class.md             per-class AP table (detection)
     evaluation.json          per-class AP rows and precision/recall curves (detection)
     coco_summary.txt         COCOeval's printed summary (evaluations)
     detections_<iou>.json    COCO results (evaluations)
     errors/                  confusion matrix and false positives by kind (eval.error_analysis)
-    predictions.png          validation images with the final model's detections (detection)
+    predictions.png          validation images, each beside its ground truth (left) with the final model's
+                             detections (right) (detection)
     analysis/                training curves, per-class AP and PR curves drawn by tools/analyze.py
 
 :class:`RunDirectory` spells this layout (this module is the one place its file names are written) and is
@@ -90,7 +92,7 @@ class RunDirectory:
     tensorboard_dir = _InRun(TENSORBOARD_LOGS[0], f"version_{TENSORBOARD_LOGS[1]}")
     #: the local MLflow store when ``logging.mlflow_tracking_uri`` is not set
     mlflow_store = _InRun("mlflow.db")
-    #: what ``model.init_from`` loaded, skipped and missed
+    #: what ``model.init_from`` (and ``model.backbone.weights``) loaded, skipped and missed, by part
     init_from_report = _InRun("init_from_report.json")
     #: the final weights' validation metrics (an evaluation's metrics)
     metrics_file = _InRun("metrics.json")

@@ -31,8 +31,9 @@ class DetectionModelOptions(DetectorOptions):
     backbone: ResNetOptions = field(default_factory=ResNetOptions)
     #: every SASA layer: backbone, attention FPN, attention heads
     sasa: SasaOptions = field(default_factory=SasaOptions)
-    #: weights to start from (no optimizer state): our checkpoint, a state dict, torchvision weights; mismatched
-    #: shapes are re-initialised
+    #: weights to start from (no optimizer state): our checkpoint, a state dict, torchvision/timm ResNet weights,
+    #: or a short name: ``demo`` (the demo run's best checkpoint), ``zoo:<row>[/seed<k>]`` (a zoo run's);
+    #: mismatched shapes are re-initialised
     init_from: Optional[str] = None
 
 
