@@ -298,7 +298,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     unknown = [start for start in args.starts if start not in STARTS]
     if unknown:
         raise SystemExit(f"error: unknown --starts {unknown}; choose among {list(STARTS)}")
-    rows = run_finetune_benchmark(args.config, args.out, args.steps, args.starts, args.overrides)
+    demo_config = Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml"
+    rows = run_finetune_benchmark(
+        args.config, args.out, args.steps, args.starts, args.overrides, demo_config=demo_config
+    )
     return _report(finetune_table(rows), {"rows": rows}, args.json)
 
 

@@ -113,10 +113,12 @@ def run_finetune_benchmark(
     starts: Sequence[str] = tuple(STARTS),
     extra_overrides: Sequence[str] = (),
     progress: Callable[[str], None] = print,
+    demo_config: str | Path | None = None,
 ) -> list[dict]:
     """Train ``config`` (the recipe for one's own data) ``steps`` steps on the letters set from each of ``starts``
     (names of :data:`STARTS`), one run each under ``out/<start>``; a row per run: start, mAP, AP50, seconds.
-    A finished run (its metrics file present) is read, not trained again."""
+    A finished run (its metrics file present) is read, not trained again. ``demo_config``: the demo's config,
+    where ``model.init_from=demo`` finds the demo run."""
     from sasa_det.engine.experiment import load_config
     from sasa_det.engine.run.run_directory import RunDirectory
     from sasa_det.engine.runner import train
@@ -135,7 +137,7 @@ def run_finetune_benchmark(
             overrides += [f"output_dir={run.root}", f"trainer.max_steps={steps}", "eval.save_visualization=8"]
             if STARTS[start]:
                 overrides.append(f"model.init_from={STARTS[start]}")
-            train(load_config(str(config), [*overrides, *extra_overrides]))
+            train(load_config(str(config), [*overrides, *extra_overrides]), demo_config=demo_config)
         metrics = json.loads(run.metrics_file.read_text())
         row = {"start": start, "steps": steps, "seconds": round(time.perf_counter() - started)}
         row.update(mAP=_metric(metrics, "AP"), AP50=_metric(metrics, "AP50"))
