@@ -12,7 +12,7 @@ python tools/benchmark.py data   [--work-dir data/coco_sized] [--images 118287] 
 python tools/benchmark.py kernels [--dtypes bfloat16 float32] [--head-widths 8 16 32 64] [--path tensor_core]
                                   [--json out.json]
 python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
-python tools/benchmark.py zoo    [--rows conv aa ...] [--seeds 2] [--steps N] [--jobs 1] [--threads T] [--quick]
+python tools/benchmark.py zoo    [--rows conv aa ...] [--seeds 2] [--steps 200] [--jobs 2] [--threads T] [--quick]
                                  [--output-dir outputs/zoo] [--output docs/zoo_table.md]
        (every detector family trained at one budget on the hard shapes set: params, FLOPs, CPU step time,
        mAP mean ± spread over seeds; finished runs are reused; see docs/zoo.md)
@@ -277,8 +277,10 @@ def run_all_benchmarks(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``zoo --steps`` default: the equal training budget of every run (see docs/zoo.md for the timing behind it).
-ZOO_STEPS = 600
+#: ``zoo --steps`` default: the equal training budget of every run, sized so that 8 rows x 2 seeds take about 45
+#: minutes on 2 cores with --jobs 2 (measured ms/step at 128 px, batch 8, one thread, on a busy 2-core VM: conv
+#: RetinaNet 370, all-attention RetinaNet 1775, Mask R-CNN 2900; docs/zoo.md).
+ZOO_STEPS = 200
 
 
 def add_zoo_parser(subparsers) -> None:
@@ -287,7 +289,7 @@ def add_zoo_parser(subparsers) -> None:
     parser.add_argument("--rows", nargs="+", metavar="ROW", help="subset of rows (default: all, in table order)")
     parser.add_argument("--seeds", type=int, help="training seeds per row (default 2; 1 with --quick)")
     parser.add_argument("--steps", type=int, help=f"optimizer steps of every run (default {ZOO_STEPS}; 2 with --quick)")
-    parser.add_argument("--jobs", type=int, default=1, help="trainings at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each training (default: cores // jobs)")
     parser.add_argument(
         "--quick",

@@ -73,7 +73,7 @@ class ZooSettings:
     #: training seeds 0..seeds-1 per row
     seeds: int = 2
     #: optimizer steps of every run (the equal budget)
-    steps: int = 600
+    steps: int = 200
     #: trainings at once
     jobs: int = 1
     #: OMP_NUM_THREADS of each training command; None = cores // jobs
