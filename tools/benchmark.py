@@ -16,6 +16,10 @@ python tools/benchmark.py finetune [--config configs/custom/retinanet_small_cpu.
        (the recipe for one's own data on a generated two-class VOC set of letters, from each starting point;
        `demo` needs `make demo` first)
 python tools/benchmark.py all    [--device cuda] [--output docs/benchmarks.md]
+python tools/benchmark.py zoo    [--rows conv aa ...] [--seeds 2] [--steps 200] [--jobs 2] [--threads T] [--quick]
+                                 [--output-dir outputs/zoo] [--output docs/zoo_table.md]
+       (every detector family trained at one budget on the hard shapes set: params, FLOPs, CPU step time,
+       mAP mean ± spread over seeds; finished runs are reused; see docs/zoo.md)
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import sys
 from pathlib import Path
 
 from sasa_det.cli import run_tool
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: ``layers`` settings by default (about 2 minutes on a 2-core CPU) and with ``--full`` (the map of the report).
 LAYERS_QUICK = {"height": 48, "width": 80, "repeats": 3}
@@ -298,11 +304,65 @@ def run_finetune(args: argparse.Namespace) -> int:
     unknown = [start for start in args.starts if start not in STARTS]
     if unknown:
         raise SystemExit(f"error: unknown --starts {unknown}; choose among {list(STARTS)}")
-    demo_config = Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml"
+    demo_config = REPO / "configs" / "shapes_demo.yaml"
     rows = run_finetune_benchmark(
         args.config, args.out, args.steps, args.starts, args.overrides, demo_config=demo_config
     )
     return _report(finetune_table(rows), {"rows": rows}, args.json)
+
+
+#: ``zoo --steps`` default: the equal training budget of every run, sized so that 8 rows x 2 seeds take about 45
+#: minutes on 2 cores with --jobs 2 (measured ms/step at 128 px, batch 8, one thread, on a busy 2-core VM: conv
+#: RetinaNet 370, all-attention RetinaNet 1775, Mask R-CNN 2900; docs/zoo.md).
+ZOO_STEPS = 200
+
+
+def add_zoo_parser(subparsers) -> None:
+    parser = subparsers.add_parser("zoo", help="every detector family trained at one budget on the hard shapes set")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "zoo" / "shapes_hard.yaml")
+    parser.add_argument("--rows", nargs="+", metavar="ROW", help="subset of rows (default: all, in table order)")
+    parser.add_argument("--seeds", type=int, help="training seeds per row (default 2; 1 with --quick)")
+    parser.add_argument("--steps", type=int, help=f"optimizer steps of every run (default {ZOO_STEPS}; 2 with --quick)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at once (default 2)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each training (default: cores // jobs)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke check: 8 train / 4 val 64-px images, 2 steps, 1 seed, trained in this process",
+    )
+    parser.add_argument("--output-dir", type=Path, help="run directories (default outputs/zoo; outputs/zoo_quick)")
+    parser.add_argument("--output", type=Path, help="also write the table to this .md file and the figures to .json")
+    parser.set_defaults(run=run_zoo)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    from sasa_det.analysis.zoo_benchmark import QUICK_OVERRIDES, ZooSettings, format_zoo_table
+    from sasa_det.analysis.zoo_benchmark import run_zoo as train_zoo
+    from sasa_det.analysis.zoo_rows import ZOO_ROWS
+
+    _check_cases(args.rows, [argparse.Namespace(name=row) for row in ZOO_ROWS])
+    output_root = args.output_dir or Path("outputs") / ("zoo_quick" if args.quick else "zoo")
+    extra = [*QUICK_OVERRIDES, f"data.shapes.root={output_root / 'shapes'}"] if args.quick else []
+    settings = ZooSettings(
+        config=args.config,
+        output_root=output_root,
+        train_command=None if args.quick else [sys.executable, str(REPO / "tools" / "train.py")],
+        rows=args.rows or list(ZOO_ROWS),
+        seeds=args.seeds or (1 if args.quick else 2),
+        steps=args.steps or (2 if args.quick else ZOO_STEPS),
+        jobs=args.jobs,
+        threads=args.threads,
+        extra_overrides=extra,
+    )
+    results = train_zoo(settings, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    table = format_zoo_table(results)
+    print(table)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.with_suffix(".md").write_text(table + "\n")
+        args.output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    failed = sum("error" in run for row in results["rows"] for run in row["runs"].values())
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     add_kernels_parser(subparsers)
     add_finetune_parser(subparsers)
     add_all_parser(subparsers)
+    add_zoo_parser(subparsers)
     args = parser.parse_args(argv)
     from sasa_det.logging_setup import configure_logging
 

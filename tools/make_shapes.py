@@ -4,6 +4,9 @@ Example::
 
     python tools/make_shapes.py data/shapes --num-train 1000 --num-val 200 --image-size 128
     python tools/make_shapes.py data/voc_demo --num-train 120 --num-val 30 --image-size 160 --voc
+    python tools/make_shapes.py data/shapes_hard --classes circle square triangle star diamond --max-objects 8 \
+        --min-scale 0.0625 --max-scale 0.625 --scale-sampling log --max-occlusion 0.4 --clutter 6 \
+        --background textured
 
 ``--voc`` also writes every image as a Pascal VOC folder (``ROOT/voc``), to try the custom-data path
 (``tools/convert_dataset.py voc`` and ``split``) on data that is known to be learnable.
@@ -12,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -19,21 +23,31 @@ from sasa_det.cli import run_tool
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments of this tool."""
+    """Command-line arguments of this tool; the defaults are those of ``ShapesOptions`` (the ``data.shapes``
+    config section)."""
+    from sasa_det.data.shapes_options import SHAPE_CLASSES, ShapesOptions
+
+    default = ShapesOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="output folder (train/, val/, annotations/ are written inside)")
-    parser.add_argument("--num-train", type=int, default=1000, help="training images (default: 1000)")
-    parser.add_argument("--num-val", type=int, default=200, help="validation images (default: 200)")
-    parser.add_argument("--image-size", type=int, default=128, help="square image side in pixels (default: 128)")
-    parser.add_argument("--seed", type=int, default=0, help="master random seed (default: 0)")
-    parser.add_argument("--min-objects", type=int, default=1, help="fewest shapes per image (default: 1)")
-    parser.add_argument("--max-objects", type=int, default=4, help="most shapes per image (default: 4)")
-    parser.add_argument(
-        "--classes",
-        nargs="+",
-        default=["circle", "square", "triangle"],
-        help="shapes drawn, among circle, square, triangle, star, diamond (default: circle square triangle)",
-    )
+
+    def option(name: str, kind: type, help_text: str, **kwargs) -> None:
+        value = getattr(default, name.replace("-", "_"))
+        parser.add_argument(f"--{name}", type=kind, default=value, help=f"{help_text} (default: {value})", **kwargs)
+
+    option("num-train", int, "training images")
+    option("num-val", int, "validation images")
+    option("image-size", int, "square image side in pixels")
+    option("seed", int, "master random seed")
+    option("min-objects", int, "fewest shapes per image")
+    option("max-objects", int, "most shapes per image")
+    option("classes", str, f"shapes drawn, among {', '.join(SHAPE_CLASSES)}", nargs="+", choices=SHAPE_CLASSES)
+    option("min-scale", float, "smallest shape diameter as a fraction of the image side")
+    option("max-scale", float, "largest shape diameter as a fraction of the image side")
+    option("scale-sampling", str, "uniform or log (log-uniform: small shapes are common)", choices=["uniform", "log"])
+    option("max-occlusion", float, "largest fraction of a shape that later shapes may hide (0: never touch)")
+    option("clutter", int, "most distractors (lines, rings, dots: not objects) per image")
+    option("background", str, "noise or textured (gradients, stripes, blobs)", choices=["noise", "textured"])
     parser.add_argument(
         "--category-ids",
         type=int,
@@ -54,20 +68,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
 
     configure_logging()
     from sasa_det.data.shapes import make_shapes_dataset
+    from sasa_det.data.shapes_options import ShapesOptions
 
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(ShapesOptions) if f.name != "root"}
     try:
         paths = make_shapes_dataset(
-            args.root,
-            num_train=args.num_train,
-            num_val=args.num_val,
-            image_size=args.image_size,
-            seed=args.seed,
-            min_objects=args.min_objects,
-            max_objects=args.max_objects,
-            category_ids=args.category_ids,
-            classes=args.classes,
-            force=args.force,
-            progress=True,
+            args.root, ShapesOptions(**fields), category_ids=args.category_ids, force=args.force, progress=True
         )
     except ValueError as err:
         sys.exit(f"make_shapes: {err}")

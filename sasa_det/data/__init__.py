@@ -25,6 +25,7 @@ _PROVIDED_BY = {
     "loading.options": "CocoDataOptions ImageFolderDataOptions",
     "image_folder": "ImageFolderDataModule make_image_folder_dataset",
     "shapes": "SHAPE_NAMES make_shapes_dataset",
+    "shapes_options": "ShapesOptions",
     "loading.transforms": "build_train_transforms build_val_transforms",
     "coco.problems": "DatasetError",
     "coco.report": "DatasetReport",

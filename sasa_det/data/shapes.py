@@ -1,10 +1,15 @@
-"""Synthetic COCO-format dataset of circles, squares and triangles.
+"""Synthetic COCO-format dataset of circles, squares and triangles (and stars and diamonds).
 
 Each image has a dark, noisy, slightly tinted background and ``min_objects..max_objects`` bright
-shapes of random colour, size and (for squares and triangles) rotation. The shapes themselves never
+shapes of random colour, size and (for squares and triangles) rotation. By default the shapes never
 overlap (each keeps a 2-pixel gap), so the polygon of every annotation is exactly its visible region;
 their bounding boxes may overlap. Pixels are painted from the rasterised polygon itself
 (pycocotools), so ``COCO.annToMask`` of an annotation is exactly the painted shape.
+
+The harder setting (:class:`~sasa_det.data.shapes_options.ShapesOptions`: ``max_occlusion``, ``clutter``,
+``background``, the scale range) lets later shapes hide part of earlier ones (whose annotation is then the RLE
+of the visible pixels), paints distractors and textures under the shapes (:mod:`~sasa_det.data.shapes_scenery`)
+and draws small shapes too.
 
 Layout written under ``root``::
 
@@ -20,6 +25,7 @@ and zlib), and a call whose parameters match ``shapes_meta.json`` with all files
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -33,11 +39,14 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from sasa_det.data.shapes_options import SHAPE_CLASSES, ShapesOptions
+from sasa_det.data.shapes_scenery import add_texture, draw_clutter, object_colour
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["SHAPE_KINDS", "SHAPE_NAMES", "make_shapes_dataset", "generate_shapes_image"]
+__all__ = ["SHAPE_KINDS", "SHAPE_NAMES", "ShapesOptions", "make_shapes_dataset", "generate_shapes_image"]
 
-SHAPE_NAMES = ("circle", "square", "triangle")  # the default classes
+SHAPE_NAMES = tuple(ShapesOptions().classes)  # the default classes
 #: Every shape the generator can draw (``classes`` picks some): vertices, starting angle, inner-radius ratio
 #: (stars alternate outer and inner vertices) and x/y stretch (diamonds are narrow squares).
 SHAPE_KINDS: dict[str, tuple[int, float, float, float]] = {
@@ -50,9 +59,10 @@ SHAPE_KINDS: dict[str, tuple[int, float, float, float]] = {
 _FORMAT_VERSION = 1
 _META_NAME = "shapes_meta.json"
 _SPLITS = ("train", "val")
-_CIRCLE_VERTICES = 24
+assert tuple(SHAPE_KINDS) == SHAPE_CLASSES
 _GAP = 2  # pixels kept free around each shape
 _PLACEMENT_ATTEMPTS = 50
+_MAX_ROTATION = 30.0  # degrees either way, shapes other than circles
 
 
 def _shape_polygon(kind: str, center: tuple[float, float], radius: float, angle: float) -> np.ndarray:
@@ -88,71 +98,100 @@ def _polygon_area(xy: np.ndarray) -> float:
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def generate_shapes_image(
-    rng: np.random.Generator,
-    image_size: int = 128,
-    min_objects: int = 1,
-    max_objects: int = 4,
-    min_scale: float = 0.2,
-    max_scale: float = 0.45,
-    max_rotation: float = 30.0,
-    classes: Sequence[str] = SHAPE_NAMES,
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Draw one image.
+def _radius(rng: np.random.Generator, options: ShapesOptions) -> float:
+    low, high = options.min_scale, options.max_scale
+    if options.scale_sampling == "log":
+        return math.exp(rng.uniform(math.log(low), math.log(high))) * options.image_size / 2
+    return rng.uniform(low, high) * options.image_size / 2
 
-    Args:
-        rng: the image's random stream.
-        image_size: side of the square image in pixels.
-        min_objects, max_objects: number of shapes drawn uniformly from this range (fewer if some
-            cannot be placed without overlap in 50 attempts each; the first always fits).
-        min_scale, max_scale: shape diameter (circumscribed circle) as a fraction of ``image_size``.
-        max_rotation: shapes other than circles are rotated uniformly within ±this many degrees.
-        classes: the shapes drawn (names of :data:`SHAPE_KINDS`), each equally likely.
+
+def _fits(mask: np.ndarray, occupied: np.ndarray, placed: list[dict[str, Any]], max_occlusion: float) -> bool:
+    """Whether a new shape (drawn on top) with pixels ``mask`` may go here: clear of the others' gaps, or with
+    ``max_occlusion`` > 0 hiding at most that fraction of each shape below it."""
+    if not mask.any():
+        return False
+    if max_occlusion <= 0:
+        return not (mask & occupied).any()
+    for obj in placed:
+        hidden = obj["full_area"] - int((obj["mask"] & ~mask).sum())
+        if hidden > max_occlusion * obj["full_area"]:
+            return False
+    return True
+
+
+def generate_shapes_image(
+    rng: np.random.Generator, options: ShapesOptions | None = None
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Draw one image with the generator settings of ``options`` (default: the demo set's).
+
+    The number of shapes is drawn uniformly from ``min_objects..max_objects`` (fewer if some cannot be placed
+    in 50 attempts each; the first always fits); shapes other than circles are rotated within ±30 degrees.
 
     Returns:
-        ``(image uint8 [H, W, 3], objects)`` with each object ``{"shape": index into classes,
-        "polygon": [x0, y0, x1, y1, ...]}`` in pixel coordinates (COCO convention).
+        ``(image uint8 [H, W, 3], objects)`` with each object ``{"shape": index into classes, "polygon":
+        [x0, y0, x1, y1, ...]}`` in pixel coordinates (COCO convention), plus ``"mask"`` (bool [H, W], the
+        visible pixels) for a shape partly hidden by a later one.
     """
-    size = image_size
+    options = options or ShapesOptions()
+    size, classes = options.image_size, list(options.classes)
     base = rng.uniform(15, 80)
     tint = rng.uniform(-12, 12, size=3)
     canvas = base + tint + rng.normal(0.0, 12.0, size=(size, size, 3))
+    if options.background == "textured":
+        add_texture(rng, canvas)
+    if options.clutter > 0:
+        draw_clutter(rng, canvas, options.clutter)
     occupied = np.zeros((size, size), dtype=bool)
-    objects: list[dict[str, Any]] = []
-    count = int(rng.integers(min_objects, max_objects + 1))
+    placed: list[dict[str, Any]] = []
+    count = int(rng.integers(options.min_objects, options.max_objects + 1))
     for _ in range(count):
         kind = int(rng.integers(0, len(classes)))
-        colour = rng.uniform(60, 255, size=3)
-        while colour.mean() < 140:  # keep a clear contrast with the dark background
-            colour = rng.uniform(60, 255, size=3)
+        colour = object_colour(rng)
         for _attempt in range(_PLACEMENT_ATTEMPTS):
-            radius = rng.uniform(min_scale, max_scale) * size / 2
-            angle = 0.0 if classes[kind] == "circle" else math.radians(rng.uniform(-max_rotation, max_rotation))
+            radius = _radius(rng, options)
+            angle = 0.0 if classes[kind] == "circle" else math.radians(rng.uniform(-_MAX_ROTATION, _MAX_ROTATION))
             center = (rng.uniform(radius + 1, size - 1 - radius), rng.uniform(radius + 1, size - 1 - radius))
             xy = np.round(_shape_polygon(classes[kind], center, radius, angle), 2)
             flat = [float(v) for v in xy.reshape(-1)]
             mask = _polygon_mask(flat, size)
-            if not mask.any() or (mask & occupied).any():
+            if not _fits(mask, occupied, placed, options.max_occlusion):
                 continue
-            occupied |= _dilate(mask, _GAP)
+            occupied |= _dilate(mask, _GAP) if options.max_occlusion <= 0 else mask
+            for obj in placed:
+                obj["mask"] &= ~mask
             canvas[mask] = colour + rng.normal(0.0, 8.0, size=(int(mask.sum()), 3))
-            objects.append({"shape": kind, "polygon": flat})
+            placed.append({"shape": kind, "polygon": flat, "mask": mask, "full_area": int(mask.sum())})
             break
     image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    objects = []
+    for obj in placed:
+        entry = {"shape": obj["shape"], "polygon": obj["polygon"]}
+        if int(obj["mask"].sum()) < obj["full_area"]:
+            entry["mask"] = obj["mask"]
+        objects.append(entry)
     return image, objects
 
 
 def _annotation(obj: dict[str, Any], ann_id: int, image_id: int, category_ids: Sequence[int]) -> dict[str, Any]:
-    xy = np.asarray(obj["polygon"], dtype=np.float64).reshape(-1, 2)
-    x0, y0 = xy.min(axis=0)
-    x1, y1 = xy.max(axis=0)
+    """COCO annotation of a drawn shape: its polygon, or for a partly hidden shape the RLE of its visible pixels
+    (area and box of those pixels)."""
+    if "mask" in obj:
+        rle = mask_utils.encode(np.asfortranarray(obj["mask"].astype(np.uint8)))
+        segmentation: Any = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        area = float(mask_utils.area(rle))
+        x0, y0, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    else:
+        xy = np.asarray(obj["polygon"], dtype=np.float64).reshape(-1, 2)
+        segmentation, area = [obj["polygon"]], _polygon_area(xy)
+        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+        w, h = float(x1 - x0), float(y1 - y0)
     return {
         "id": ann_id,
         "image_id": image_id,
         "category_id": int(category_ids[obj["shape"]]),
-        "segmentation": [obj["polygon"]],
-        "area": round(_polygon_area(xy), 2),
-        "bbox": [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)],
+        "segmentation": segmentation,
+        "area": round(area, 2),
+        "bbox": [round(float(x0), 2), round(float(y0), 2), round(w, 2), round(h, 2)],
         "iscrowd": 0,
     }
 
@@ -207,63 +246,50 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 def make_shapes_dataset(
     root: str | os.PathLike,
-    num_train: int = 1000,
-    num_val: int = 200,
-    image_size: int = 128,
-    seed: int = 0,
-    min_objects: int = 1,
-    max_objects: int = 4,
+    options: ShapesOptions | None = None,
+    *,
     category_ids: Sequence[int] | None = None,
-    classes: Sequence[str] = SHAPE_NAMES,
     force: bool = False,
     progress: bool = False,
+    **overrides: Any,
 ) -> dict[str, str]:
     """Write the shapes dataset under ``root`` (see the module docstring) unless it is already there.
 
     Args:
-        root: output folder (created).
-        num_train, num_val: number of images per split.
-        image_size: image side in pixels (square images).
-        seed: master seed; same parameters give identical files.
-        min_objects, max_objects: shapes per image.
+        root: output folder (created); wins over ``options.root``.
+        options: the generator's settings (:class:`~sasa_det.data.shapes_options.ShapesOptions`: counts, image
+            size, seed, classes, and the harder setting's scale range, occlusion, clutter and background);
+            default its defaults.
         category_ids: COCO ids of the classes, in order (e.g. ``(1, 5, 9)`` for gapped ids); default 1..K.
-        classes: the shapes drawn, names of :data:`SHAPE_KINDS` (default circle, square, triangle; e.g.
-            ``("star", "diamond")`` for a dataset whose classes a default-trained model has never seen).
         force: regenerate even if a matching dataset exists.
         progress: show a progress bar (tqdm) while writing.
+        overrides: fields of ``options`` to replace, e.g. ``num_train=8, image_size=64``.
 
     Returns:
         ``{"train_images", "train_ann", "val_images", "val_ann"}`` paths (str), the keyword
         arguments of :class:`~sasa_det.data.CocoDataModule`.
     """
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"num_train and num_val must be >= 0, got {num_train} and {num_val}.")
-    if image_size < 16:
-        raise ValueError(f"image_size must be >= 16 pixels, got {image_size}.")
-    if not 1 <= min_objects <= max_objects:
-        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects} and {max_objects}.")
-    classes = [str(c) for c in classes]
-    unknown = [c for c in classes if c not in SHAPE_KINDS]
-    if unknown or not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct names among {list(SHAPE_KINDS)}, got {classes}.")
+    options = dataclasses.replace(options or ShapesOptions(), **overrides)
+    options.classes = [str(c) for c in options.classes]
+    options.validate()
+    classes = options.classes
     category_ids = [int(c) for c in (category_ids if category_ids is not None else range(1, len(classes) + 1))]
     if len(category_ids) != len(classes) or len(set(category_ids)) != len(category_ids) or min(category_ids) < 1:
         raise ValueError(
             f"category_ids must be {len(classes)} distinct positive ints (for {classes}), got {category_ids}."
         )
     root = Path(root)
-    meta = {
+    meta: dict[str, Any] = {
         "format": _FORMAT_VERSION,
-        "num_train": num_train,
-        "num_val": num_val,
-        "image_size": image_size,
-        "seed": seed,
-        "min_objects": min_objects,
-        "max_objects": max_objects,
+        **{key: getattr(options, key) for key in ("num_train", "num_val", "image_size", "seed")},
+        "min_objects": options.min_objects,
+        "max_objects": options.max_objects,
         "category_ids": category_ids,
     }
+    # Options at their defaults stay out of the meta, so datasets written before they existed stay up to date.
     if classes != list(SHAPE_NAMES):
-        meta["classes"] = classes  # only when not the default, so existing datasets stay up to date
+        meta["classes"] = classes
+    meta.update(options.changed())
     paths = _paths(root)
     if not force and _is_complete(root, meta):
         logger.info("Shapes dataset in %s is up to date; not regenerating.", root)
@@ -271,16 +297,19 @@ def make_shapes_dataset(
     with _exclusive(root):
         if not force and _is_complete(root, meta):  # another process wrote it while we waited
             return paths
-        _write_dataset(root, meta, paths, category_ids, progress)
+        _write_dataset(root, meta, dataclasses.replace(options, root=str(root)), paths, category_ids, progress)
     return paths
 
 
 def _write_dataset(
-    root: Path, meta: dict[str, Any], paths: dict[str, str], category_ids: list[int], progress: bool
+    root: Path,
+    meta: dict[str, Any],
+    options: ShapesOptions,
+    paths: dict[str, str],
+    category_ids: list[int],
+    progress: bool,
 ) -> None:
-    num_train, num_val = meta["num_train"], meta["num_val"]
-    image_size, seed = meta["image_size"], meta["seed"]
-    min_objects, max_objects = meta["min_objects"], meta["max_objects"]
+    num_train, num_val, image_size, seed = options.num_train, options.num_val, options.image_size, options.seed
     meta_path = root / _META_NAME
     owned = [root / "train", root / "val", root / "annotations"]
     if not meta_path.is_file() and any(p.exists() and any(p.iterdir()) for p in owned):
@@ -295,8 +324,9 @@ def _write_dataset(
             shutil.rmtree(p)
         p.mkdir(parents=True)
 
-    classes = meta.get("classes", list(SHAPE_NAMES))
-    categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in zip(category_ids, classes)]
+    categories = [
+        {"id": cid, "name": name, "supercategory": "shape"} for cid, name in zip(category_ids, options.classes)
+    ]
     bar = None
     if progress:
         try:
@@ -311,7 +341,7 @@ def _write_dataset(
         images, annotations = [], []
         for i in range(count):
             rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, i]))
-            pixels, objects = generate_shapes_image(rng, image_size, min_objects, max_objects, classes=classes)
+            pixels, objects = generate_shapes_image(rng, options)
             file_name = f"{i:06d}.png"
             Image.fromarray(pixels).save(folder / file_name, format="PNG")
             image_id = i + 1

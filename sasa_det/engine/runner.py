@@ -36,7 +36,7 @@ from sasa_det.engine.run.run_lock import RunLock, is_first_process
 from sasa_det.engine.run.signals import TrainingInterrupted, sigterm_exception
 from sasa_det.engine.run.survival import SurvivalCallbacks, survival_callbacks
 from sasa_det.engine.tasks import get_task
-from sasa_det.engine.tasks.callbacks import ValidationRecorder
+from sasa_det.engine.tasks.callbacks import StepTimer, ValidationRecorder
 from sasa_det.engine.tasks.task import Task
 from sasa_det.engine.trainer import build_trainer
 from sasa_det.logging_setup import log_to_file
@@ -215,7 +215,13 @@ def _train(cfg: DictConfig, run_dir: RunDirectory, resume_from: Optional[str | o
         end_epoch=data_change is not None,
     )
     recorder = ValidationRecorder()
-    callbacks = [*survival.ordered, LearningRateMonitor(logging_interval="step"), recorder, *task.callbacks(cfg)]
+    callbacks = [
+        *survival.ordered,
+        LearningRateMonitor(logging_interval="step"),
+        StepTimer(),
+        recorder,
+        *task.callbacks(cfg),
+    ]
     loggers = build_loggers(OmegaConf.to_object(cfg.logging), run_dir, resume_step)
     trainer = build_trainer(cfg, run_dir, callbacks=callbacks, loggers=loggers)
     log_resolved_config(loggers, config_to_dict(cfg))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 
-__all__ = ["CocoSummaryPrinter", "ValidationRecorder", "format_coco_summary"]
+__all__ = ["STEP_TIME_METRIC", "CocoSummaryPrinter", "StepTimer", "ValidationRecorder", "format_coco_summary"]
+
+#: The logged wall time of one training step (forward, backward, optimizer; not data loading), in ms.
+STEP_TIME_METRIC = "train/step_ms"
 
 # Rows of the printed summary: (label, metric suffix), in COCOeval's order.
 _SUMMARY_ROWS = (
@@ -91,3 +96,22 @@ class ValidationRecorder(pl.Callback):
             return
         self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.step = int(trainer.global_step)
+
+
+class StepTimer(pl.Callback):
+    """Logs each training step's wall time (batch start to batch end: forward, backward and optimizer step, not
+    the data loading) as :data:`STEP_TIME_METRIC`, so a run's speed can be read from its metrics."""
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._started is not None:
+            elapsed_ms = 1000.0 * (time.perf_counter() - self._started)
+            pl_module.log(STEP_TIME_METRIC, elapsed_ms, on_step=True, on_epoch=False, batch_size=1)
+            self._started = None

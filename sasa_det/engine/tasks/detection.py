@@ -119,17 +119,10 @@ class DetectionTask(Task):
                 f"dataset remove data.{', data.'.join(given)}"
             )
         from sasa_det.data import make_shapes_dataset
+        from sasa_det.data.shapes_options import ShapesOptions
 
-        paths = make_shapes_dataset(
-            Path(shapes.root).resolve(),
-            num_train=shapes.num_train,
-            num_val=shapes.num_val,
-            image_size=shapes.image_size,
-            seed=shapes.seed,
-            min_objects=shapes.min_objects,
-            max_objects=shapes.max_objects,
-            classes=list(shapes.classes),
-        )
+        options = ShapesOptions(**OmegaConf.to_container(shapes, resolve=True))
+        paths = make_shapes_dataset(Path(shapes.root).resolve(), options)
         cfg = cfg.copy()
         for key, value in paths.items():
             cfg.data[key] = value

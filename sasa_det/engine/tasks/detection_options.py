@@ -14,6 +14,7 @@ from typing import Any, Optional
 from sasa_det.backbones.options import ResNetOptions
 from sasa_det.choices import OptionError
 from sasa_det.data.loading.options import CocoDataOptions
+from sasa_det.data.shapes_options import ShapesOptions
 from sasa_det.detectors.options import DetectorOptions
 from sasa_det.layers import SasaOptions
 
@@ -37,26 +38,8 @@ class DetectionModelOptions(DetectorOptions):
     init_from: Optional[str] = None
 
 
-@dataclass
-class ShapesConfig:
-    """Synthetic shapes dataset generated on first use (``sasa_det.data.shapes.make_shapes_dataset``)."""
-
-    #: directory to generate into / reuse; null = do not use shapes
-    root: Optional[str] = None
-    #: training images
-    num_train: int = 200
-    #: validation images
-    num_val: int = 50
-    #: image side in pixels
-    image_size: int = 128
-    #: generator seed (the dataset is deterministic by seed)
-    seed: int = 0
-    #: fewest shapes per image
-    min_objects: int = 1
-    #: most shapes per image
-    max_objects: int = 4
-    #: shapes drawn: circle, square, triangle, star, diamond
-    classes: list[str] = field(default_factory=lambda: ["circle", "square", "triangle"])
+#: The ``data.shapes`` section's old name; the options live with the generator.
+ShapesConfig = ShapesOptions
 
 
 @dataclass
@@ -65,7 +48,7 @@ class DetectionDataOptions(CocoDataOptions):
     augmentation, checks), or the synthetic shapes set that supplies the four paths: the ``data`` section."""
 
     #: when shapes.root is set it supplies the four COCO paths
-    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    shapes: ShapesOptions = field(default_factory=ShapesOptions)
 
 
 def check_detection_experiment(model: DetectionModelOptions, eval_options: Any, trainer: Any) -> None:
