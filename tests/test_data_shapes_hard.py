@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from sasa_det.data import load_coco_quietly, make_shapes_dataset
-from sasa_det.data.shapes import _polygon_mask, generate_shapes_image
-from sasa_det.data.shapes_options import SHAPE_CLASSES, ShapesOptions
+from sasa_det.data.shapes.generator import _polygon_mask, generate_shapes_image
+from sasa_det.data.shapes.options import SHAPE_CLASSES, ShapesOptions
 from tests.helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[1]

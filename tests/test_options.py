@@ -59,7 +59,7 @@ def test_a_bad_choice_fails_at_load_naming_file_key_and_choices(tmp_path, yaml, 
 
 
 def test_every_choice_is_declared_by_the_package_that_uses_it():
-    from sasa_det.data.shapes_options import ShapesOptions
+    from sasa_det.data.shapes.options import ShapesOptions
     from sasa_det.detectors import DetectorOptions
     from sasa_det.engine.experiment import ClassificationExperiment, DetectionExperiment, Experiment
     from sasa_det.evaluation import EvalOptions, TtaOptions
@@ -87,7 +87,7 @@ def test_every_choice_is_declared_by_the_package_that_uses_it():
     }
     assert declared_in["model.sasa.impl"] == "sasa_det.layers.local_attention.options"
     assert declared_in["classifier.backbone.stem"] == "sasa_det.backbones.options"
-    assert declared_in["data.shapes.background"] == "sasa_det.data.shapes_options"
+    assert declared_in["data.shapes.background"] == "sasa_det.data.shapes.options"
     # the experiment's own key is the only one the experiment schema declares; every other option belongs to its consumer
     assert sorted(key for key, module in declared_in.items() if module == "sasa_det.engine.experiment") == ["task"]
 

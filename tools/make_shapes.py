@@ -25,7 +25,7 @@ from sasa_det.cli import run_tool
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of this tool; the defaults are those of ``ShapesOptions`` (the ``data.shapes``
     config section)."""
-    from sasa_det.data.shapes_options import SHAPE_CLASSES, ShapesOptions
+    from sasa_det.data.shapes.options import SHAPE_CLASSES, ShapesOptions
 
     default = ShapesOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
 
     configure_logging()
     from sasa_det.data.shapes import make_shapes_dataset
-    from sasa_det.data.shapes_options import ShapesOptions
+    from sasa_det.data.shapes.options import ShapesOptions
 
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(ShapesOptions) if f.name != "root"}
     try:

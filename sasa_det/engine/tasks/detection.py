@@ -119,7 +119,7 @@ class DetectionTask(Task):
                 f"dataset remove data.{', data.'.join(given)}"
             )
         from sasa_det.data import make_shapes_dataset
-        from sasa_det.data.shapes_options import ShapesOptions
+        from sasa_det.data.shapes.options import ShapesOptions
 
         options = ShapesOptions(**OmegaConf.to_container(shapes, resolve=True))
         paths = make_shapes_dataset(Path(shapes.root).resolve(), options)

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from sasa_det.backbones.options import ResNetOptions
 from sasa_det.choices import OptionError
 from sasa_det.data.loading.options import CocoDataOptions
-from sasa_det.data.shapes_options import ShapesOptions
+from sasa_det.data.shapes.options import ShapesOptions
 from sasa_det.detectors.options import DetectorOptions
 from sasa_det.layers import SasaOptions
 

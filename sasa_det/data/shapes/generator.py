@@ -6,9 +6,9 @@ overlap (each keeps a 2-pixel gap), so the polygon of every annotation is exactl
 their bounding boxes may overlap. Pixels are painted from the rasterised polygon itself
 (pycocotools), so ``COCO.annToMask`` of an annotation is exactly the painted shape.
 
-The harder setting (:class:`~sasa_det.data.shapes_options.ShapesOptions`: ``max_occlusion``, ``clutter``,
+The harder setting (:class:`~sasa_det.data.shapes.options.ShapesOptions`: ``max_occlusion``, ``clutter``,
 ``background``, the scale range) lets later shapes hide part of earlier ones (whose annotation is then the RLE
-of the visible pixels), paints distractors and textures under the shapes (:mod:`~sasa_det.data.shapes_scenery`)
+of the visible pixels), paints distractors and textures under the shapes (:mod:`~sasa_det.data.shapes.scenery`)
 and draws small shapes too.
 
 Layout written under ``root``::
@@ -39,8 +39,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sasa_det.data.shapes_options import SHAPE_CLASSES, ShapesOptions
-from sasa_det.data.shapes_scenery import add_texture, draw_clutter, object_colour
+from sasa_det.data.shapes.options import SHAPE_CLASSES, ShapesOptions
+from sasa_det.data.shapes.scenery import add_texture, draw_clutter, object_colour
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def make_shapes_dataset(
 
     Args:
         root: output folder (created); wins over ``options.root``.
-        options: the generator's settings (:class:`~sasa_det.data.shapes_options.ShapesOptions`: counts, image
+        options: the generator's settings (:class:`~sasa_det.data.shapes.options.ShapesOptions`: counts, image
             size, seed, classes, and the harder setting's scale range, occlusion, clutter and background);
             default its defaults.
         category_ids: COCO ids of the classes, in order (e.g. ``(1, 5, 9)`` for gapped ids); default 1..K.
