@@ -3,9 +3,8 @@
 
 Each row of :data:`~sasa_det.analysis.zoo_rows.ZOO_ROWS` is a list of overrides of one base config
 (``configs/zoo/shapes_hard.yaml``); each (row, seed) trains with the project's training command into its own
-run directory ``OUTPUT/<row>/seed<k>/``, whose ``metrics.json`` (the final weights' validation) gives the
-mAP and whose ``metrics.csv`` (``train/step_ms``) the step time. A run directory with ``metrics.json`` is
-reused, so an interrupted table resumes. Parameters and FLOPs come from
+run directory ``OUTPUT/<row>/seed<k>/``, whose final metrics (the final weights' validation) give the mAP
+and whose CSV log (``train/step_ms``) the step time. A run directory with final metrics is reused, so an interrupted table resumes. Parameters and FLOPs come from
 :func:`~sasa_det.analysis.config_complexity.measure_config` (the dense part of a detector, one image).
 """
 
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sasa_det.analysis.zoo_rows import ZOO_ROWS
+from sasa_det.engine.run.run_directory import RunDirectory
 
 __all__ = [
     "QUICK_OVERRIDES",
@@ -54,7 +54,12 @@ QUICK_OVERRIDES = (
     "trainer.log_every_n_steps=1",
     "eval.save_visualization=0",
 )
-_RUN_RECORD = "zoo_run.json"  # beside metrics.json: the wall time of the training command
+
+
+def _run_record(run_dir: Path) -> Path:
+    """The zoo's record of a run (the training command and its wall time): ``<row>/seed<k>.json``, beside the run
+    directory, whose files only the run's owner writes."""
+    return run_dir.with_suffix(".json")
 
 
 @dataclass
@@ -111,7 +116,6 @@ def format_mean_spread(values: Sequence[float], digits: int = 3) -> str:
 def _median_step_ms(run_dir: Path) -> Optional[float]:
     """Median logged step time of a run, leaving out the first logged step (warm-up) when there are others."""
     from sasa_det.analysis.run_plots import read_metrics_csv
-    from sasa_det.engine.run.run_directory import RunDirectory
 
     try:
         series = read_metrics_csv(RunDirectory(run_dir).csv_metrics).get(STEP_METRIC, [])
@@ -123,14 +127,14 @@ def _median_step_ms(run_dir: Path) -> Optional[float]:
 
 
 def read_run(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
-    """``{"bbox", "segm", "step_ms", "seconds"}`` of a finished run directory (None when it has no metrics.json);
+    """``{"bbox", "segm", "step_ms", "seconds"}`` of a finished run directory (None when it has no final metrics);
     ``segm`` is None for box-only detectors, ``seconds`` None for a run not trained by the zoo."""
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = RunDirectory(run_dir).metrics_file
     if not metrics_path.is_file():
         return None
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    record_path = run_dir / _RUN_RECORD
+    record_path = _run_record(run_dir)
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     return {
         "bbox": metrics.get(BBOX_METRIC),
@@ -168,11 +172,11 @@ def _train(settings: ZooSettings, row: str, seed: int, threads: int) -> dict[str
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
         error = f"exit status {done.returncode}; see {log.name}" if done.returncode != 0 else None
     seconds = time.perf_counter() - started
-    if error is not None or not (run_dir / "metrics.json").is_file():
-        return {"error": error or "the run wrote no metrics.json"}
+    if error is not None or not RunDirectory(run_dir).metrics_file.is_file():
+        return {"error": error or "the run wrote no final metrics"}
     record = {"seconds": round(seconds, 1), "command": command, "overrides": overrides}
-    (run_dir / _RUN_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return read_run(run_dir) or {"error": "no metrics.json"}
+    _run_record(run_dir).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return read_run(run_dir) or {"error": "no final metrics"}
 
 
 def _complexity(settings: ZooSettings, row: str) -> dict[str, Any]:
