@@ -281,3 +281,21 @@ def test_another_runs_checkpoints_are_only_read_by_resume_and_init_from(uninterr
     assert report["source"] == str(source / "checkpoints" / "last.ckpt") and report["loaded"]
     assert _file_hashes(source) == before
     assert list((tmp_path / "from_best" / "checkpoints").glob("best-*.ckpt"))  # the new run has its own best
+
+
+def test_a_sigterm_while_a_training_prepares_is_an_interruption_that_releases_the_lock(tmp_path):
+    """Before ``fit`` installs its clean stop, SIGTERM raises TrainingInterrupted (not a kill), so the lock's
+    context exits and removes the lock file; the previous handler comes back afterwards."""
+    from sasa_det.engine.run.run_directory import RunDirectory
+    from sasa_det.engine.run.run_lock import RunLock
+    from sasa_det.engine.run.signals import TrainingInterrupted, stop_on_sigterm_while_preparing
+
+    run_dir = RunDirectory(tmp_path / "run")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        with stop_on_sigterm_while_preparing(), RunLock(run_dir):
+            assert run_dir.lock_file.exists()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert not run_dir.lock_file.exists()
+    assert signal.getsignal(signal.SIGTERM) is before

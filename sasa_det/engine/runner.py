@@ -33,7 +33,7 @@ from sasa_det.engine.run.resume import finished_run
 from sasa_det.engine.run.resume_position import ResumePoint, read_resume_point
 from sasa_det.engine.run.run_directory import RunDirectory
 from sasa_det.engine.run.run_lock import RunLock, is_first_process
-from sasa_det.engine.run.signals import TrainingInterrupted, sigterm_exception
+from sasa_det.engine.run.signals import TrainingInterrupted, sigterm_exception, stop_on_sigterm_while_preparing
 from sasa_det.engine.run.survival import SurvivalCallbacks, survival_callbacks
 from sasa_det.engine.tasks import get_task
 from sasa_det.engine.tasks.callbacks import StepTimer, ValidationRecorder
@@ -110,7 +110,7 @@ def train(
     cfg.logging.offline = logging_options.offline
     run_dir = RunDirectory(cfg.output_dir)
     # One training per output_dir: global rank 0 holds its lock (the other ranks are that training's).
-    with RunLock(run_dir) if is_first_process() else contextlib.nullcontext():
+    with stop_on_sigterm_while_preparing(), RunLock(run_dir) if is_first_process() else contextlib.nullcontext():
         return _train(cfg, run_dir, resume_from)
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,13 @@ import torch
 
 from sasa_det.engine.run.checkpoints import LastCheckpoint
 
-__all__ = ["StopOnSignal", "TrainingInterrupted", "sigterm_exception", "slurm_job_id"]
+__all__ = [
+    "StopOnSignal",
+    "TrainingInterrupted",
+    "sigterm_exception",
+    "slurm_job_id",
+    "stop_on_sigterm_while_preparing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,26 @@ def sigterm_exception() -> type[BaseException]:
 
         return _NeverRaised
     return SIGTERMException
+
+
+@contextmanager
+def stop_on_sigterm_while_preparing() -> Iterator[None]:
+    """While a training prepares (data checks, model), SIGTERM raises :class:`TrainingInterrupted` (nothing to
+    save yet) instead of killing the process, so that the run's lock and files are released on the way out;
+    :class:`StopOnSignal` takes over during ``fit``. The previous handler comes back on exit. A no-op outside the
+    main thread, where handlers cannot be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise TrainingInterrupted(signum, None, 0)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def slurm_job_id() -> Optional[str]:
