@@ -113,3 +113,23 @@ def test_gradients_reach_every_attention_layer_of_the_pyramid_and_heads():
     norms = [m for m in model.modules() if type(m).__name__ == "LayerNorm2d"]
     assert len(norms) == 13
     assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in norms)
+
+
+def _first_head_layer_output_rms_by_level(model) -> list[float]:
+    layer = model.head.classification_head.conv[0][0]
+    levels: list[float] = []
+    hook = layer.register_forward_hook(lambda m, args, out: levels.append(out.pow(2).mean().sqrt().item()))
+    model(*_batch())
+    hook.remove()
+    return levels  # P3 .. P7 (16x16 .. 1x1 at 128 px)
+
+
+def test_masked_padding_keeps_the_small_levels_at_the_scale_of_the_large_ones():
+    """With zero padding the 1x1 P7 map's attention sees 48 empty keys of 49 and its output shrinks several
+    times against P3's; leaving out-of-image keys out of the softmax (the all-attention recipe) keeps every
+    level at one scale."""
+    zero_padded = _first_head_layer_output_rms_by_level(_detector())
+    masked = _first_head_layer_output_rms_by_level(_detector("model.sasa.mask_padding=true"))
+    assert len(zero_padded) == len(masked) == 5
+    assert zero_padded[-1] < zero_padded[0] / 2.5, zero_padded
+    assert max(masked) < 1.5 * min(masked), masked

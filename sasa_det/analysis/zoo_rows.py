@@ -42,7 +42,13 @@ ZOO_ROWS: dict[str, dict[str, object]] = {
     },
     "all_attention": {
         "about": "RetinaNet, full-attention backbone, attention FPN and heads (SASA Table 2)",
-        "overrides": [_SASA_STAGES, "model.backbone.stem=attention", "model.fpn=attention", "model.head=attention"],
+        "overrides": [
+            _SASA_STAGES,
+            "model.backbone.stem=attention",
+            "model.fpn=attention",
+            "model.head=attention",
+            "model.sasa.mask_padding=true",  # the all-attention recipe (docs/zoo.md, "The all-attention detector")
+        ],
     },
     "faster_rcnn": {
         "about": "Faster R-CNN, conv ResNet-26 (500 proposals, 64 sampled RoIs per image)",
