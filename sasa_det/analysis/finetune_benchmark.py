@@ -131,15 +131,15 @@ def run_finetune_benchmark(
     rows = []
     for index, start in enumerate(starts, 1):
         run = RunDirectory(out / start)
-        started = time.perf_counter()
-        if not run.metrics_file.exists():
+        started, reused = time.perf_counter(), run.metrics_file.exists()
+        if not reused:
             overrides = [f"{key}={value}" for key, value in data.items()]
             overrides += [f"output_dir={run.root}", f"trainer.max_steps={steps}", "eval.save_visualization=8"]
             if STARTS[start]:
                 overrides.append(f"model.init_from={STARTS[start]}")
             train(load_config(str(config), [*overrides, *extra_overrides]), demo_config=demo_config)
         metrics = json.loads(run.metrics_file.read_text())
-        row = {"start": start, "steps": steps, "seconds": round(time.perf_counter() - started)}
+        row = {"start": start, "steps": steps, "seconds": None if reused else round(time.perf_counter() - started)}
         row.update(mAP=_metric(metrics, "AP"), AP50=_metric(metrics, "AP50"))
         rows.append(row)
         progress(
