@@ -288,14 +288,44 @@ def test_a_sigterm_while_a_training_prepares_is_an_interruption_that_releases_th
     context exits and removes the lock file; the previous handler comes back afterwards."""
     from sasa_det.engine.run.run_directory import RunDirectory
     from sasa_det.engine.run.run_lock import RunLock
-    from sasa_det.engine.run.signals import TrainingInterrupted, stop_on_sigterm_while_preparing
+    from sasa_det.engine.run.signals import TrainingInterrupted, stop_on_sigterm_outside_fit
 
     run_dir = RunDirectory(tmp_path / "run")
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
-        with stop_on_sigterm_while_preparing(), RunLock(run_dir):
+    with pytest.raises(TrainingInterrupted, match="SIGTERM while preparing; no checkpoint could be written"):
+        with stop_on_sigterm_outside_fit(), RunLock(run_dir):
             assert run_dir.lock_file.exists()
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises before this ends
     assert not run_dir.lock_file.exists()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_sigterm_during_the_final_evaluation_names_the_finished_checkpoint(tmp_path, monkeypatch):
+    """Training ends mid-epoch (2 of 4 steps), so the final weights are evaluated after ``fit``; a SIGTERM there
+    says training had finished and names last.ckpt (which is on disk), and the lock is released."""
+    import pytorch_lightning as pl
+
+    from sasa_det.engine.experiment import load_config
+    from sasa_det.engine.run.signals import TrainingInterrupted
+    from sasa_det.engine.runner import train
+    from tests.helpers import tiny_shapes_overrides
+
+    validate = pl.Trainer.validate
+
+    def terminated_validate(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        return validate(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "validate", terminated_validate)
+    out = tmp_path / "run"
+    cfg = load_config(DEMO_CONFIG, [*tiny_shapes_overrides(tmp_path / "shapes", out), "trainer.accelerator=cpu"])
+    with pytest.raises(TrainingInterrupted) as raised:
+        train(cfg)
+    last = out / "checkpoints" / "last.ckpt"
+    assert str(raised.value) == (
+        f"training stopped by SIGTERM during the final evaluation (training had finished); saved {last} at step 2"
+    )
+    assert raised.value.checkpoint == last and last.is_file()
+    assert not (out / ".run.lock").exists()

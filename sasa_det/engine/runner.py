@@ -33,7 +33,12 @@ from sasa_det.engine.run.resume import finished_run
 from sasa_det.engine.run.resume_position import ResumePoint, read_resume_point
 from sasa_det.engine.run.run_directory import RunDirectory
 from sasa_det.engine.run.run_lock import RunLock, is_first_process
-from sasa_det.engine.run.signals import TrainingInterrupted, sigterm_exception, stop_on_sigterm_while_preparing
+from sasa_det.engine.run.signals import (
+    SigtermOutsideFit,
+    TrainingInterrupted,
+    sigterm_exception,
+    stop_on_sigterm_outside_fit,
+)
 from sasa_det.engine.run.survival import SurvivalCallbacks, survival_callbacks
 from sasa_det.engine.tasks import get_task
 from sasa_det.engine.tasks.callbacks import StepTimer, ValidationRecorder
@@ -47,7 +52,13 @@ logger = logging.getLogger(__name__)
 
 
 def _finish(
-    trainer: pl.Trainer, module, datamodule, recorder: ValidationRecorder, survival: SurvivalCallbacks, task: Task
+    trainer: pl.Trainer,
+    module,
+    datamodule,
+    recorder: ValidationRecorder,
+    survival: SurvivalCallbacks,
+    task: Task,
+    sigterm: SigtermOutsideFit,
 ) -> dict[str, float]:
     """Metrics of the final weights, whose checkpoint is on disk as ``last.ckpt`` (and ``best`` if best).
 
@@ -58,6 +69,7 @@ def _finish(
     last = survival.last
     if last.saved_step != trainer.global_step:  # e.g. resumed from a final checkpoint of another output_dir
         last.save(trainer)
+    sigterm.finished_training(last.path if last.saved_step is not None else None, trainer.global_step)
     if recorder.step == trainer.global_step and recorder.metrics is not None:
         return dict(recorder.metrics)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -110,8 +122,8 @@ def train(
     cfg.logging.offline = logging_options.offline
     run_dir = RunDirectory(cfg.output_dir)
     # One training per output_dir: global rank 0 holds its lock (the other ranks are that training's).
-    with stop_on_sigterm_while_preparing(), RunLock(run_dir) if is_first_process() else contextlib.nullcontext():
-        return _train(cfg, run_dir, resume_from)
+    with stop_on_sigterm_outside_fit() as sigterm, RunLock(run_dir) if is_first_process() else contextlib.nullcontext():
+        return _train(cfg, run_dir, resume_from, sigterm)
 
 
 def _resolve_initial_weights(cfg: DictConfig, demo_config: Optional[str | os.PathLike]) -> DictConfig:
@@ -181,8 +193,10 @@ def _start_files(
         run_dir.write_json(run_dir.init_from_report, record)
 
 
-def _train(cfg: DictConfig, run_dir: RunDirectory, resume_from: Optional[str | os.PathLike]) -> dict[str, Any]:
-    """:func:`train` inside the run directory's lock."""
+def _train(
+    cfg: DictConfig, run_dir: RunDirectory, resume_from: Optional[str | os.PathLike], sigterm: SigtermOutsideFit
+) -> dict[str, Any]:
+    """:func:`train` inside the run directory's lock; ``sigterm`` learns when training has finished."""
     point = read_resume_point(resume_from) if resume_from is not None else None
     if point is not None:
         finished = finished_run(cfg, run_dir, point.global_step, point.epochs_done, point.path)
@@ -236,7 +250,7 @@ def _train(cfg: DictConfig, run_dir: RunDirectory, resume_from: Optional[str | o
         raise TrainingInterrupted(
             signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step
         ) from None
-    metrics = _finish(trainer, module, datamodule, recorder, survival, task)
+    metrics = _finish(trainer, module, datamodule, recorder, survival, task, sigterm)
     log_final_metrics(loggers, metrics, trainer.global_step)
     result: dict[str, Any] = {
         "metrics": metrics,

@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,9 +26,10 @@ from sasa_det.engine.run.checkpoints import LastCheckpoint
 __all__ = [
     "StopOnSignal",
     "TrainingInterrupted",
+    "SigtermOutsideFit",
     "sigterm_exception",
     "slurm_job_id",
-    "stop_on_sigterm_while_preparing",
+    "stop_on_sigterm_outside_fit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,15 @@ class TrainingInterrupted(RuntimeError):
         requeued: whether the SLURM job was requeued.
     """
 
-    def __init__(self, signum: int, checkpoint: Optional[Path], step: int, requeued: bool = False):
+    def __init__(
+        self, signum: int, checkpoint: Optional[Path], step: int, requeued: bool = False, during: str = ""
+    ):
         name = signal.Signals(signum).name
         where = f"; saved {checkpoint} at step {step}" if checkpoint is not None else "; no checkpoint could be written"
-        super().__init__(f"training stopped by {name}{where}" + ("; the SLURM job was requeued" if requeued else ""))
+        during = f" {during}" if during else ""
+        super().__init__(
+            f"training stopped by {name}{during}{where}" + ("; the SLURM job was requeued" if requeued else "")
+        )
         self.signum = int(signum)
         self.checkpoint = checkpoint
         self.step = int(step)
@@ -65,22 +72,38 @@ def sigterm_exception() -> type[BaseException]:
     return SIGTERMException
 
 
+@dataclass
+class SigtermOutsideFit:
+    """What a SIGTERM outside ``fit`` reports: the stage it interrupted and the checkpoint already on disk."""
+
+    during: str = "while preparing"  #: the stage, as the message says it
+    checkpoint: Optional[Path] = None  #: the checkpoint written so far (None before training)
+    step: int = 0  #: that checkpoint's step
+
+    def finished_training(self, checkpoint: Optional[Path], step: int) -> None:
+        """``fit`` ended with ``checkpoint`` written at ``step``: a SIGTERM from now on interrupts the final
+        evaluation, and the trained weights are safe."""
+        self.during, self.checkpoint, self.step = "during the final evaluation (training had finished)", checkpoint, step
+
+
 @contextmanager
-def stop_on_sigterm_while_preparing() -> Iterator[None]:
-    """While a training prepares (data checks, model), SIGTERM raises :class:`TrainingInterrupted` (nothing to
-    save yet) instead of killing the process, so that the run's lock and files are released on the way out;
-    :class:`StopOnSignal` takes over during ``fit``. The previous handler comes back on exit. A no-op outside the
-    main thread, where handlers cannot be set."""
+def stop_on_sigterm_outside_fit() -> Iterator[SigtermOutsideFit]:
+    """Outside ``fit`` (while a training prepares, and during its final evaluation) SIGTERM raises
+    :class:`TrainingInterrupted` naming the stage and the checkpoint already written, instead of killing the
+    process, so that the run's lock and files are released on the way out; :class:`StopOnSignal` takes over
+    during ``fit``. The previous handler comes back on exit. A no-op outside the main thread, where handlers
+    cannot be set."""
+    stage = SigtermOutsideFit()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stage
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise TrainingInterrupted(signum, None, 0)
+        raise TrainingInterrupted(signum, stage.checkpoint, stage.step, during=stage.during)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield stage
     finally:
         signal.signal(signal.SIGTERM, previous)
 
