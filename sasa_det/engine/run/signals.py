@@ -44,9 +44,7 @@ class TrainingInterrupted(RuntimeError):
         requeued: whether the SLURM job was requeued.
     """
 
-    def __init__(
-        self, signum: int, checkpoint: Optional[Path], step: int, requeued: bool = False, during: str = ""
-    ):
+    def __init__(self, signum: int, checkpoint: Optional[Path], step: int, requeued: bool = False, during: str = ""):
         name = signal.Signals(signum).name
         where = f"; saved {checkpoint} at step {step}" if checkpoint is not None else "; no checkpoint could be written"
         during = f" {during}" if during else ""
@@ -83,7 +81,11 @@ class SigtermOutsideFit:
     def finished_training(self, checkpoint: Optional[Path], step: int) -> None:
         """``fit`` ended with ``checkpoint`` written at ``step``: a SIGTERM from now on interrupts the final
         evaluation, and the trained weights are safe."""
-        self.during, self.checkpoint, self.step = "during the final evaluation (training had finished)", checkpoint, step
+        self.during, self.checkpoint, self.step = (
+            "during the final evaluation (training had finished)",
+            checkpoint,
+            step,
+        )
 
 
 @contextmanager
