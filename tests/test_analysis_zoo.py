@@ -9,7 +9,7 @@ import pytest
 
 from sasa_det.analysis.zoo_benchmark import format_mean_spread, format_zoo_table, mean_spread
 from sasa_det.analysis.zoo_rows import ZOO_ROWS
-from tests.helpers import load_tool
+from tests.helpers import REPO, load_tool
 
 
 def test_mean_spread_against_hand_computed_values():
@@ -83,3 +83,36 @@ def test_quick_zoo_of_two_rows_and_reuse(tmp_path, capsys):
     assert benchmark.main([*argv, "--rows", "conv"]) == 0
     err = capsys.readouterr().err
     assert "[1/1] conv seed 0: mAP" in err and "reused" in err
+
+
+def test_an_interrupted_run_is_continued_from_its_checkpoint_by_the_training_command(tmp_path):
+    """A run the table left with a checkpoint but no final metrics (stopped while it trained) is continued with
+    ``tools/train.py ... --resume``, not refused as a used output_dir; it then has final metrics."""
+    import sys
+
+    from sasa_det.analysis.zoo_benchmark import QUICK_OVERRIDES, ZooSettings, run_zoo
+
+    out = tmp_path / "zoo"
+    settings = ZooSettings(
+        config=REPO / "configs" / "zoo" / "shapes_hard.yaml",
+        output_root=out,
+        train_command=None,  # the first run in this process (quicker); the continued one by the training command
+        rows=["conv"],
+        seeds=1,
+        steps=2,
+        threads=1,
+        extra_overrides=[*QUICK_OVERRIDES, f"data.shapes.root={tmp_path / 'shapes'}"],
+    )
+    lines: list[str] = []
+    run_zoo(settings, progress=lines.append)
+    run_dir = out / "conv" / "seed0"
+    assert lines == [lines[0]] and "[1/1] conv seed 0: mAP" in lines[0] and "resumed" not in lines[0]
+    (run_dir / "metrics.json").unlink()  # as if stopped after its last checkpoint, before the final metrics
+    settings.steps = 3
+    settings.train_command = [sys.executable, str(REPO / "tools" / "train.py")]
+    lines.clear()
+    results = run_zoo(settings, progress=lines.append)
+    assert "[1/1] conv seed 0: mAP" in lines[0] and "resumed, in" in lines[0], lines
+    assert "resuming from" in (out / "conv" / "seed0.log").read_text()
+    (run,) = results["rows"][0]["runs"].values()
+    assert run["resumed"] and 0 <= run["bbox"] <= 1 and (run_dir / "metrics.json").is_file()

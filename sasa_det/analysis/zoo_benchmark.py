@@ -4,7 +4,8 @@
 Each row of :data:`~sasa_det.analysis.zoo_rows.ZOO_ROWS` is a list of overrides of one base config
 (``configs/zoo/shapes_hard.yaml``); each (row, seed) trains with the project's training command into its own
 run directory ``OUTPUT/<row>/seed<k>/``, whose final metrics (the final weights' validation) give the mAP
-and whose CSV log (``train/step_ms``) the step time. A run directory with final metrics is reused, so an interrupted table resumes. Parameters and FLOPs come from
+and whose CSV log (``train/step_ms``) the step time. A run directory with final metrics is reused, and one with a
+checkpoint but no final metrics (the table was interrupted) is continued from it, so an interrupted table resumes. Parameters and FLOPs come from
 :func:`~sasa_det.analysis.config_complexity.measure_config` (the dense part of a detector, one image).
 """
 
@@ -144,39 +145,42 @@ def read_run(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
     }
 
 
-def _train_in_process(config: Path, overrides: list[str]) -> Optional[str]:
-    """Train with the runner in this process; the error as a line, or None."""
+def _train_in_process(config: Path, overrides: list[str], resume_from: Optional[Path]) -> Optional[str]:
+    """Train (or continue from ``resume_from``) with the runner in this process; the error as a line, or None."""
     from sasa_det.engine.experiment import load_config
     from sasa_det.engine.runner import train
 
     try:
-        train(load_config(config, overrides))
+        train(load_config(config, overrides), resume_from=resume_from)
     except Exception as err:  # a failed row is the table's finding; the other rows go on
         return f"{type(err).__name__}: {err}"
     return None
 
 
 def _train(settings: ZooSettings, row: str, seed: int, threads: int) -> dict[str, Any]:
-    """Train one (row, seed) (a command's output in ``<row>/seed<k>.log``); its results."""
+    """Train one (row, seed) (a command's output in ``<row>/seed<k>.log``), continuing a run that an interrupted
+    table left with a checkpoint but no final metrics; its results (``"resumed"`` True for such a run)."""
     run_dir = settings.run_dir(row, seed)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     overrides = [*settings.overrides(row), f"trainer.seed={seed}", f"output_dir={run_dir}"]
+    unfinished = RunDirectory(run_dir).checkpoints()
     started = time.perf_counter()
     if settings.train_command is None:
-        error = _train_in_process(settings.config, overrides)
+        error = _train_in_process(settings.config, overrides, unfinished[0] if unfinished else None)
         command = None
     else:
-        command = [*settings.train_command, str(settings.config), *overrides]
+        command = [*settings.train_command, str(settings.config), *overrides, *(["--resume"] if unfinished else [])]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        with open(run_dir.parent / f"seed{seed}.log", "w", encoding="utf-8") as log:
+        with open(run_dir.parent / f"seed{seed}.log", "a" if unfinished else "w", encoding="utf-8") as log:
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
         error = f"exit status {done.returncode}; see {log.name}" if done.returncode != 0 else None
     seconds = time.perf_counter() - started
     if error is not None or not RunDirectory(run_dir).metrics_file.is_file():
         return {"error": error or "the run wrote no final metrics"}
-    record = {"seconds": round(seconds, 1), "command": command, "overrides": overrides}
+    record = {"seconds": round(seconds, 1), "command": command, "overrides": overrides, "resumed": bool(unfinished)}
     _run_record(run_dir).write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return read_run(run_dir) or {"error": "no final metrics"}
+    found = read_run(run_dir)
+    return {**found, "resumed": bool(unfinished)} if found is not None else {"error": "no final metrics"}
 
 
 def _complexity(settings: ZooSettings, row: str) -> dict[str, Any]:
@@ -197,12 +201,12 @@ def _complexity(settings: ZooSettings, row: str) -> dict[str, Any]:
 
 
 def format_progress(done: int, total: int, row: str, seed: int, run: dict[str, Any]) -> str:
-    """``"[3/16] aa seed 1: mAP 0.412 in 143 s"`` (or ``reused`` / the error)."""
+    """``"[3/16] aa seed 1: mAP 0.412 in 143 s"`` (``reused``, ``resumed, ... s`` or the error)."""
     head = f"[{done}/{total}] {row} seed {seed}"
     if "error" in run:
         return f"{head}: FAILED ({run['error']})"
     segm = f", mask mAP {run['segm']:.3f}" if run.get("segm") is not None else ""
-    how = "reused" if run.get("reused") else f"in {run['seconds']:.0f} s"
+    how = "reused" if run.get("reused") else ("resumed, " if run.get("resumed") else "") + f"in {run['seconds']:.0f} s"
     return f"{head}: mAP {run['bbox']:.3f}{segm} {how}"
 
 
