@@ -42,15 +42,17 @@ extras: $(UV)
 demo: setup-demo
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(RUN_DEMO) python tools/train.py configs/shapes_demo.yaml
 
-# Lint and format checks first (ruff, configured in pyproject.toml), then the default suite.
+# Lint and format checks first (ruff, configured in pyproject.toml), then the default suite on every core
+# (pytest-xdist: one worker per logical core, each single-threaded; a worker that finishes early takes queued
+# tests from the others). `pytest` alone runs in one process.
 test: setup
 	$(RUN) ruff check
 	$(RUN) ruff format --check
-	$(RUN) pytest
+	$(RUN) pytest -n logical --dist worksteal
 
 # Also runs the tests marked slow.
 test-all: setup
-	$(RUN) pytest -m ""
+	$(RUN) pytest -m "" -n logical --dist worksteal
 
 benchmark: setup-demo
 	$(RUN_DEMO) python tools/benchmark.py layers
