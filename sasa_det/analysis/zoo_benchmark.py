@@ -4,9 +4,10 @@
 Each row of :data:`~sasa_det.analysis.zoo_rows.ZOO_ROWS` is a list of overrides of one base config
 (``configs/zoo/shapes_hard.yaml``); each (row, seed) trains with the project's training command into its own
 run directory ``OUTPUT/<row>/seed<k>/``, whose final metrics (the final weights' validation) give the mAP
-and whose CSV log (``train/step_ms``) the step time. A run directory with final metrics is reused, and one with a
-checkpoint but no final metrics (the table was interrupted) is continued from it, so an interrupted table resumes. Parameters and FLOPs come from
-:func:`~sasa_det.analysis.config_complexity.measure_config` (the dense part of a detector, one image).
+and whose CSV log (``train/step_ms``) the step time. A run directory with final metrics is reused, and one with
+a checkpoint but no final metrics (the table was interrupted) is continued from it, so an interrupted table
+resumes. Parameters and FLOPs come from :func:`~sasa_det.analysis.config_complexity.measure_config` (the dense
+part of a detector, one image).
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def _median_step_ms(run_dir: Path) -> Optional[float]:
 
 
 def read_run(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
-    """``{"bbox", "segm", "step_ms", "seconds"}`` of a finished run directory (None when it has no final metrics);
-    ``segm`` is None for box-only detectors, ``seconds`` None for a run not trained by the zoo."""
+    """``{"bbox", "segm", "step_ms", "seconds", "resumed"}`` of a finished run directory (None when it has no final
+    metrics); ``segm`` is None for box-only detectors, ``seconds`` None for a run not trained by the zoo (for a
+    continued run, the continued part only), ``resumed`` whether the zoo continued it from a checkpoint."""
     run_dir = Path(run_dir)
     metrics_path = RunDirectory(run_dir).metrics_file
     if not metrics_path.is_file():
@@ -142,6 +144,7 @@ def read_run(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
         "segm": metrics.get(SEGM_METRIC),
         "step_ms": _median_step_ms(run_dir),
         "seconds": record.get("seconds"),
+        "resumed": bool(record.get("resumed")),
     }
 
 
@@ -179,8 +182,7 @@ def _train(settings: ZooSettings, row: str, seed: int, threads: int) -> dict[str
         return {"error": error or "the run wrote no final metrics"}
     record = {"seconds": round(seconds, 1), "command": command, "overrides": overrides, "resumed": bool(unfinished)}
     _run_record(run_dir).write_text(json.dumps(record, indent=2), encoding="utf-8")
-    found = read_run(run_dir)
-    return {**found, "resumed": bool(unfinished)} if found is not None else {"error": "no final metrics"}
+    return read_run(run_dir) or {"error": "no final metrics"}
 
 
 def _complexity(settings: ZooSettings, row: str) -> dict[str, Any]:

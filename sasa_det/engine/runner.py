@@ -69,7 +69,7 @@ def _finish(
     last = survival.last
     if last.saved_step != trainer.global_step:  # e.g. resumed from a final checkpoint of another output_dir
         last.save(trainer)
-    sigterm.finished_training(last.path if last.saved_step is not None else None, trainer.global_step)
+    sigterm.finished_training(last.written, last.saved_step or 0)
     if recorder.step == trainer.global_step and recorder.metrics is not None:
         return dict(recorder.metrics)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -247,15 +247,13 @@ def _train(
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from is not None else None)
     except sigterm_exception():
         last = survival.last
-        raise TrainingInterrupted(
-            signal.SIGTERM, last.path if last.saved_step is not None else None, trainer.global_step
-        ) from None
+        raise TrainingInterrupted(signal.SIGTERM, last.written, trainer.global_step) from None
     metrics = _finish(trainer, module, datamodule, recorder, survival, task, sigterm)
     log_final_metrics(loggers, metrics, trainer.global_step)
     result: dict[str, Any] = {
         "metrics": metrics,
         "best_checkpoint": survival.best.best_model_path or None,
-        "last_checkpoint": str(survival.last.path) if survival.last.saved_step is not None else None,
+        "last_checkpoint": str(survival.last.written) if survival.last.written is not None else None,
         "output_dir": str(run_dir.root),
         "config_path": str(run_dir.config_file),
         "predictions_png": None,

@@ -58,6 +58,11 @@ class LastCheckpoint(pl.Callback):
         self.every_n_steps = int(every_n_steps)
         self.saved_step: Optional[int] = None
 
+    @property
+    def written(self) -> Optional[Path]:
+        """``last.ckpt`` if this process has written it (at :attr:`saved_step`), else None."""
+        return self.path if self.saved_step is not None else None
+
     def save(self, trainer: pl.Trainer) -> Path:
         """Write ``last.ckpt`` now (all ranks must call this: the strategy synchronises them); the loggers'
         buffered rows are flushed first, so the logs on disk reach at least the checkpoint's step."""
