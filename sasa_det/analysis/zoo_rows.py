@@ -10,12 +10,18 @@ from __future__ import annotations
 __all__ = ["ZOO_ROWS"]
 
 _SASA_STAGES = "model.backbone.stage_ops=[sasa,sasa,sasa,sasa]"
-#: R-CNN sampling scaled to 128-px images with 1-8 objects (torchvision's defaults, 2000 proposals and 512 sampled
-#: RoIs per image, are sized for COCO; with them a CPU step of Mask R-CNN costs ~17 conv RetinaNet steps)
+#: The R-CNNs scaled to CPU like the rest of the model: sampling sized for 128-px images with a few objects
+#: (torchvision's 2000 proposals and 512 sampled RoIs per image are sized for COCO) and RoI heads at a quarter of
+#: torchvision's widths, as the 64-channel FPN is a quarter of 256 (box head 256 wide, not 1024; mask head 64
+#: channels, not 256). With torchvision's sampling and widths a CPU step of Mask R-CNN cost ~20 conv RetinaNet
+#: steps; with these, about 3 (docs/zoo.md).
 _RCNN_CPU = [
     "model.head_norm=null",
+    "model.backbone.stage_ops=[conv,conv,conv,conv]",
     "model.detector_kwargs.rpn_post_nms_top_n_train=500",
     "model.detector_kwargs.box_batch_size_per_image=64",
+    "model.box_head_fc_dim=256",
+    "model.mask_head_conv_dim=64",
 ]
 
 #: row name -> ``{"about": one line for the table, "overrides": config overrides of the base config}``
@@ -51,15 +57,11 @@ ZOO_ROWS: dict[str, dict[str, object]] = {
         ],
     },
     "faster_rcnn": {
-        "about": "Faster R-CNN, conv ResNet-26 (500 proposals, 64 sampled RoIs per image)",
-        "overrides": [
-            "model.arch=faster_rcnn",
-            "model.head_norm=null",
-            "model.backbone.stage_ops=[conv,conv,conv,conv]",
-        ],
+        "about": "Faster R-CNN, conv ResNet-26 (500 proposals, 64 sampled RoIs per image, 256-wide box head)",
+        "overrides": ["model.arch=faster_rcnn", *_RCNN_CPU],
     },
     "mask_rcnn": {
-        "about": "Mask R-CNN, conv ResNet-26 (500 proposals, 64 sampled RoIs per image)",
-        "overrides": ["model.arch=mask_rcnn", *_RCNN_CPU, "model.backbone.stage_ops=[conv,conv,conv,conv]"],
+        "about": "Mask R-CNN, conv ResNet-26 (as Faster R-CNN, 64-channel mask head)",
+        "overrides": ["model.arch=mask_rcnn", *_RCNN_CPU],
     },
 }

@@ -9,10 +9,11 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.models.detection.retinanet import RetinaNet
 
+from sasa_det.detectors.anchors import retinanet_anchors, rpn_anchors
 from sasa_det.detectors.attention_input_norm import with_input_norm
 from sasa_det.detectors.class_agnostic_nms import apply_class_agnostic_nms
 from sasa_det.detectors.options import ARCHS, BACKBONE_FEATURES, SIZE_DIVISIBLE, DetectorOptions, known_arch
-from sasa_det.detectors.rcnn import rcnn_from_backbone
+from sasa_det.detectors.rcnn import RoiHeadWidths, rcnn_from_backbone
 from sasa_det.detectors.retinanet import retinanet_from_backbone
 from sasa_det.layers import SasaOptions
 
@@ -20,7 +21,21 @@ __all__ = ["ARCHS", "BACKBONE_FEATURES", "SIZE_DIVISIBLE", "DetectorOptions", "b
 
 _TORCHVISION_CLASS = {"retinanet": RetinaNet, "faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN}
 # Arguments the builder sets itself: they cannot come through detector_kwargs.
-_BUILDER_ARGS = {"backbone", "num_classes", "min_size", "max_size", "head", "box_roi_pool", "mask_roi_pool"}
+_BUILDER_ARGS = {
+    "backbone",
+    "num_classes",
+    "min_size",
+    "max_size",
+    "head",
+    "box_roi_pool",
+    "mask_roi_pool",
+    "anchor_generator",
+    "rpn_anchor_generator",
+    "box_head",
+    "box_predictor",
+    "mask_head",
+    "mask_predictor",
+}
 # R-CNN names of RetinaNet's post-processing settings, so one config key works for every architecture.
 _RCNN_ALIASES = {
     "score_thresh": "box_score_thresh",
@@ -57,6 +72,13 @@ def _check_detector_kwargs(arch: str, detector_kwargs: dict[str, Any]) -> dict[s
     return kwargs
 
 
+def _positive_int(key: str, value: Any) -> int:
+    """``value`` of ``model.<key>`` if it is a positive int, else an error naming the key."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"model.{key} must be a positive int, got {value!r}")
+    return value
+
+
 def _check_sizes(min_size: int | Sequence[int], max_size: int) -> tuple[int, ...]:
     """``min_size`` as a non-empty tuple of positive ints; ``max_size`` must be a positive int."""
     sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
@@ -82,7 +104,9 @@ def build_detector(
             ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``rpn_*``, ``box_*``,
             ...; for the R-CNNs ``score_thresh`` / ``nms_thresh`` / ``detections_per_img`` mean ``box_score_thresh``
             / ``box_nms_thresh`` / ``box_detections_per_img``); ``class_agnostic_nms`` adds an NMS across
-            classes after the per-class one (:mod:`sasa_det.detectors.class_agnostic_nms`).
+            classes after the per-class one (:mod:`sasa_det.detectors.class_agnostic_nms`); ``anchor_sizes``
+            the anchors' base size per level (:mod:`sasa_det.detectors.anchors`); ``box_head_fc_dim`` /
+            ``mask_head_conv_dim`` the R-CNNs' RoI head widths.
         num_classes: number of FOREGROUND classes ``K``; labels are 1..K and the model has ``K + 1`` classes
             (index 0 is background / never a target, torchvision's convention).
         backbone: the feature extractor, returning exactly ``options.backbone_features()`` with an
@@ -101,9 +125,8 @@ def build_detector(
         raise ValueError(f"head='attention' exists for arch='retinanet' only, got arch={arch!r}; use head='conv'")
     if options.head_norm is not None and arch != "retinanet":
         raise ValueError(f"head_norm exists for arch='retinanet' only, got arch={arch!r}; leave it null")
-    channels = options.fpn_channels
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"fpn_channels must be a positive int, got {channels!r}")
+    channels = _positive_int("fpn_channels", options.fpn_channels)
+    _positive_int("mask_head_conv_dim", options.mask_head_conv_dim)
     kwargs = _check_detector_kwargs(arch, options.detector_kwargs)
     kwargs.setdefault("_skip_resize", True)
     kwargs.update(min_size=_check_sizes(options.min_size, options.max_size), max_size=options.max_size)
@@ -118,9 +141,19 @@ def build_detector(
             options.head_norm,
             attention_layer,
             options.head_value_init_std,
+            anchor_generator=retinanet_anchors(options.anchor_sizes),
             **kwargs,
         )
     else:
-        masks = options.predicts_masks()
-        model = rcnn_from_backbone(backbone, num_classes + 1, masks, options.fpn, channels, attention_layer, **kwargs)
+        model = rcnn_from_backbone(
+            backbone,
+            num_classes + 1,
+            options.predicts_masks(),
+            options.fpn,
+            channels,
+            attention_layer,
+            RoiHeadWidths(_positive_int("box_head_fc_dim", options.box_head_fc_dim), options.mask_head_conv_dim),
+            rpn_anchor_generator=rpn_anchors(options.anchor_sizes),
+            **kwargs,
+        )
     return apply_class_agnostic_nms(model) if options.class_agnostic_nms else model

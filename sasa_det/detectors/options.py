@@ -71,6 +71,13 @@ class DetectorOptions:
     attention_norm: str = choice(ATTENTION_NORMS, default="layer")
     #: attention heads: std of the value projections' init (SASA paper Sec. 4.2: N(0, 0.01))
     head_value_init_std: float = 0.01
+    #: base anchor size in pixels per pyramid level (RetinaNet P3-P7, 3 octave scales each; R-CNN RPN P2-P6);
+    #: null = torchvision's [32, 64, 128, 256, 512], sized for 800-px COCO images
+    anchor_sizes: Optional[list[int]] = None
+    #: Faster / Mask R-CNN: width of the box head's two fully connected layers (torchvision: 1024)
+    box_head_fc_dim: int = 1024
+    #: Mask R-CNN: channels of the mask head's four 3x3 convs and its upsampling layer (torchvision: 256)
+    mask_head_conv_dim: int = 256
 
     #: keys added after configs were stored -> the value a stored config without them trained with
     added_keys: ClassVar[dict[str, Any]] = {"attention_norm": "none"}
