@@ -114,6 +114,18 @@ def test_attention_head_outputs_match_explicit_reference_and_are_shared_across_l
     assert has_norm == (norm == "group")
 
 
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_attention_head_trains_with_and_without_its_norm(norm):
+    # without the norm the ReLU reads the attention's output itself, which the kernels may return as a view made
+    # inside their autograd Function: an in-place ReLU there fails in training (it did, with head_norm=none)
+    torch.manual_seed(0)
+    head = AttentionRetinaNetHead(32, num_anchors=3, num_classes=4, norm=norm, num_layers=2).train()
+    levels = [torch.randn(2, 32, 5, 4, requires_grad=True), torch.randn(2, 32, 3, 2)]
+    out = head(levels)
+    (out["cls_logits"].sum() + out["bbox_regression"].sum()).backward()
+    assert levels[0].grad is not None and torch.isfinite(levels[0].grad).all() and levels[0].grad.abs().sum() > 0
+
+
 def test_attention_head_initialisation_follows_paper():
     torch.manual_seed(0)
     head = AttentionRetinaNetHead(256, num_anchors=9, num_classes=81)

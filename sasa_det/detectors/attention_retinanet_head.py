@@ -70,7 +70,9 @@ def attention_tower(
         layers: list[nn.Module] = [attention]
         if norm == "group":
             layers.append(nn.GroupNorm(GROUP_NORM_GROUPS, channels))
-        layers.append(nn.ReLU(inplace=True))
+        # in place only after the norm: the attention's output may be a view made inside its custom autograd
+        # Function (the CPU and Triton kernels), which autograd forbids modifying in place
+        layers.append(nn.ReLU(inplace=norm == "group"))
         blocks.append(nn.Sequential(*layers))
     return nn.Sequential(*blocks)
 
