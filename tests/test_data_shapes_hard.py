@@ -144,6 +144,6 @@ def test_hard_preset_config():
     from sasa_det.engine.experiment import load_config
 
     shapes = load_config(REPO / "configs" / "zoo" / "shapes_hard.yaml").data.shapes
-    assert shapes.root == "data/shapes_hard" and len(shapes.classes) == 5 and shapes.max_objects == 8
+    assert shapes.root == "data/shapes_hard" and len(shapes.classes) == 5 and shapes.max_objects == 6
     assert (shapes.num_train, shapes.num_val, shapes.image_size) == (600, 150, 128)
     assert shapes.max_occlusion > 0 and shapes.clutter > 0 and shapes.background == "textured"

@@ -268,6 +268,37 @@ def test_parameter_names_and_shapes():
     }
 
 
+def _logit_spreads(layer: LocalSelfAttention2d, x: torch.Tensor) -> tuple[float, float]:
+    """Std of the content logits ``q_i·k_j`` and of the relative logits ``q_row·rel_row[a] + q_col·rel_col[b]``
+    over every query, key and window offset of ``x``, computed from the projections by hand."""
+    heads, d = layer.heads, layer.head_channels
+    q = layer.query(x).reshape(heads, d, -1)  # (heads, d, HW)
+    k = layer.key(x).reshape(heads, d, -1)
+    content = torch.einsum("hdi,hdj->hij", q, k)
+    rows = torch.einsum("hdi,ad->hia", q[:, : d // 2], layer.rel_row)  # (heads, HW, k)
+    cols = torch.einsum("hdi,bd->hib", q[:, d // 2 :], layer.rel_col)
+    relative = rows[..., :, None] + cols[..., None, :]
+    return content.std().item(), relative.std().item()
+
+
+@torch.no_grad()
+def test_relative_logits_start_as_wide_as_the_content_logits():
+    # unit-variance input (what the attention pyramid's and heads' LayerNorm feed): content logits have variance
+    # d; the default tables N(0, 1) give the relative logits the same, the AA paper's N(0, 1/d) sqrt(d) less
+    ratios = {}
+    for rel_init in ("content_scale", "inv_sqrt_d"):
+        per_seed = []
+        for seed in range(8):
+            torch.manual_seed(seed)
+            layer = LocalSelfAttention2d(64, 64, rel_init=rel_init)  # d = 8
+            content, relative = _logit_spreads(layer, torch.randn(1, 64, 12, 12))
+            per_seed.append(content / relative)
+        ratios[rel_init] = sum(per_seed) / len(per_seed)
+    assert 0.8 < ratios["content_scale"] < 1.25, ratios
+    assert 0.8 * math.sqrt(8) < ratios["inv_sqrt_d"] < 1.25 * math.sqrt(8), ratios
+    assert LocalSelfAttention2d(8, 16).rel_init == "content_scale"  # the default
+
+
 def test_attention_flops():
     layer = LocalSelfAttention2d(64, 64, stride=2)
     assert layer.attention_flops(56, 56) == 3 * 2 * 56 * 56 * 49 * 64
@@ -281,6 +312,7 @@ def test_attention_flops():
         ({"kernel_size": 4}, "odd"),
         ({"stride": 0}, "stride"),
         ({"impl": "magic"}, "unknown impl"),
+        ({"rel_init": "zeros"}, "unknown rel_init 'zeros'"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -162,10 +162,11 @@ def test_modules_build_their_layers_with_the_factory_they_are_given():
 
 def test_a_backbone_built_from_options_has_the_configured_sasa_layers():
     options = ResNetOptions("sasa_resnet26_convstem", base_width=16)
-    backbone = backbone_from_options(options, SasaOptions(kernel_size=3, heads=2, mask_padding=True))
+    sasa = SasaOptions(kernel_size=3, heads=2, mask_padding=True, rel_init="inv_sqrt_d")
+    backbone = backbone_from_options(options, sasa)
     layers = [m for m in backbone.modules() if isinstance(m, LocalSelfAttention2d)]
     assert len(layers) == sum((1, 2, 4, 1))
-    assert {(m.kernel_size, m.heads, m.mask_padding) for m in layers} == {(3, 2, True)}
+    assert {(m.kernel_size, m.heads, m.mask_padding, m.rel_init) for m in layers} == {(3, 2, True, "inv_sqrt_d")}
     assert SasaOptions().factory()(16, 16).kernel_size == 7  # the layer's defaults are the options' own
 
 

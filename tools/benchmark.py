@@ -314,7 +314,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 #: ``zoo --steps`` default: the equal training budget of every run, sized so that 8 rows x 2 seeds take about 45
 #: minutes on 2 cores with --jobs 2 (measured ms/step at 128 px, batch 8, one thread, on a busy 2-core VM: conv
 #: RetinaNet 370, all-attention RetinaNet 1775, Mask R-CNN 2900; docs/zoo.md).
-ZOO_STEPS = 200
+ZOO_STEPS = 400
 
 
 def add_zoo_parser(subparsers) -> None:

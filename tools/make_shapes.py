@@ -4,8 +4,8 @@ Example::
 
     python tools/make_shapes.py data/shapes --num-train 1000 --num-val 200 --image-size 128
     python tools/make_shapes.py data/voc_demo --num-train 120 --num-val 30 --image-size 160 --voc
-    python tools/make_shapes.py data/shapes_hard --classes circle square triangle star diamond --max-objects 8 \
-        --min-scale 0.0625 --max-scale 0.625 --scale-sampling log --max-occlusion 0.4 --clutter 6 \
+    python tools/make_shapes.py data/shapes_hard --classes circle square triangle star diamond --max-objects 6 \
+        --min-scale 0.15 --max-scale 0.5 --scale-sampling log --max-occlusion 0.25 --clutter 3 \
         --background textured
 
 ``--voc`` also writes every image as a Pascal VOC folder (``ROOT/voc``), to try the custom-data path

@@ -3,7 +3,7 @@ or numpy, so a config is read and checked without them.
 
 One set of defaults serves the config section, :func:`~sasa_det.data.shapes.make_shapes_dataset` and
 ``tools/make_shapes.py``. The defaults draw the demo set: 1-4 well separated circles, squares and triangles on
-a plain noisy background. The options after ``classes`` make it harder (``configs/zoo/_base_shapes_hard.yaml``):
+a plain noisy background. The options after ``classes`` make it harder (``configs/_base_/datasets/shapes_hard.yaml``):
 a wide, small-object-heavy scale range, overlapping objects, distractors and textured backgrounds.
 """
 

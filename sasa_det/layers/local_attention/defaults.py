@@ -12,3 +12,9 @@ SCALED = False
 MASK_PADDING = False
 #: the implementation: the fastest registered one for the device
 IMPL = "auto"
+#: how the relative-embedding tables start (the paper gives no initialisation): "content_scale" draws them
+#: N(0, 1), so that for unit-variance queries the relative logits q·r start with the content logits' spread
+#: (variance d each); "inv_sqrt_d" draws them N(0, 1/d), the AA paper's appendix code, which starts the relative
+#: logits sqrt(d) times narrower than the content logits (see docs/zoo.md)
+REL_INITS = ("content_scale", "inv_sqrt_d")
+REL_INIT = "content_scale"

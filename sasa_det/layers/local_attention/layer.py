@@ -57,13 +57,14 @@ class LocalSelfAttention2d(nn.Module):
         stride: output stride (average pooling after the attention).
         scaled: divide logits by ``sqrt(d)``; the paper's Eq. 3 has no scaling.
         mask_padding: exclude out-of-image keys from the softmax instead of zero keys/values.
+        rel_init: ``"content_scale"`` or ``"inv_sqrt_d"``: the relative tables' init (:meth:`reset_parameters`).
         impl: ``"auto"`` (fastest registered implementation for the input's device), ``"triton"``
             (fused CUDA kernels, the CUDA default), ``"cpp"``
             (compiled CPU loop, the CPU default), ``"shift"`` (portable path, CPU and GPU), ``"halo"``
             (blocked queries with key/value halos), or ``"unfold"``; further implementations (the tests'
             ``"reference"``) can be registered with :func:`sasa_det.layers.register_local_attention_impl`.
 
-    The defaults of ``kernel_size``, ``heads``, ``scaled``, ``mask_padding`` and ``impl`` are declared once,
+    The defaults of ``kernel_size``, ``heads``, ``scaled``, ``mask_padding``, ``impl`` and ``rel_init`` are declared once,
     in :class:`~.options.SasaOptions`. The layer is an :class:`~sasa_det.layers.attention_layer.AttentionLayer`.
     """
 
@@ -83,6 +84,7 @@ class LocalSelfAttention2d(nn.Module):
         scaled: bool = defaults.SCALED,  # Eq. 3: no 1/sqrt(d) scaling
         mask_padding: bool = defaults.MASK_PADDING,  # paper silent; zero padding as in public reimplementations
         impl: str = defaults.IMPL,
+        rel_init: str = defaults.REL_INIT,  # paper silent; see reset_parameters
     ) -> None:
         super().__init__()
         if head_width(in_channels, out_channels, heads) % 2 != 0:
@@ -94,6 +96,8 @@ class LocalSelfAttention2d(nn.Module):
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
+        if rel_init not in defaults.REL_INITS:
+            raise ValueError(f"unknown rel_init {rel_init!r}; choose one of {defaults.REL_INITS}")
         if impl not in available_local_attention_impls():
             raise ValueError(f"unknown impl {impl!r}; choose one of {available_local_attention_impls()}")
         self.in_channels = in_channels
@@ -105,6 +109,7 @@ class LocalSelfAttention2d(nn.Module):
         self.scaled = scaled
         self.mask_padding = mask_padding
         self.impl = impl
+        self.rel_init = rel_init
         self.query = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.key = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.value = nn.Conv2d(in_channels, out_channels, 1, bias=False)
@@ -117,14 +122,19 @@ class LocalSelfAttention2d(nn.Module):
 
         * ``query``/``key``/``value``: normal with std ``1/sqrt(C_in)`` (variance preserving for a
           linear map, as a 1×1 conv's fan-in init would be).
-        * ``rel_row``/``rel_col``: normal with std ``1/sqrt(d)``, ``d`` the per-head width, so the
-          relative logits start at the scale of the content logits of unit-variance features.
+        * ``rel_row``/``rel_col`` (``rel_init="content_scale"``, the default): standard normal. For
+          unit-variance inputs the queries and keys have unit-variance entries, so a content logit ``q·k`` has
+          variance ``d`` and a relative logit ``q_row·r_row + q_col·r_col`` (two ``d/2``-wide products) variance
+          ``d·std²``: std 1 starts both at one spread, and the softmax sees position from the first step.
+          ``rel_init="inv_sqrt_d"`` (std ``1/sqrt(d)``, the AA paper's code) starts the relative logits
+          ``sqrt(d)`` times narrower; from scratch the tables then take hundreds of steps to matter (docs/zoo.md).
         """
         std = 1.0 / math.sqrt(self.in_channels)
         for projection in (self.query, self.key, self.value):
             nn.init.normal_(projection.weight, std=std)
-        nn.init.normal_(self.rel_row, std=self.head_channels**-0.5)
-        nn.init.normal_(self.rel_col, std=self.head_channels**-0.5)
+        rel_std = 1.0 if self.rel_init == "content_scale" else self.head_channels**-0.5
+        nn.init.normal_(self.rel_row, std=rel_std)
+        nn.init.normal_(self.rel_col, std=rel_std)
 
     def no_weight_decay(self) -> set[str]:
         """Names of this layer's parameters that take no weight decay: the relative position tables."""
@@ -219,5 +229,6 @@ class LocalSelfAttention2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, heads={self.heads}, "
-            f"stride={self.stride}, scaled={self.scaled}, mask_padding={self.mask_padding}, impl={self.impl!r}"
+            f"stride={self.stride}, scaled={self.scaled}, mask_padding={self.mask_padding}, impl={self.impl!r}, "
+            f"rel_init={self.rel_init!r}"
         )

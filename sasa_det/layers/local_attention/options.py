@@ -46,6 +46,9 @@ class SasaOptions:
     #: exclude out-of-image keys from the softmax instead of zero keys/values (the paper is silent; public
     #: reimplementations zero-pad)
     mask_padding: bool = defaults.MASK_PADDING
+    #: relative-embedding init: "content_scale" (N(0, 1): relative logits start as wide as the content
+    #: logits) | "inv_sqrt_d" (N(0, 1/d), the AA paper's code; learns position far slower, docs/zoo.md)
+    rel_init: str = choice(defaults.REL_INITS, default=defaults.REL_INIT)
 
     def factory(self) -> Callable[..., LocalSelfAttention2d]:
         """``factory(in_channels, out_channels, stride=1)`` -> a :class:`LocalSelfAttention2d` with these options."""
