@@ -311,9 +311,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     return _report(finetune_table(rows), {"rows": rows}, args.json)
 
 
-#: ``zoo --steps`` default: the equal training budget of every run, sized so that 8 rows x 2 seeds take about 45
-#: minutes on 2 cores with --jobs 2 (measured ms/step at 128 px, batch 8, one thread, on a busy 2-core VM: conv
-#: RetinaNet 370, all-attention RetinaNet 1775, Mask R-CNN 2900; docs/zoo.md).
+#: ``zoo --steps`` default: the equal training budget of every run, sized so that every row learns and 8 rows x 2
+#: seeds fit in 45 minutes on 2 cores with --jobs 2 (measured: 31 minutes; ms/step at 128 px, batch 8, one thread
+#: each: conv RetinaNet 205, all-attention RetinaNet 898, Mask R-CNN 867; docs/zoo.md).
 ZOO_STEPS = 400
 
 

@@ -14,7 +14,7 @@ _SASA_STAGES = "model.backbone.stage_ops=[sasa,sasa,sasa,sasa]"
 #: (torchvision's 2000 proposals and 512 sampled RoIs per image are sized for COCO) and RoI heads at a quarter of
 #: torchvision's widths, as the 64-channel FPN is a quarter of 256 (box head 256 wide, not 1024; mask head 64
 #: channels, not 256). With torchvision's sampling and widths a CPU step of Mask R-CNN cost ~20 conv RetinaNet
-#: steps; with these, about 3 (docs/zoo.md).
+#: steps; with these, about 4 (docs/zoo.md).
 _RCNN_CPU = [
     "model.head_norm=null",
     "model.backbone.stage_ops=[conv,conv,conv,conv]",

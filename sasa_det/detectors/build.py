@@ -126,7 +126,10 @@ def build_detector(
     if options.head_norm is not None and arch != "retinanet":
         raise ValueError(f"head_norm exists for arch='retinanet' only, got arch={arch!r}; leave it null")
     channels = _positive_int("fpn_channels", options.fpn_channels)
-    _positive_int("mask_head_conv_dim", options.mask_head_conv_dim)
+    roi_head_widths = RoiHeadWidths(
+        _positive_int("box_head_fc_dim", options.box_head_fc_dim),
+        _positive_int("mask_head_conv_dim", options.mask_head_conv_dim),
+    )
     kwargs = _check_detector_kwargs(arch, options.detector_kwargs)
     kwargs.setdefault("_skip_resize", True)
     kwargs.update(min_size=_check_sizes(options.min_size, options.max_size), max_size=options.max_size)
@@ -152,7 +155,7 @@ def build_detector(
             options.fpn,
             channels,
             attention_layer,
-            RoiHeadWidths(_positive_int("box_head_fc_dim", options.box_head_fc_dim), options.mask_head_conv_dim),
+            roi_head_widths,
             rpn_anchor_generator=rpn_anchors(options.anchor_sizes),
             **kwargs,
         )
